@@ -11,7 +11,7 @@ export FLOTILLA_TESTBED_BIN ?= $(BIN)/testbed
 # Integration tests start API servers; the whole suite stays well under this.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build test test-unit testbed lint bench demo clean
+.PHONY: build test test-unit testbed lint generate verify-generated bench demo clean
 
 ## build: every Flotilla binary into bin/
 build:
@@ -38,6 +38,15 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(TOOLS) staticcheck ./...
+
+## generate: deepcopy for pkg/api and the CRDs in deploy/crds, from the Go types
+generate:
+	$(TOOLS) controller-gen object paths=./pkg/api/... crd:crdVersions=v1 output:crd:artifacts:config=deploy/crds
+
+## verify-generated: fail when generated files are not what `make generate` makes
+verify-generated: generate
+	@stale="$$(git diff --name-only -- deploy/crds pkg/api; git ls-files --others --exclude-standard -- deploy/crds pkg/api)"; \
+	if [ -n "$$stale" ]; then echo "generated files are stale: run 'make generate' and commit:"; echo "$$stale"; exit 1; fi
 
 ## bench: timing goals (test bed start, ...)
 bench: testbed

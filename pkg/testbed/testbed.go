@@ -36,7 +36,7 @@ import (
 const HubName = "hub"
 
 // Binaries are the programs `make testbed` builds and Start needs.
-var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"}
 
 //go:embed kwok-stages.yaml
 var kwokStages []byte
@@ -76,6 +76,8 @@ type Env struct {
 	Clusters []*Cluster
 	// Dir holds the test bed's files; logs are under Dir/logs.
 	Dir string
+	// BinDir holds the binaries, kubectl among them.
+	BinDir string
 
 	removeDir bool
 	mu        sync.Mutex
@@ -162,7 +164,7 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	env := &Env{Dir: opts.Dir}
+	env := &Env{Dir: opts.Dir, BinDir: binDir}
 	if env.Dir == "" {
 		if env.Dir, err = os.MkdirTemp("", "flotilla-testbed-"); err != nil {
 			return nil, fmt.Errorf("testbed: %w", err)
