@@ -11,7 +11,7 @@ export FLOTILLA_TESTBED_BIN ?= $(BIN)/testbed
 # Integration tests start API servers; the whole suite stays well under this.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build test test-unit testbed lint generate verify-generated bench demo clean
+.PHONY: build test test-unit testbed lint generate verify-generated fuzz bench demo clean
 
 ## build: every Flotilla binary into bin/
 build:
@@ -47,6 +47,14 @@ generate:
 verify-generated: generate
 	@stale="$$(git diff --name-only -- deploy/crds pkg/api; git ls-files --others --exclude-standard -- deploy/crds pkg/api)"; \
 	if [ -n "$$stale" ]; then echo "generated files are stale: run 'make generate' and commit:"; echo "$$stale"; exit 1; fi
+
+## fuzz: run every fuzz test for FUZZTIME each (make test runs their seed corpora)
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
 
 ## bench: timing goals (test bed start, ...)
 bench: testbed

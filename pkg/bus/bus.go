@@ -1,0 +1,159 @@
+// Package bus owns Flotilla's use of NATS JetStream: the streams, KV buckets
+// and object store of the design (set up idempotently), the subjects, and
+// publish and consume with ack, nak-with-delay and terminate-with-reason.
+// Events themselves are built and read by package events only.
+package bus
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	StreamSteps     = "FLOTILLA_STEPS"
+	StreamWork      = "FLOTILLA_WORK"
+	StreamStatus    = "FLOTILLA_STATUS"
+	StreamApprovals = "FLOTILLA_APPROVALS"
+	StreamClusters  = "FLOTILLA_CLUSTERS"
+)
+
+// KV buckets and the object store.
+const (
+	BucketRuns      = "flotilla-runs"
+	BucketClusters  = "flotilla-clusters"
+	ObjectSnapshots = "flotilla-snapshots"
+)
+
+// Subject prefixes; see the Subject functions for the full shape.
+const (
+	prefixSteps     = "flotilla.steps"
+	prefixWork      = "flotilla.work"
+	prefixStatus    = "flotilla.status"
+	prefixDispatch  = "flotilla.dispatch"
+	prefixApprovals = "flotilla.approvals"
+	prefixClusters  = "flotilla.clusters"
+)
+
+// token makes a Kubernetes name one subject token: names may hold dots,
+// which NATS reads as separators; '_' never occurs in a Kubernetes name, so
+// the mapping is reversible.
+func token(name string) string { return strings.ReplaceAll(name, ".", "_") }
+
+// StepSubject is where the planner publishes an application's step events.
+func StepSubject(ns, app string) string { return join(prefixSteps, ns, app) }
+
+// WorkSubject is where the dispatcher publishes one cluster's desired state
+// of one application. The work stream keeps only the last message of each.
+func WorkSubject(cluster, ns, app string) string { return join(prefixWork, cluster, ns, app) }
+
+// WorkFilter matches every work subject of one cluster.
+func WorkFilter(cluster string) string { return prefixWork + "." + token(cluster) + ".>" }
+
+// StatusSubject is where a cluster's agent reports on an application.
+func StatusSubject(cluster, ns, app string) string { return join(prefixStatus, cluster, ns, app) }
+
+// DispatchSubject is where the dispatcher tells the planner which clusters a
+// step went to, or why it went to none.
+func DispatchSubject(ns, app string) string { return join(prefixDispatch, ns, app) }
+
+// ApprovalSubject is where bots, the CLI and the HTTP hook send approvals.
+func ApprovalSubject(ns, app string) string { return join(prefixApprovals, ns, app) }
+
+// ClusterSubject is where an agent sends its join request or heartbeats
+// (kind "join" or "heartbeat").
+func ClusterSubject(cluster, kind string) string { return join(prefixClusters, cluster, kind) }
+
+func join(prefix string, names ...string) string {
+	parts := []string{prefix}
+	for _, n := range names {
+		parts = append(parts, token(n))
+	}
+	return strings.Join(parts, ".")
+}
+
+// SetupOptions tune the streams for where they run.
+type SetupOptions struct {
+	// Replicas of each stream and bucket: 1 in dev and tests, 3 on a NATS cluster.
+	Replicas int
+	// Memory keeps streams in memory (tests that create many).
+	Memory bool
+}
+
+// Streams returns the stream configurations of the design's table.
+func Streams(o SetupOptions) []jetstream.StreamConfig {
+	storage := jetstream.FileStorage
+	if o.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	replicas := max(o.Replicas, 1)
+	const day = 24 * time.Hour
+	streams := []jetstream.StreamConfig{
+		{
+			Name: StreamSteps, Subjects: []string{prefixSteps + ".>"},
+			Description: "planner → dispatcher, gate: one event per step transition",
+			MaxAge:      30 * day, Duplicates: 10 * time.Minute,
+		},
+		{
+			Name: StreamWork, Subjects: []string{prefixWork + ".>"},
+			Description: "dispatcher → agent: desired state per cluster and application, last value per subject",
+			// An agent offline for a week gets the newest desired state, not every release in between.
+			MaxMsgsPerSubject: 1, Duplicates: 10 * time.Minute,
+		},
+		{
+			Name: StreamStatus, Subjects: []string{prefixStatus + ".>", prefixDispatch + ".>"},
+			Description: "agents and dispatcher → planner: cluster status and dispatch results",
+			MaxAge:      7 * day, Duplicates: 2 * time.Minute,
+		},
+		{
+			Name: StreamApprovals, Subjects: []string{prefixApprovals + ".>"},
+			Description: "bots, CLI, HTTP → gate: approvals, kept for audit",
+			MaxAge:      365 * day, Duplicates: 10 * time.Minute,
+		},
+		{
+			Name: StreamClusters, Subjects: []string{prefixClusters + ".>"},
+			Description: "agents → dispatcher: join requests and heartbeats",
+			MaxAge:      time.Hour, Duplicates: time.Minute,
+		},
+	}
+	for i := range streams {
+		streams[i].Storage = storage
+		streams[i].Replicas = replicas
+	}
+	return streams
+}
+
+// Setup creates or updates every stream, KV bucket and the object store. It
+// is idempotent: every service calls it at start.
+func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
+	for _, cfg := range Streams(o) {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("set up stream %s: %w", cfg.Name, err)
+		}
+	}
+	storage := jetstream.FileStorage
+	if o.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	replicas := max(o.Replicas, 1)
+	for _, kv := range []jetstream.KeyValueConfig{
+		{Bucket: BucketRuns, Description: "planner run state per application, compare-and-set on revision", History: 5},
+		{Bucket: BucketClusters, Description: "dispatcher cluster registry", History: 5},
+	} {
+		kv.Storage, kv.Replicas = storage, replicas
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("set up KV %s: %w", kv.Bucket, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: ObjectSnapshots, Description: "release snapshots too large to travel inline",
+		Storage: storage, Replicas: replicas,
+	}); err != nil {
+		return fmt.Errorf("set up object store %s: %w", ObjectSnapshots, err)
+	}
+	return nil
+}

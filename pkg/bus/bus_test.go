@@ -1,0 +1,191 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/natstest"
+)
+
+func TestSubjects(t *testing.T) {
+	tests := []struct{ got, want string }{
+		{StepSubject("demo", "demo"), "flotilla.steps.demo.demo"},
+		{WorkSubject("managedcluster-c5", "demo", "web.v2"), "flotilla.work.managedcluster-c5.demo.web_v2"},
+		{WorkFilter("c1"), "flotilla.work.c1.>"},
+		{StatusSubject("c1", "ns", "app"), "flotilla.status.c1.ns.app"},
+		{DispatchSubject("ns", "app"), "flotilla.dispatch.ns.app"},
+		{ApprovalSubject("ns", "app"), "flotilla.approvals.ns.app"},
+		{ClusterSubject("c1", "heartbeat"), "flotilla.clusters.c1.heartbeat"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+func connect(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	s := natstest.New(t)
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func deleted(id, app string) *events.Event {
+	return events.New(id, events.SourcePlanner, events.TypeApplicationDeleted, "", &events.ApplicationDeletedData{Namespace: "demo", Application: app, UID: "u-" + app})
+}
+
+func TestSetupIsIdempotentAndWorkKeepsTheLastPerSubject(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	js := connect(t)
+	for i := 0; i < 2; i++ {
+		if err := Setup(ctx, js, SetupOptions{}); err != nil {
+			t.Fatalf("setup #%d: %v", i+1, err)
+		}
+	}
+	for _, name := range []string{StreamSteps, StreamWork, StreamStatus, StreamApprovals, StreamClusters} {
+		if _, err := js.Stream(ctx, name); err != nil {
+			t.Errorf("stream %s: %v", name, err)
+		}
+	}
+	if _, err := js.KeyValue(ctx, BucketRuns); err != nil {
+		t.Errorf("KV %s: %v", BucketRuns, err)
+	}
+	if _, err := js.ObjectStore(ctx, ObjectSnapshots); err != nil {
+		t.Errorf("object store: %v", err)
+	}
+
+	// Three releases for one cluster+app, one for another app: the work
+	// stream keeps the newest of each.
+	for i, id := range []string{"r1", "r2", "r3"} {
+		if _, err := Publish(ctx, js, WorkSubject("c1", "demo", "a"), deleted(id, "a")); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	if _, err := Publish(ctx, js, WorkSubject("c1", "demo", "b"), deleted("b1", "b")); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := js.Stream(ctx, StreamWork)
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Errorf("work stream holds %d messages, want 2 (last per subject)", info.State.Msgs)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, WorkSubject("c1", "demo", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := last.Header.Get("ce-id"); got != "r3" {
+		t.Errorf("last work for a = %s, want r3", got)
+	}
+}
+
+func TestPublishDropsDuplicateIDs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	js := connect(t)
+	if err := Setup(ctx, js, SetupOptions{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := Publish(ctx, js, StepSubject("demo", "a"), deleted("same", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Publish(ctx, js, StepSubject("demo", "a"), deleted("same", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Duplicate || !second.Duplicate || first.Sequence != second.Sequence {
+		t.Errorf("acks %+v then %+v: want the second flagged duplicate of the first", first, second)
+	}
+	if _, err := Publish(ctx, js, StepSubject("demo", "a"), &events.Event{ID: "x", Type: events.TypeStepStarted, Data: &events.StepData{}}); !errors.Is(err, events.ErrInvalid) {
+		t.Errorf("publishing an invalid event: %v, want ErrInvalid", err)
+	}
+}
+
+// A corrupt message is terminated at once; a handler's Retry redelivers;
+// Terminate stops; success acks. Nothing loops.
+func TestConsumeSettlesEachMessage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := connect(t)
+	if err := Setup(ctx, js, SetupOptions{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Corrupt: not a CloudEvent at all.
+	if _, err := js.Publish(ctx, StepSubject("demo", "corrupt"), []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range []string{"ok", "retry", "term"} {
+		if _, err := Publish(ctx, js, StepSubject("demo", app), deleted("id-"+app, app)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, err := js.CreateConsumer(ctx, StreamSteps, jetstream.ConsumerConfig{
+		Durable: "test", AckPolicy: jetstream.AckExplicitPolicy, MemoryStorage: true, AckWait: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls = map[string]*atomic.Int32{"ok": {}, "retry": {}, "term": {}}
+	done := make(chan struct{})
+	var once atomic.Bool
+	cc, err := Consume(ctx, cons, slog.New(slog.DiscardHandler), func(ctx context.Context, e *events.Event) error {
+		app := e.Data.(*events.ApplicationDeletedData).Application
+		n := calls[app].Add(1)
+		switch app {
+		case "retry":
+			if n == 1 {
+				return Retry(100*time.Millisecond, errors.New("not yet"))
+			}
+			if once.CompareAndSwap(false, true) {
+				close(done)
+			}
+		case "term":
+			return Terminate(errors.New("never"))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("retried message was not redelivered")
+	}
+	// Give a wrongly redelivered message time to show up.
+	time.Sleep(500 * time.Millisecond)
+	for app, want := range map[string]int32{"ok": 1, "retry": 2, "term": 1} {
+		if got := calls[app].Load(); got != want {
+			t.Errorf("%s handled %d times, want %d", app, got, want)
+		}
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Errorf("consumer has %d ack pending, %d pending: want every message settled", info.NumAckPending, info.NumPending)
+	}
+}

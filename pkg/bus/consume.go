@@ -1,0 +1,118 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/pkg/events"
+)
+
+// Publisher is the part of JetStream that publishing needs.
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// Publish encodes e and publishes it on subject, waiting for the stream's
+// ack. A duplicate (same event ID within the stream's window) is acked
+// without being stored again; the ack says so.
+func Publish(ctx context.Context, js Publisher, subject string, e *events.Event) (*jetstream.PubAck, error) {
+	msg, err := events.Encode(subject, e)
+	if err != nil {
+		return nil, err
+	}
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s %s on %s: %w", e.Type, e.ID, subject, err)
+	}
+	return ack, nil
+}
+
+// Handler processes one decoded event. Returning nil acks the message;
+// Retry(d, err) naks it for redelivery after d; Terminate(err) or any error
+// wrapping events.ErrInvalid stops redelivery and records the reason; any
+// other error is retried after DefaultRetryDelay.
+type Handler func(ctx context.Context, e *events.Event) error
+
+// DefaultRetryDelay is the redelivery delay of a handler error that says nothing else.
+const DefaultRetryDelay = 2 * time.Second
+
+type retryError struct {
+	after time.Duration
+	err   error
+}
+
+func (r *retryError) Error() string { return fmt.Sprintf("retry in %v: %v", r.after, r.err) }
+func (r *retryError) Unwrap() error { return r.err }
+
+// Retry asks for redelivery after d.
+func Retry(d time.Duration, err error) error { return &retryError{after: d, err: err} }
+
+type terminalError struct{ err error }
+
+func (t *terminalError) Error() string { return t.err.Error() }
+func (t *terminalError) Unwrap() error { return t.err }
+
+// Terminate says the message will never succeed: it is not redelivered.
+func Terminate(err error) error { return &terminalError{err: err} }
+
+// Consume runs h on every message of cons until ctx ends. A message that
+// does not decode is terminated with the decoder's reason, so a corrupt
+// event never loops. Consuming stops when ctx ends or on the returned
+// context's Stop.
+func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, h Handler) (jetstream.ConsumeContext, error) {
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		settle(ctx, msg, log, h)
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if ctx.Err() == nil {
+			log.Warn("consume", "err", err)
+		}
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("consume: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		cc.Stop()
+	}()
+	return cc, nil
+}
+
+func settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, h Handler) {
+	e, err := events.Decode(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+	if err != nil {
+		log.Warn("rejected event", "subject", msg.Subject(), "reason", err)
+		_ = msg.TermWithReason(reason(err))
+		return
+	}
+	err = h(ctx, e)
+	var retry *retryError
+	var term *terminalError
+	switch {
+	case err == nil:
+		_ = msg.Ack()
+	case errors.As(err, &term), errors.Is(err, events.ErrInvalid):
+		log.Warn("rejected event", "type", e.Type, "id", e.ID, "reason", err)
+		_ = msg.TermWithReason(reason(err))
+	case errors.As(err, &retry):
+		log.Info("retrying event", "type", e.Type, "id", e.ID, "after", retry.after, "err", retry.err)
+		_ = msg.NakWithDelay(retry.after)
+	default:
+		log.Warn("event failed, retrying", "type", e.Type, "id", e.ID, "after", DefaultRetryDelay, "err", err)
+		_ = msg.NakWithDelay(DefaultRetryDelay)
+	}
+}
+
+// reason fits an error into the server's advisory (kept short).
+func reason(err error) string {
+	s := err.Error()
+	if len(s) > 512 {
+		s = s[:512]
+	}
+	return s
+}

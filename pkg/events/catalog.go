@@ -1,0 +1,284 @@
+// Package events owns Flotilla's CloudEvents catalog: the event types, their
+// data structs with validation, and the one encoder and decoder that carry
+// them in binary mode over NATS. Nothing else builds events by hand.
+//
+// Types are reverse-DNS and versioned in the name (dev.flotilla.<noun>.<verb>.v1).
+// Decoding ignores unknown optional data fields and rejects what it cannot
+// validate, with a reason.
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Event types. Each has one data struct below.
+const (
+	// Planner → dispatcher, gate: a workflow step changed state.
+	TypeStepStarted   = "dev.flotilla.step.started.v1"
+	TypeStepSuspended = "dev.flotilla.step.suspended.v1"
+	TypeStepSucceeded = "dev.flotilla.step.succeeded.v1"
+	TypeStepFailed    = "dev.flotilla.step.failed.v1"
+	// Planner → agents (through the dispatcher): remove what an application put in clusters.
+	TypeApplicationDeleted = "dev.flotilla.application.deleted.v1"
+	// Dispatcher → planner: the clusters a deploy step targets, or why it cannot.
+	TypeStepDispatched = "dev.flotilla.step.dispatched.v1"
+	// Agent → planner: what a cluster applied and how healthy it is.
+	TypeClusterStatus = "dev.flotilla.cluster.status.v1"
+)
+
+// Data is what every event payload implements.
+type Data interface {
+	// Validate reports what is missing or wrong.
+	Validate() error
+}
+
+// ErrInvalid wraps every validation failure, so consumers can terminate
+// (not redeliver) a message that will never decode.
+var ErrInvalid = errors.New("invalid event")
+
+// ErrUnknownType is returned for a type that is not in the catalog.
+var ErrUnknownType = errors.New("unknown event type")
+
+// AppRef names an application and one of its releases.
+type AppRef struct {
+	Namespace   string `json:"namespace"`
+	Application string `json:"application"`
+	// UID of the Application on the hub: a re-created application is another.
+	UID string `json:"uid"`
+	// Release is "<app>-v<revision>".
+	Release  string `json:"release"`
+	Revision int64  `json:"revision"`
+	// PublishVersion is the app.oam.dev/publishVersion the release was cut for.
+	PublishVersion string `json:"publishVersion,omitempty"`
+}
+
+func (r AppRef) validate() error {
+	var errs []error
+	if r.Namespace == "" {
+		errs = append(errs, errors.New("namespace is empty"))
+	}
+	if r.Application == "" {
+		errs = append(errs, errors.New("application is empty"))
+	}
+	if r.Release == "" {
+		errs = append(errs, errors.New("release is empty"))
+	}
+	if r.Revision <= 0 {
+		errs = append(errs, fmt.Errorf("revision %d is not positive", r.Revision))
+	}
+	return errors.Join(errs...)
+}
+
+// StepData is the data of the step events (started, suspended, succeeded, failed).
+type StepData struct {
+	AppRef
+	// Step is the step's name, unique in the workflow; Index its position.
+	Step     string `json:"step"`
+	StepType string `json:"stepType"`
+	Index    int    `json:"index"`
+	// Message and Reason say why a step suspended or failed.
+	Message string `json:"message,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	// Properties are the step's properties as the workflow states them
+	// (deploy: policies, auto; suspend: duration, message; approvers, ...).
+	Properties json.RawMessage `json:"properties,omitempty"`
+	// Policies a deploy step deploys with, resolved from the Application's
+	// inline policies and Policy objects at release time.
+	Policies []Policy `json:"policies,omitempty"`
+	// Snapshot is the release's objects, for a deploy step that starts.
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+}
+
+// Policy is a resolved policy: its name, type and properties.
+type Policy struct {
+	Name       string          `json:"name"`
+	Type       string          `json:"type"`
+	Properties json.RawMessage `json:"properties,omitempty"`
+}
+
+// Snapshot is a release's objects, inline or, when large, by digest in the
+// JetStream object store.
+type Snapshot struct {
+	// Digest is "sha256:<hex>" of the canonical JSON array of Objects.
+	Digest string `json:"digest"`
+	// Objects inline; empty when the snapshot travels by Digest.
+	Objects []json.RawMessage `json:"objects,omitempty"`
+	// ObjectStore names the object in the object store when Objects is empty.
+	ObjectStore string `json:"objectStore,omitempty"`
+}
+
+// Validate implements Data.
+func (d *StepData) Validate() error {
+	errs := []error{d.AppRef.validate()}
+	if d.Step == "" {
+		errs = append(errs, errors.New("step is empty"))
+	}
+	if d.StepType == "" {
+		errs = append(errs, errors.New("stepType is empty"))
+	}
+	if d.Index < 0 {
+		errs = append(errs, fmt.Errorf("index %d is negative", d.Index))
+	}
+	if s := d.Snapshot; s != nil {
+		if s.Digest == "" {
+			errs = append(errs, errors.New("snapshot.digest is empty"))
+		}
+		if len(s.Objects) == 0 && s.ObjectStore == "" {
+			errs = append(errs, errors.New("snapshot has neither objects nor objectStore"))
+		}
+	}
+	for i, p := range d.Policies {
+		if p.Name == "" || p.Type == "" {
+			errs = append(errs, fmt.Errorf("policies[%d] needs name and type", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ApplicationDeletedData asks every cluster to remove what the application put there.
+type ApplicationDeletedData struct {
+	Namespace   string `json:"namespace"`
+	Application string `json:"application"`
+	UID         string `json:"uid"`
+}
+
+// Validate implements Data.
+func (d *ApplicationDeletedData) Validate() error {
+	var errs []error
+	if d.Namespace == "" || d.Application == "" || d.UID == "" {
+		errs = append(errs, errors.New("namespace, application and uid are required"))
+	}
+	return errors.Join(errs...)
+}
+
+// StepDispatchedData says which clusters a deploy step was sent to, or, when
+// Error is set, why it was sent to none.
+type StepDispatchedData struct {
+	AppRef
+	Step     string   `json:"step"`
+	Clusters []string `json:"clusters,omitempty"`
+	// Reason (CamelCase) and Error say why nothing was dispatched.
+	Reason string `json:"reason,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Validate implements Data.
+func (d *StepDispatchedData) Validate() error {
+	errs := []error{d.AppRef.validate()}
+	if d.Step == "" {
+		errs = append(errs, errors.New("step is empty"))
+	}
+	if d.Error == "" && len(d.Clusters) == 0 {
+		errs = append(errs, errors.New("neither clusters nor error"))
+	}
+	return errors.Join(errs...)
+}
+
+// Health is an object's kstatus status.
+type Health string
+
+// kstatus statuses.
+const (
+	HealthCurrent     Health = "Current"
+	HealthInProgress  Health = "InProgress"
+	HealthFailed      Health = "Failed"
+	HealthTerminating Health = "Terminating"
+	HealthNotFound    Health = "NotFound"
+	HealthUnknown     Health = "Unknown"
+)
+
+// ClusterPhase is where a cluster is with a release.
+type ClusterPhase string
+
+// Cluster phases.
+const (
+	// ClusterApplied: every object applied; Objects say how healthy each is.
+	ClusterApplied ClusterPhase = "Applied"
+	// ClusterFailed: applying failed; Message says which object and why.
+	ClusterFailed ClusterPhase = "Failed"
+	// ClusterDeleted: everything the application put in the cluster is gone.
+	ClusterDeleted ClusterPhase = "Deleted"
+)
+
+// ClusterStatusData is a cluster's report on one application release.
+type ClusterStatusData struct {
+	AppRef
+	Cluster string         `json:"cluster"`
+	Phase   ClusterPhase   `json:"phase"`
+	Message string         `json:"message,omitempty"`
+	Objects []ObjectStatus `json:"objects,omitempty"`
+	// ObservedAt is when the agent assessed the objects.
+	ObservedAt time.Time `json:"observedAt"`
+}
+
+// ObjectStatus is one applied object's health.
+type ObjectStatus struct {
+	Group      string `json:"group,omitempty"`
+	Version    string `json:"version"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name"`
+	Generation int64  `json:"generation,omitempty"`
+	Health     Health `json:"health"`
+	Message    string `json:"message,omitempty"`
+	// Replicas for workloads: what `kubectl flotilla get` prints.
+	Replicas *Replicas `json:"replicas,omitempty"`
+}
+
+// Replicas is a workload's replica summary.
+type Replicas struct {
+	Desired   int32 `json:"desired"`
+	Ready     int32 `json:"ready"`
+	Updated   int32 `json:"updated"`
+	Available int32 `json:"available"`
+}
+
+// Healthy reports whether the cluster applied the release and every object is Current.
+func (d *ClusterStatusData) Healthy() bool {
+	if d.Phase != ClusterApplied {
+		return false
+	}
+	for _, o := range d.Objects {
+		if o.Health != HealthCurrent {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate implements Data.
+func (d *ClusterStatusData) Validate() error {
+	errs := []error{d.AppRef.validate()}
+	if d.Cluster == "" {
+		errs = append(errs, errors.New("cluster is empty"))
+	}
+	switch d.Phase {
+	case ClusterApplied, ClusterFailed, ClusterDeleted:
+	default:
+		errs = append(errs, fmt.Errorf("phase %q is not Applied, Failed or Deleted", d.Phase))
+	}
+	for i, o := range d.Objects {
+		if o.Kind == "" || o.Name == "" || o.Version == "" {
+			errs = append(errs, fmt.Errorf("objects[%d] needs version, kind and name", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// newData returns an empty data struct for a type in the catalog.
+func newData(typ string) (Data, bool) {
+	switch typ {
+	case TypeStepStarted, TypeStepSuspended, TypeStepSucceeded, TypeStepFailed:
+		return &StepData{}, true
+	case TypeApplicationDeleted:
+		return &ApplicationDeletedData{}, true
+	case TypeStepDispatched:
+		return &StepDispatchedData{}, true
+	case TypeClusterStatus:
+		return &ClusterStatusData{}, true
+	}
+	return nil, false
+}

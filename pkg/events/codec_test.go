@@ -1,0 +1,174 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+const testTraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+func stepData() *StepData {
+	return &StepData{
+		AppRef:   AppRef{Namespace: "demo", Application: "demo", UID: "u1", Release: "demo-v1", Revision: 1, PublishVersion: "version1"},
+		Step:     "deploy-test",
+		StepType: "deploy",
+		Policies: []Policy{{Name: "cluster-test", Type: "topology", Properties: json.RawMessage(`{"clusters":["c1"]}`)}},
+		Snapshot: &Snapshot{Digest: "sha256:ab", Objects: []json.RawMessage{json.RawMessage(`{"kind":"Deployment"}`)}},
+	}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	tests := []struct {
+		typ  string
+		data Data
+	}{
+		{TypeStepStarted, stepData()},
+		{TypeStepSuspended, &StepData{AppRef: stepData().AppRef, Step: "deploy-prod", StepType: "deploy", Index: 1, Message: `Waiting approval to the deploy step "deploy-prod"`}},
+		{TypeApplicationDeleted, &ApplicationDeletedData{Namespace: "demo", Application: "demo", UID: "u1"}},
+		{TypeStepDispatched, &StepDispatchedData{AppRef: stepData().AppRef, Step: "deploy-test", Clusters: []string{"c1"}}},
+		{TypeClusterStatus, &ClusterStatusData{AppRef: stepData().AppRef, Cluster: "c1", Phase: ClusterApplied,
+			Objects:    []ObjectStatus{{Group: "apps", Version: "v1", Kind: "Deployment", Namespace: "demo", Name: "demo", Health: HealthCurrent, Replicas: &Replicas{1, 1, 1, 1}}},
+			ObservedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.typ, func(t *testing.T) {
+			in := New("id-1", SourcePlanner, tt.typ, "demo/demo", tt.data)
+			in.TraceParent, in.TraceState = testTraceParent, "vendor=x"
+			msg, err := Encode("flotilla.steps.demo.demo", in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range map[string]string{
+				"ce-id": "id-1", "ce-source": SourcePlanner, "ce-type": tt.typ, "ce-specversion": "1.0",
+				"ce-subject": "demo/demo", "content-type": "application/json",
+				"traceparent": testTraceParent, "tracestate": "vendor=x", "Nats-Msg-Id": "id-1",
+			} {
+				if got := msg.Header.Get(k); got != want {
+					t.Errorf("header %s = %q, want %q", k, got, want)
+				}
+			}
+			out, err := Decode(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !out.Time.Equal(in.Time) {
+				t.Errorf("time %v, want %v", out.Time, in.Time)
+			}
+			out.Time = in.Time
+			if !reflect.DeepEqual(out, in) {
+				t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
+			}
+		})
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good, err := Encode("s", New("id-1", SourcePlanner, TypeStepStarted, "", stepData()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		mutate  func(m *nats.Msg)
+		wantErr error
+		want    string
+	}{
+		{"no specversion", func(m *nats.Msg) { m.Header.Del("ce-specversion") }, ErrInvalid, "ce-specversion"},
+		{"spec 0.3", func(m *nats.Msg) { m.Header.Set("ce-specversion", "0.3") }, ErrInvalid, "ce-specversion"},
+		{"no id", func(m *nats.Msg) { m.Header.Del("ce-id") }, ErrInvalid, "id"},
+		{"no source", func(m *nats.Msg) { m.Header.Del("ce-source") }, ErrInvalid, "source"},
+		{"bad time", func(m *nats.Msg) { m.Header.Set("ce-time", "yesterday") }, ErrInvalid, "ce-time"},
+		{"xml", func(m *nats.Msg) { m.Header.Set("content-type", "application/xml") }, ErrInvalid, "content-type"},
+		{"unknown type", func(m *nats.Msg) { m.Header.Set("ce-type", "dev.flotilla.nope.v1") }, ErrUnknownType, "dev.flotilla.nope.v1"},
+		{"upper-case header names are other headers", func(m *nats.Msg) {
+			m.Header["CE-ID"] = m.Header["ce-id"]
+			delete(m.Header, "ce-id")
+		}, ErrInvalid, "id"},
+		{"not json", func(m *nats.Msg) { m.Data = []byte("{") }, ErrInvalid, "data"},
+		{"missing step", func(m *nats.Msg) {
+			m.Data = []byte(`{"namespace":"d","application":"a","release":"a-v1","revision":1,"stepType":"deploy"}`)
+		}, ErrInvalid, "step is empty"},
+		{"revision zero", func(m *nats.Msg) {
+			m.Data = []byte(`{"namespace":"d","application":"a","release":"a-v1","step":"s","stepType":"deploy"}`)
+		}, ErrInvalid, "revision 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := &nats.Msg{Subject: good.Subject, Header: nats.Header{}, Data: append([]byte(nil), good.Data...)}
+			for k, v := range good.Header {
+				m.Header[k] = append([]string(nil), v...)
+			}
+			tt.mutate(m)
+			_, err := Decode(m)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Decode() = %v, want %v", err, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Decode() = %q, want it to name %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeIgnoresUnknownDataFieldsAndBadTraceContext(t *testing.T) {
+	e := New("id-1", SourcePlanner, TypeApplicationDeleted, "", &ApplicationDeletedData{Namespace: "n", Application: "a", UID: "u"})
+	msg, err := Encode("s", e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg.Data = []byte(`{"namespace":"n","application":"a","uid":"u","addedInV2":true}`)
+	msg.Header.Set("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+	got, err := Decode(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.TraceParent != "" {
+		t.Errorf("kept an all-zero trace id: %q", got.TraceParent)
+	}
+}
+
+func TestEncodeRefusesInvalidEvents(t *testing.T) {
+	tests := []struct {
+		name string
+		e    *Event
+		want error
+	}{
+		{"nil data", New("id", SourcePlanner, TypeStepStarted, "", nil), ErrInvalid},
+		{"unknown type", New("id", SourcePlanner, "x.y", "", stepData()), ErrUnknownType},
+		{"invalid data", New("id", SourcePlanner, TypeStepStarted, "", &StepData{}), ErrInvalid},
+		{"no id", New("", SourcePlanner, TypeStepStarted, "", stepData()), ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Encode("s", tt.e); !errors.Is(err, tt.want) {
+				t.Fatalf("Encode() = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestStepEventIDIsDeterministic(t *testing.T) {
+	a := StepEventID("u1", 2, "deploy-prod", TypeStepStarted)
+	if a != StepEventID("u1", 2, "deploy-prod", TypeStepStarted) {
+		t.Fatal("same transition, different IDs")
+	}
+	if a != "u1.v2.deploy-prod.started" {
+		t.Errorf("id = %q", a)
+	}
+	for _, other := range []string{
+		StepEventID("u2", 2, "deploy-prod", TypeStepStarted),
+		StepEventID("u1", 3, "deploy-prod", TypeStepStarted),
+		StepEventID("u1", 2, "deploy-test", TypeStepStarted),
+		StepEventID("u1", 2, "deploy-prod", TypeStepSucceeded),
+	} {
+		if other == a {
+			t.Errorf("%q collides", other)
+		}
+	}
+}
