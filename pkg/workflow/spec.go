@@ -1,0 +1,156 @@
+// Package workflow owns the workflow engine: parsing a Workflow's steps into
+// what the engine runs, and the state machine of one release's run. It is
+// pure: no I/O, no clocks (time is an input), so every transition is
+// table-tested. The planner drives it.
+package workflow
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
+)
+
+// Step types the engine runs.
+const (
+	StepTypeDeploy  = "deploy"
+	StepTypeSuspend = "suspend"
+)
+
+// StepSpec is one step as the engine runs it.
+type StepSpec struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// Properties as written, passed on in step events (the gate reads
+	// approvers and minApprovals from them).
+	Properties json.RawMessage `json:"properties,omitempty"`
+	// Timeout fails the step when it has not finished this long after it started.
+	Timeout time.Duration `json:"timeout,omitempty"`
+
+	// deploy: Policies name topology (and later override) policies; Auto
+	// false makes a person approve before the step deploys.
+	Policies []string `json:"policies,omitempty"`
+	Auto     bool     `json:"auto"`
+	// suspend: Duration resumes by itself; zero waits for approval.
+	Duration time.Duration `json:"duration,omitempty"`
+	Message  string        `json:"message,omitempty"`
+}
+
+// Manual reports whether the step waits for a person.
+func (s StepSpec) Manual() bool {
+	switch s.Type {
+	case StepTypeDeploy:
+		return !s.Auto
+	case StepTypeSuspend:
+		return s.Duration == 0
+	}
+	return false
+}
+
+// SpecError is a workflow a user wrote wrong; Reason is CamelCase for conditions.
+type SpecError struct {
+	Reason  string
+	Message string
+}
+
+func (e *SpecError) Error() string { return e.Message }
+
+// Reasons of SpecError.
+const (
+	ReasonUnknownStepType    = "UnknownStepType"
+	ReasonDuplicateStep      = "DuplicateStepName"
+	ReasonInvalidStep        = "InvalidStepProperties"
+	ReasonNoSteps            = "NoWorkflowSteps"
+	ReasonUnsupportedFeature = "UnsupportedWorkflowFeature"
+)
+
+type deployProps struct {
+	Policies []string `json:"policies"`
+	Auto     *bool    `json:"auto"`
+}
+
+type suspendProps struct {
+	Duration string `json:"duration"`
+	Message  string `json:"message"`
+}
+
+// Parse turns a workflow's steps into what the engine runs, or says exactly
+// which step is wrong and why.
+func Parse(mode *v1alpha1.WorkflowExecuteMode, steps []v1alpha1.WorkflowStep) ([]StepSpec, error) {
+	if mode != nil && mode.Steps != "" && mode.Steps != v1alpha1.WorkflowModeStep {
+		return nil, &SpecError{ReasonUnsupportedFeature, fmt.Sprintf("workflow mode %q is not supported yet: use StepByStep", mode.Steps)}
+	}
+	if len(steps) == 0 {
+		return nil, &SpecError{ReasonNoSteps, "the workflow has no steps"}
+	}
+	seen := map[string]bool{}
+	out := make([]StepSpec, 0, len(steps))
+	for i, st := range steps {
+		name := st.Name
+		if name == "" {
+			return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %d (type %q) has no name", i+1, st.Type)}
+		}
+		if seen[name] {
+			return nil, &SpecError{ReasonDuplicateStep, fmt.Sprintf("step name %q is used twice", name)}
+		}
+		seen[name] = true
+		if len(st.SubSteps) > 0 || st.If != "" || len(st.DependsOn) > 0 {
+			return nil, &SpecError{ReasonUnsupportedFeature, fmt.Sprintf("step %q: sub-steps, if and dependsOn are not supported yet", name)}
+		}
+		s := StepSpec{Name: name, Type: st.Type}
+		if st.Properties != nil {
+			s.Properties = json.RawMessage(st.Properties.Raw)
+		}
+		if st.Timeout != "" {
+			d, err := time.ParseDuration(st.Timeout)
+			if err != nil || d <= 0 {
+				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: timeout %q is not a positive duration like 10m", name, st.Timeout)}
+			}
+			s.Timeout = d
+		}
+		switch st.Type {
+		case StepTypeDeploy:
+			var p deployProps
+			if err := decodeProps(s.Properties, &p); err != nil {
+				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: properties: %v", name, err)}
+			}
+			if len(p.Policies) == 0 {
+				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: deploy needs properties.policies naming at least one topology policy", name)}
+			}
+			s.Policies, s.Auto = p.Policies, p.Auto == nil || *p.Auto
+		case StepTypeSuspend:
+			var p suspendProps
+			if err := decodeProps(s.Properties, &p); err != nil {
+				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: properties: %v", name, err)}
+			}
+			if p.Duration != "" {
+				d, err := time.ParseDuration(p.Duration)
+				if err != nil || d <= 0 {
+					return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: duration %q is not a positive duration like 30s", name, p.Duration)}
+				}
+				s.Duration = d
+			}
+			s.Message = p.Message
+		default:
+			return nil, &SpecError{ReasonUnknownStepType, fmt.Sprintf("step %q has unknown type %q (supported: deploy, suspend)", name, st.Type)}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func decodeProps(raw json.RawMessage, into any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(raw, into); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return fmt.Errorf("%s must be %s, not %s", te.Field, te.Type, te.Value)
+		}
+		return err
+	}
+	return nil
+}
