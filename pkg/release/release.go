@@ -1,0 +1,229 @@
+// Package release owns what a release is: resolving an Application on the
+// hub into its workflow steps, its policies and an immutable snapshot of every
+// referenced object, taken once, so production later gets byte for byte what
+// test got. Everything a user can get wrong is reported as a *Problem with a
+// CamelCase reason and a message naming the missing or wrong thing.
+package release
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/workflow"
+)
+
+// ComponentRefObjects is the one component type Flotilla deploys.
+const ComponentRefObjects = "ref-objects"
+
+// PolicyTopology places components on clusters.
+const PolicyTopology = "topology"
+
+// Reasons of a Problem.
+const (
+	ReasonWorkflowNotFound         = "WorkflowNotFound"
+	ReasonPolicyNotFound           = "PolicyNotFound"
+	ReasonUnsupportedPolicyType    = "UnsupportedPolicyType"
+	ReasonUnsupportedComponentType = "UnsupportedComponentType"
+	ReasonObjectNotFound           = "ObjectNotFound"
+	ReasonInvalidObjectReference   = "InvalidObjectReference"
+	ReasonNoWorkflow               = "NoWorkflow"
+)
+
+// Problem is something wrong in what the user applied. It is not retried
+// until the user changes something.
+type Problem struct {
+	Reason  string
+	Message string
+}
+
+func (p *Problem) Error() string { return p.Message }
+
+// AsProblem returns the Problem in err's chain, turning a workflow SpecError
+// into one.
+func AsProblem(err error) (*Problem, bool) {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p, true
+	}
+	var se *workflow.SpecError
+	if errors.As(err, &se) {
+		return &Problem{Reason: se.Reason, Message: se.Message}, true
+	}
+	return nil, false
+}
+
+// Hub is what resolving reads from the hub. Getters return (nil, nil) for an
+// object that does not exist.
+type Hub interface {
+	Workflow(ctx context.Context, ns, name string) (*v1alpha1.Workflow, error)
+	Policy(ctx context.Context, ns, name string) (*v1alpha1.Policy, error)
+	// Object fetches a referenced object; ref has GVK or GVR filled by Parse.
+	Object(ctx context.Context, ns string, ref ObjectRef) (*unstructured.Unstructured, error)
+}
+
+// Spec is everything a release is cut from.
+type Spec struct {
+	Steps    []workflow.StepSpec
+	Policies []events.Policy
+	Objects  []*unstructured.Unstructured
+}
+
+// Key is what makes a new release: the publishVersion when set, else the
+// Application's generation (its spec).
+func Key(app *v1beta1.Application) string {
+	if pv, ok := app.Annotations[v1beta1.AnnotationPublishVersion]; ok && pv != "" {
+		return "publishVersion:" + pv
+	}
+	return "generation:" + strconv.FormatInt(app.Generation, 10)
+}
+
+// Resolve reads the workflow, the policies its deploy steps name, and every
+// referenced object, and validates them all before anything is dispatched.
+func Resolve(ctx context.Context, hub Hub, app *v1beta1.Application) (*Spec, error) {
+	ns := app.Namespace
+	steps, err := resolveSteps(ctx, hub, app)
+	if err != nil {
+		return nil, err
+	}
+	policies, err := resolvePolicies(ctx, hub, app, steps)
+	if err != nil {
+		return nil, err
+	}
+	spec := &Spec{Steps: steps, Policies: policies}
+	for _, comp := range app.Spec.Components {
+		if comp.Type != ComponentRefObjects {
+			return nil, &Problem{ReasonUnsupportedComponentType, fmt.Sprintf("component %q has type %q: Flotilla supports %q", comp.Name, comp.Type, ComponentRefObjects)}
+		}
+		refs, err := ParseRefObjects(comp.Name, comp.Properties)
+		if err != nil {
+			return nil, err
+		}
+		for _, ref := range refs {
+			if ref.Namespace != "" && ref.Namespace != ns {
+				return nil, &Problem{ReasonInvalidObjectReference, fmt.Sprintf("component %q references %s in namespace %q: only objects in the Application's namespace %q can be referenced", comp.Name, ref, ref.Namespace, ns)}
+			}
+			obj, err := hub.Object(ctx, ns, ref)
+			if err != nil {
+				return nil, fmt.Errorf("component %q: get %s: %w", comp.Name, ref, err)
+			}
+			if obj == nil {
+				return nil, &Problem{ReasonObjectNotFound, fmt.Sprintf("%s referenced by component %q not found in namespace %q", ref, comp.Name, ns)}
+			}
+			spec.Objects = append(spec.Objects, obj)
+		}
+	}
+	return spec, nil
+}
+
+func resolveSteps(ctx context.Context, hub Hub, app *v1beta1.Application) ([]workflow.StepSpec, error) {
+	wf := app.Spec.Workflow
+	switch {
+	case wf != nil && wf.Ref != "":
+		obj, err := hub.Workflow(ctx, app.Namespace, wf.Ref)
+		if err != nil {
+			return nil, fmt.Errorf("get Workflow %s/%s: %w", app.Namespace, wf.Ref, err)
+		}
+		if obj == nil {
+			return nil, &Problem{ReasonWorkflowNotFound, fmt.Sprintf("Workflow %q referenced by spec.workflow.ref not found in namespace %q", wf.Ref, app.Namespace)}
+		}
+		return workflow.Parse(obj.Mode, obj.Steps)
+	case wf != nil && len(wf.Steps) > 0:
+		return workflow.Parse(wf.Mode, wf.Steps)
+	}
+	// No workflow: deploy with every inline topology policy at once, as KubeVela does.
+	var names []string
+	for _, p := range app.Spec.Policies {
+		if p.Type == PolicyTopology {
+			names = append(names, p.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, &Problem{ReasonNoWorkflow, "the Application has no spec.workflow and no topology policy: nothing says where to deploy"}
+	}
+	return []workflow.StepSpec{{Name: "deploy", Type: workflow.StepTypeDeploy, Policies: names, Auto: true}}, nil
+}
+
+func resolvePolicies(ctx context.Context, hub Hub, app *v1beta1.Application, steps []workflow.StepSpec) ([]events.Policy, error) {
+	inline := map[string]v1beta1.AppPolicy{}
+	for _, p := range app.Spec.Policies {
+		inline[p.Name] = p
+	}
+	seen := map[string]bool{}
+	var out []events.Policy
+	for _, s := range steps {
+		for _, name := range s.Policies {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			var p events.Policy
+			if ip, ok := inline[name]; ok {
+				p = events.Policy{Name: name, Type: ip.Type, Properties: raw(ip.Properties)}
+			} else {
+				obj, err := hub.Policy(ctx, app.Namespace, name)
+				if err != nil {
+					return nil, fmt.Errorf("get Policy %s/%s: %w", app.Namespace, name, err)
+				}
+				if obj == nil {
+					return nil, &Problem{ReasonPolicyNotFound, fmt.Sprintf("policy %q used by step %q not found: no inline policy of that name and no Policy %s/%s", name, s.Name, app.Namespace, name)}
+				}
+				p = events.Policy{Name: name, Type: obj.Type, Properties: raw(obj.Properties)}
+			}
+			if p.Type != PolicyTopology {
+				return nil, &Problem{ReasonUnsupportedPolicyType, fmt.Sprintf("policy %q used by step %q has type %q: a deploy step supports %q", name, s.Name, p.Type, PolicyTopology)}
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Snapshot cleans the objects (Clean) and returns them as canonical JSON with
+// the sha256 digest of the whole.
+func Snapshot(objs []*unstructured.Unstructured) ([]json.RawMessage, string, error) {
+	out := make([]json.RawMessage, 0, len(objs))
+	for _, o := range objs {
+		data, err := json.Marshal(Clean(o).Object) // map keys marshal sorted: canonical
+		if err != nil {
+			return nil, "", fmt.Errorf("snapshot %s %s: %w", o.GetKind(), o.GetName(), err)
+		}
+		out = append(out, data)
+	}
+	all, err := json.Marshal(out)
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(all)
+	return out, "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// Clean returns a copy of obj without what belongs to the hub's copy
+// (status, uid, resourceVersion, managedFields, creationTimestamp,
+// generation, ownerReferences, ...), keeping labels and annotations.
+func Clean(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	c := obj.DeepCopy()
+	delete(c.Object, "status")
+	for _, f := range []string{"uid", "resourceVersion", "managedFields", "creationTimestamp", "generation",
+		"ownerReferences", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds", "finalizers"} {
+		unstructured.RemoveNestedField(c.Object, "metadata", f)
+	}
+	return c
+}
+
+func raw(r *runtime.RawExtension) json.RawMessage {
+	if r == nil || len(r.Raw) == 0 || string(r.Raw) == "null" {
+		return nil
+	}
+	return json.RawMessage(r.Raw)
+}

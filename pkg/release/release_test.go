@@ -1,0 +1,208 @@
+package release
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+)
+
+// memHub is an in-memory Hub for the pure resolution logic.
+type memHub struct {
+	workflows map[string]*v1alpha1.Workflow
+	policies  map[string]*v1alpha1.Policy
+	objects   map[string]*unstructured.Unstructured // "Kind/name" or "resource.group/name"
+}
+
+func (h *memHub) Workflow(_ context.Context, _, name string) (*v1alpha1.Workflow, error) {
+	return h.workflows[name], nil
+}
+func (h *memHub) Policy(_ context.Context, _, name string) (*v1alpha1.Policy, error) {
+	return h.policies[name], nil
+}
+func (h *memHub) Object(_ context.Context, _ string, ref ObjectRef) (*unstructured.Unstructured, error) {
+	if ref.Kind != "" {
+		return h.objects[ref.Kind+"/"+ref.Name], nil
+	}
+	return h.objects[ref.GroupResource().String()+"/"+ref.Name], nil
+}
+
+func rawx(s string) *runtime.RawExtension { return &runtime.RawExtension{Raw: []byte(s)} }
+
+func seedHub() *memHub {
+	dep := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{
+			"name": "demo", "namespace": "demo", "uid": "x", "resourceVersion": "7", "generation": int64(2),
+			"creationTimestamp": "2026-11-27T10:00:00Z", "labels": map[string]any{"app": "demo"},
+			"annotations":     map[string]any{"note": "kept"},
+			"managedFields":   []any{map[string]any{"manager": "kubectl"}},
+			"ownerReferences": []any{map[string]any{"name": "o"}},
+		},
+		"spec":   map[string]any{"replicas": int64(1)},
+		"status": map[string]any{"readyReplicas": int64(0)},
+	}}
+	cm := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "cfg", "namespace": "demo"}}}
+	return &memHub{
+		workflows: map[string]*v1alpha1.Workflow{"deploy-demo": {Steps: []v1alpha1.WorkflowStep{
+			{WorkflowStepBase: v1alpha1.WorkflowStepBase{Name: "deploy-test", Type: "deploy", Properties: rawx(`{"policies":["cluster-test"]}`)}},
+			{WorkflowStepBase: v1alpha1.WorkflowStepBase{Name: "deploy-prod", Type: "deploy", Properties: rawx(`{"auto":false,"policies":["cluster-prod"]}`)}},
+		}}},
+		policies: map[string]*v1alpha1.Policy{
+			"cluster-test": {Type: "topology", Properties: rawx(`{"clusters":["c1"]}`)},
+			"cluster-prod": {Type: "topology", Properties: rawx(`{"clusters":["c2"]}`)},
+			"override-x":   {Type: "override"},
+		},
+		objects: map[string]*unstructured.Unstructured{"Deployment/demo": dep, "configmaps/cfg": cm},
+	}
+}
+
+func seedApp() *v1beta1.Application {
+	return &v1beta1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: "demo", Generation: 1, Annotations: map[string]string{v1beta1.AnnotationPublishVersion: "version1"}},
+		Spec: v1beta1.ApplicationSpec{
+			Components: []v1beta1.ApplicationComponent{{Name: "demo", Type: "ref-objects", Properties: rawx(`{"objects":[{"apiVersion":"apps/v1","kind":"Deployment","name":"demo"}]}`)}},
+			Workflow:   &v1beta1.AppWorkflow{Ref: "deploy-demo"},
+		},
+	}
+}
+
+func TestResolveSeed(t *testing.T) {
+	spec, err := Resolve(context.Background(), seedHub(), seedApp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.Steps) != 2 || spec.Steps[1].Auto {
+		t.Errorf("steps %+v", spec.Steps)
+	}
+	if len(spec.Policies) != 2 || spec.Policies[0].Name != "cluster-test" || string(spec.Policies[0].Properties) != `{"clusters":["c1"]}` {
+		t.Errorf("policies %+v", spec.Policies)
+	}
+	objs, digest, err := Snapshot(spec.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(objs[0], &got); err != nil {
+		t.Fatal(err)
+	}
+	meta := got["metadata"].(map[string]any)
+	for _, gone := range []string{"uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "ownerReferences"} {
+		if _, ok := meta[gone]; ok {
+			t.Errorf("snapshot keeps metadata.%s", gone)
+		}
+	}
+	if _, ok := got["status"]; ok {
+		t.Error("snapshot keeps status")
+	}
+	if meta["labels"] == nil || meta["annotations"] == nil || meta["namespace"] != "demo" {
+		t.Errorf("snapshot lost labels, annotations or namespace: %v", meta)
+	}
+	if !strings.HasPrefix(digest, "sha256:") || len(digest) != 71 {
+		t.Errorf("digest %q", digest)
+	}
+	// Same input, same bytes and digest; another input, another digest.
+	objs2, digest2, _ := Snapshot(spec.Objects)
+	if digest2 != digest || string(objs2[0]) != string(objs[0]) {
+		t.Error("snapshot is not deterministic")
+	}
+	spec.Objects[0].Object["spec"].(map[string]any)["replicas"] = int64(2)
+	if _, d3, _ := Snapshot(spec.Objects); d3 == digest {
+		t.Error("changed object, same digest")
+	}
+}
+
+func TestResolveByResourceAndAnyKind(t *testing.T) {
+	app := seedApp()
+	app.Spec.Components[0].Properties = rawx(`{"objects":[{"resource":"configmaps","name":"cfg"},{"apiVersion":"apps/v1","kind":"Deployment","name":"demo"}]}`)
+	spec, err := Resolve(context.Background(), seedHub(), app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.Objects) != 2 || spec.Objects[0].GetKind() != "ConfigMap" {
+		t.Errorf("objects %v", spec.Objects)
+	}
+}
+
+func TestResolveProblems(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(a *v1beta1.Application, h *memHub)
+		reason string
+		msg    string
+	}{
+		{"workflow missing", func(a *v1beta1.Application, h *memHub) { a.Spec.Workflow.Ref = "nope" },
+			ReasonWorkflowNotFound, `Workflow "nope" referenced by spec.workflow.ref not found in namespace "demo"`},
+		{"policy missing", func(a *v1beta1.Application, h *memHub) { delete(h.policies, "cluster-prod") },
+			ReasonPolicyNotFound, `policy "cluster-prod" used by step "deploy-prod" not found`},
+		{"policy of another type", func(a *v1beta1.Application, h *memHub) { h.policies["cluster-test"].Type = "override" },
+			ReasonUnsupportedPolicyType, `policy "cluster-test" used by step "deploy-test" has type "override"`},
+		{"component type", func(a *v1beta1.Application, h *memHub) { a.Spec.Components[0].Type = "webservice" },
+			ReasonUnsupportedComponentType, `component "demo" has type "webservice"`},
+		{"object missing", func(a *v1beta1.Application, h *memHub) { delete(h.objects, "Deployment/demo") },
+			ReasonObjectNotFound, `Deployment demo referenced by component "demo" not found in namespace "demo"`},
+		{"object in another namespace", func(a *v1beta1.Application, h *memHub) {
+			a.Spec.Components[0].Properties = rawx(`{"objects":[{"apiVersion":"v1","kind":"Secret","name":"s","namespace":"kube-system"}]}`)
+		}, ReasonInvalidObjectReference, `namespace "kube-system"`},
+		{"no objects", func(a *v1beta1.Application, h *memHub) { a.Spec.Components[0].Properties = rawx(`{"objects":[]}`) },
+			ReasonInvalidObjectReference, "properties.objects is empty"},
+		{"kind without apiVersion", func(a *v1beta1.Application, h *memHub) {
+			a.Spec.Components[0].Properties = rawx(`{"objects":[{"kind":"Deployment","name":"demo"}]}`)
+		}, ReasonInvalidObjectReference, "has kind but no apiVersion"},
+		{"unknown step type", func(a *v1beta1.Application, h *memHub) { h.workflows["deploy-demo"].Steps[0].Type = "notify" },
+			"UnknownStepType", `step "deploy-test" has unknown type "notify"`},
+		{"duplicate step", func(a *v1beta1.Application, h *memHub) { h.workflows["deploy-demo"].Steps[1].Name = "deploy-test" },
+			"DuplicateStepName", `step name "deploy-test" is used twice`},
+		{"no workflow, no policy", func(a *v1beta1.Application, h *memHub) { a.Spec.Workflow = nil },
+			ReasonNoWorkflow, "no spec.workflow"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app, hub := seedApp(), seedHub()
+			tt.mutate(app, hub)
+			_, err := Resolve(context.Background(), hub, app)
+			p, ok := AsProblem(err)
+			if !ok {
+				t.Fatalf("Resolve() = %v, want a Problem", err)
+			}
+			if p.Reason != tt.reason || !strings.Contains(p.Message, tt.msg) {
+				t.Errorf("Problem %s %q, want %s containing %q", p.Reason, p.Message, tt.reason, tt.msg)
+			}
+		})
+	}
+}
+
+func TestDefaultWorkflowDeploysEveryInlineTopology(t *testing.T) {
+	app := seedApp()
+	app.Spec.Workflow = nil
+	app.Spec.Policies = []v1beta1.AppPolicy{{Name: "everywhere", Type: "topology", Properties: rawx(`{"clusterLabelSelector":{}}`)}}
+	spec, err := Resolve(context.Background(), seedHub(), app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.Steps) != 1 || spec.Steps[0].Policies[0] != "everywhere" || !spec.Steps[0].Auto {
+		t.Errorf("steps %+v", spec.Steps)
+	}
+}
+
+func TestKey(t *testing.T) {
+	app := seedApp()
+	if got := Key(app); got != "publishVersion:version1" {
+		t.Errorf("Key = %q", got)
+	}
+	app.Generation = 5
+	if got := Key(app); got != "publishVersion:version1" {
+		t.Errorf("spec change with the same publishVersion changed the key: %q", got)
+	}
+	delete(app.Annotations, v1beta1.AnnotationPublishVersion)
+	if got := Key(app); got != "generation:5" {
+		t.Errorf("Key without publishVersion = %q", got)
+	}
+}
