@@ -1,0 +1,45 @@
+package bus
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
+)
+
+// ConnectOptions say how a service reaches NATS. Every service binds them.
+type ConnectOptions struct {
+	// URL of the NATS server or cluster (comma-separated).
+	URL string
+	// Creds is a NATS credentials file (JWT + NKey seed); empty for none.
+	Creds string
+	// Name identifies the connection in the server's monitoring.
+	Name string
+}
+
+// BindFlags binds --nats-url and --nats-creds, defaulting to $NATS_URL.
+func (o *ConnectOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.URL, "nats-url", envOr("NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated ($NATS_URL)")
+	fs.StringVar(&o.Creds, "nats-creds", "", "NATS credentials file")
+}
+
+// Connect connects and returns the connection and its JetStream context. The
+// connection reconnects forever: a service outlives NATS restarts.
+func (o *ConnectOptions) Connect() (*nats.Conn, jetstream.JetStream, error) {
+	opts := []nats.Option{nats.Name(o.Name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
+	if o.Creds != "" {
+		opts = append(opts, nats.UserCredentials(o.Creds))
+	}
+	nc, err := nats.Connect(o.URL, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", o.URL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("JetStream at %s: %w", o.URL, err)
+	}
+	return nc, js, nil
+}

@@ -1,0 +1,88 @@
+package planner_test
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/planner"
+)
+
+// Everything a user can get wrong: the Application says exactly what, no
+// step event goes out, and the planner keeps serving other applications.
+func TestBadInputIsReportedAndNothingIsPublished(t *testing.T) {
+	f := newFixture(t, "")
+	f.startPlanner(planner.Hooks{})
+	tests := []struct {
+		ns     string
+		edit   func(manifest string) string
+		reason string
+		msg    string
+	}{
+		{"no-workflow", func(m string) string { return strings.Replace(m, "ref: deploy-demo", "ref: deploy-nope", 1) },
+			"WorkflowNotFound", `Workflow "deploy-nope" referenced by spec.workflow.ref not found in namespace "no-workflow"`},
+		{"no-policy", func(m string) string { return strings.Replace(m, `policies: ["cluster-prod"]`, `policies: ["cluster-staging"]`, 1) },
+			"PolicyNotFound", `policy "cluster-staging" used by step "deploy-prod" not found`},
+		{"policy-type", func(m string) string { return strings.Replace(m, "type: topology", "type: override", 1) },
+			"UnsupportedPolicyType", `policy "cluster-test" used by step "deploy-test" has type "override"`},
+		{"component-type", func(m string) string { return strings.Replace(m, "type: ref-objects", "type: webservice", 1) },
+			"UnsupportedComponentType", `component "demo" has type "webservice"`},
+		{"no-object", func(m string) string { return strings.Replace(m, "            name: demo", "            name: demo-missing", 1) },
+			"ObjectNotFound", `Deployment demo-missing referenced by component "demo" not found in namespace "no-object"`},
+		{"step-type", func(m string) string { return strings.Replace(m, "  - type: deploy\n    name: deploy-prod", "  - type: notify-slack\n    name: deploy-prod", 1) },
+			"UnknownStepType", `step "deploy-prod" has unknown type "notify-slack"`},
+		{"duplicate-step", func(m string) string { return strings.Replace(m, "name: deploy-prod", "name: deploy-test", 1) },
+			"DuplicateStepName", `step name "deploy-test" is used twice`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ns, func(t *testing.T) {
+			g := f.in(t, tt.ns)
+			g.applyYAML(tt.edit(g.seed()))
+			app := g.waitApp("demo", "failed with "+tt.reason, func(a *v1beta1.Application) bool {
+				c := meta.FindStatusCondition(a.Status.Conditions, planner.ConditionReady)
+				return c != nil && c.Reason == tt.reason
+			})
+			c := meta.FindStatusCondition(app.Status.Conditions, planner.ConditionReady)
+			if app.Status.Phase != v1beta1.PhaseWorkflowFailed || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, tt.msg) {
+				t.Errorf("phase %s, Ready %s %s %q; want workflowFailed, False, %s containing %q", app.Status.Phase, c.Status, c.Reason, c.Message, tt.reason, tt.msg)
+			}
+			if evs := g.stepEvents("demo"); len(evs) != 0 {
+				t.Errorf("published %v for a broken application", summary(evs))
+			}
+		})
+	}
+
+	// Fixing what was missing starts the release: nothing was lost.
+	t.Run("fixed", func(t *testing.T) {
+		g := *f
+		g.t, g.ns = t, "no-workflow"
+		g.applyYAML(strings.ReplaceAll(g.seed("workflow.yaml"), "name: deploy-demo", "name: deploy-nope"))
+		g.waitStepEvents("demo", 1)
+		g.waitApp("demo", "running its workflow", phaseIs(v1beta1.PhaseRunningWorkflow))
+	})
+
+	// Corrupt reports are terminated, not redelivered, and the planner goes on.
+	t.Run("corrupt report", func(t *testing.T) {
+		if _, err := f.js.Publish(f.ctx, bus.StatusSubject("c1", "x", "y"), []byte("{not an event")); err != nil {
+			t.Fatal(err)
+		}
+		g := f.in(t, "after-corrupt")
+		g.applyYAML(g.seed())
+		g.waitStepEvents("demo", 1)
+		cons, err := f.js.Consumer(f.ctx, bus.StreamStatus, "planner")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := cons.Info(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending != 0 || info.NumRedelivered != 0 {
+			t.Errorf("status consumer: %d ack pending, %d redelivered", info.NumAckPending, info.NumRedelivered)
+		}
+	})
+}

@@ -1,0 +1,314 @@
+package planner_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/flotilla-dev/flotilla/deploy/crds"
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/natstest"
+	"github.com/flotilla-dev/flotilla/pkg/planner"
+	"github.com/flotilla-dev/flotilla/pkg/testbed"
+)
+
+// env is the hub every test of this package shares; each test takes its own
+// namespace and its own NATS server.
+var env *testbed.Env
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := func() int {
+		if testing.Short() {
+			return m.Run()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		var err error
+		env, err = testbed.Start(ctx, testbed.Options{Clusters: []string{"unused"}})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer env.Stop()
+		if err := crds.Install(ctx, env.Hub.Config); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+type fixture struct {
+	t   *testing.T
+	ctx context.Context
+	ns  string
+	js  jetstream.JetStream
+	dyn dynamic.Interface
+}
+
+func newFixture(t *testing.T, ns string) *fixture {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs the hub API server and NATS")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	s := natstest.New(t)
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Setup(ctx, js, bus.SetupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(env.Hub.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, ctx: ctx, ns: ns, js: js, dyn: dyn}
+	if ns != "" {
+		f.kubectl("create", "namespace", ns)
+	}
+	return f
+}
+
+func (f *fixture) kubectl(args ...string) string {
+	f.t.Helper()
+	out, _, err := env.Kubectl(f.ctx, testbed.HubName, args...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// applyYAML applies a manifest with plain kubectl.
+func (f *fixture) applyYAML(manifest string) {
+	f.t.Helper()
+	path := filepath.Join(f.t.TempDir(), "m.yaml")
+	if err := os.WriteFile(path, []byte(manifest), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	f.kubectl("apply", "-f", path)
+}
+
+// seed returns the seed's YAML files joined, moved to the fixture's namespace.
+func (f *fixture) seed(files ...string) string {
+	f.t.Helper()
+	if len(files) == 0 {
+		files = []string{"app-meta.yaml", "policy-topology.yaml", "workflow.yaml", "app.yaml"}
+	}
+	var parts []string
+	for _, name := range files {
+		data, err := os.ReadFile(filepath.Join("..", "..", "examples", "seed", name))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		parts = append(parts, strings.ReplaceAll(string(data), "namespace: demo", "namespace: "+f.ns))
+	}
+	return strings.Join(parts, "\n---\n")
+}
+
+// startPlanner runs a planner replica until the test ends or stop is called.
+func (f *fixture) startPlanner(hooks planner.Hooks) (stop func()) {
+	f.t.Helper()
+	log := slog.New(slog.NewTextHandler(testWriter{f.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	p, err := planner.New(env.Hub.Config, f.js, log, planner.Options{Resync: 2 * time.Second}, hooks)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(f.ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			f.t.Errorf("planner: %v", err)
+		}
+	}
+	f.t.Cleanup(stop)
+	return stop
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// app reads the Application.
+func (f *fixture) app(name string) *v1beta1.Application {
+	f.t.Helper()
+	u, err := f.dyn.Resource(v1beta1.ApplicationResource).Namespace(f.ns).Get(f.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	app := &v1beta1.Application{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, app); err != nil {
+		f.t.Fatal(err)
+	}
+	return app
+}
+
+// waitApp polls the Application until ok says so.
+func (f *fixture) waitApp(name, what string, ok func(*v1beta1.Application) bool) *v1beta1.Application {
+	f.t.Helper()
+	var app *v1beta1.Application
+	for {
+		app = f.app(name)
+		if ok(app) {
+			return app
+		}
+		select {
+		case <-f.ctx.Done():
+			f.t.Fatalf("Application %s/%s never %s; status: %+v", f.ns, name, what, app.Status)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func phaseIs(p v1beta1.ApplicationPhase) func(*v1beta1.Application) bool {
+	return func(a *v1beta1.Application) bool { return a.Status.Phase == p }
+}
+
+// stepEvents returns every step event published for an application, in order.
+func (f *fixture) stepEvents(app string) []*events.Event {
+	f.t.Helper()
+	cons, err := f.js.OrderedConsumer(f.ctx, bus.StreamSteps, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.StepSubject(f.ns, app)}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	batch, err := cons.FetchNoWait(10000)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []*events.Event
+	for msg := range batch.Messages() {
+		e, err := events.Decode(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+		if err != nil {
+			f.t.Fatalf("planner published an event that does not decode: %v", err)
+		}
+		out = append(out, e)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// waitStepEvents waits until the application's step events are n.
+func (f *fixture) waitStepEvents(app string, n int) []*events.Event {
+	f.t.Helper()
+	for {
+		got := f.stepEvents(app)
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-f.ctx.Done():
+			f.t.Fatalf("%d step events for %s, want %d: %v", len(got), app, n, summary(got))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// summary is "<verb> <step>" per event, for comparisons and messages.
+func summary(evs []*events.Event) []string {
+	var out []string
+	for _, e := range evs {
+		parts := strings.Split(e.Type, ".")
+		s := parts[len(parts)-2]
+		switch d := e.Data.(type) {
+		case *events.StepData:
+			s += " " + d.Step
+		case *events.ApplicationDeletedData:
+			s += " " + d.Application
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// report publishes what the dispatcher and a cluster's agent would: the
+// step went to cluster, and the cluster applied the release, healthy or not.
+func (f *fixture) report(step *events.StepData, cluster string, phase events.ClusterPhase, health events.Health, msg string) {
+	f.t.Helper()
+	disp := events.New(events.DispatchID(step.UID, step.Revision, step.Step), events.SourceDispatcher, events.TypeStepDispatched, "",
+		&events.StepDispatchedData{AppRef: step.AppRef, Step: step.Step, Clusters: []string{cluster}})
+	if _, err := bus.Publish(f.ctx, f.js, bus.DispatchSubject(step.Namespace, step.Application), disp); err != nil {
+		f.t.Fatal(err)
+	}
+	f.status(step.AppRef, cluster, phase, health, msg)
+}
+
+func (f *fixture) status(ref events.AppRef, cluster string, phase events.ClusterPhase, health events.Health, msg string) {
+	f.t.Helper()
+	st := &events.ClusterStatusData{AppRef: ref, Cluster: cluster, Phase: phase, Message: msg, ObservedAt: time.Now().UTC(),
+		Objects: []events.ObjectStatus{{Group: "apps", Version: "v1", Kind: "Deployment", Namespace: ref.Namespace, Name: "demo", Health: health,
+			Replicas: &events.Replicas{Desired: 1, Ready: 1, Updated: 1, Available: 1}}}}
+	id := fmt.Sprintf("%s.%s.%s.%d", ref.UID, cluster, phase, time.Now().UnixNano())
+	if _, err := bus.Publish(f.ctx, f.js, bus.StatusSubject(cluster, ref.Namespace, ref.Application), events.New(id, events.SourceAgent(cluster), events.TypeClusterStatus, "", st)); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func stepData(t *testing.T, e *events.Event) *events.StepData {
+	t.Helper()
+	d, ok := e.Data.(*events.StepData)
+	if !ok {
+		t.Fatalf("event %s has %T data", e.Type, e.Data)
+	}
+	return d
+}
+
+func objectsOf(t *testing.T, d *events.StepData) []*unstructured.Unstructured {
+	t.Helper()
+	if d.Snapshot == nil {
+		t.Fatalf("step %s carries no snapshot", d.Step)
+	}
+	var out []*unstructured.Unstructured
+	for _, raw := range d.Snapshot.Objects {
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(raw); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// in returns the fixture working in another, new namespace, on the same NATS.
+func (f *fixture) in(t *testing.T, ns string) *fixture {
+	g := *f
+	g.t, g.ns = t, ns
+	g.kubectl("create", "namespace", ns)
+	return &g
+}

@@ -1,0 +1,98 @@
+package planner
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
+	"github.com/flotilla-dev/flotilla/pkg/release"
+)
+
+// hubReader is release.Hub over the planner's informer caches (Workflows,
+// Policies) and direct reads of referenced objects of any kind.
+type hubReader struct {
+	dyn       dynamic.Interface
+	mapper    meta.ResettableRESTMapper
+	workflows cache.GenericLister
+	policies  cache.GenericLister
+}
+
+func (h *hubReader) Workflow(_ context.Context, ns, name string) (*v1alpha1.Workflow, error) {
+	wf := &v1alpha1.Workflow{}
+	found, err := getTyped(h.workflows, ns, name, wf)
+	if !found || err != nil {
+		return nil, err
+	}
+	return wf, nil
+}
+
+func (h *hubReader) Policy(_ context.Context, ns, name string) (*v1alpha1.Policy, error) {
+	p := &v1alpha1.Policy{}
+	found, err := getTyped(h.policies, ns, name, p)
+	if !found || err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func getTyped(l cache.GenericLister, ns, name string, into any) (bool, error) {
+	obj, err := l.ByNamespace(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return false, fmt.Errorf("unexpected %T in cache", obj)
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
+		return false, fmt.Errorf("decode %s %s/%s: %w", u.GetKind(), ns, name, err)
+	}
+	return true, nil
+}
+
+// Object reads a referenced object of any namespaced kind the hub serves.
+func (h *hubReader) Object(ctx context.Context, ns string, ref release.ObjectRef) (*unstructured.Unstructured, error) {
+	mapping, err := h.mapping(ref)
+	if meta.IsNoMatchError(err) {
+		// A CRD installed since the mapper last looked.
+		h.mapper.Reset()
+		mapping, err = h.mapping(ref)
+	}
+	if meta.IsNoMatchError(err) {
+		return nil, &release.Problem{Reason: release.ReasonInvalidObjectReference, Message: fmt.Sprintf("%s: the hub serves no such kind (%v)", ref, err)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if mapping.Scope.Name() != meta.RESTScopeNameNamespace {
+		return nil, &release.Problem{Reason: release.ReasonInvalidObjectReference, Message: fmt.Sprintf("%s is cluster-scoped: ref-objects references namespaced objects", ref)}
+	}
+	obj, err := h.dyn.Resource(mapping.Resource).Namespace(ns).Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return obj, err
+}
+
+func (h *hubReader) mapping(ref release.ObjectRef) (*meta.RESTMapping, error) {
+	if gvk, ok := ref.GVK(); ok {
+		return h.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	gvk, err := h.mapper.KindFor(schema.GroupVersionResource{Group: ref.Group, Resource: ref.Resource})
+	if err != nil {
+		return nil, err
+	}
+	return h.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+}

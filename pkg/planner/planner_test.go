@@ -1,0 +1,332 @@
+package planner_test
+
+import (
+	"encoding/json"
+	"errors"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/planner"
+)
+
+// The seed, unchanged: the planner starts deploy-test with the snapshot;
+// once the test cluster reports healthy, the app waits for approval and
+// kubectl prints the seed's line.
+func TestSeedWaitsForApprovalAfterTheTestCluster(t *testing.T) {
+	f := newFixture(t, "demo")
+	f.startPlanner(planner.Hooks{})
+	for _, name := range []string{"app-meta.yaml", "policy-topology.yaml", "workflow.yaml", "app.yaml"} {
+		f.kubectl("apply", "-f", "../../examples/seed/"+name) // byte for byte the seed's files
+	}
+
+	started := f.waitStepEvents("demo", 1)
+	if got := summary(started); !slices.Equal(got, []string{"started deploy-test"}) {
+		t.Fatalf("first step events %v", got)
+	}
+	d := stepData(t, started[0])
+	if d.Release != "demo-v1" || d.Revision != 1 || d.PublishVersion != "version1" {
+		t.Errorf("release %+v", d.AppRef)
+	}
+	var props struct{ Clusters []string }
+	if len(d.Policies) != 1 || d.Policies[0].Name != "cluster-test" || json.Unmarshal(d.Policies[0].Properties, &props) != nil ||
+		!slices.Equal(props.Clusters, []string{"<clusterid1>"}) {
+		t.Errorf("policies %+v", d.Policies)
+	}
+	objs := objectsOf(t, d)
+	if len(objs) != 1 || objs[0].GetKind() != "Deployment" || objs[0].GetName() != "demo" || objs[0].GetNamespace() != "demo" {
+		t.Fatalf("snapshot %v", objs)
+	}
+	if objs[0].GetResourceVersion() != "" || objs[0].GetUID() != "" || objs[0].Object["status"] != nil {
+		t.Errorf("snapshot keeps hub-only fields: %v", objs[0].Object)
+	}
+	if started[0].TraceParent == "" {
+		t.Error("step event has no traceparent")
+	}
+
+	f.report(d, "managedcluster-test", events.ClusterApplied, events.HealthCurrent, "")
+	app := f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
+
+	evs := f.stepEvents("demo")
+	if got := summary(evs); !slices.Equal(got, []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"}) {
+		t.Fatalf("step events %v", got)
+	}
+	if msg := stepData(t, evs[2]).Message; msg != `Waiting approval to the deploy step "deploy-prod"` {
+		t.Errorf("suspended message %q", msg)
+	}
+	if objectsOf(t, stepData(t, evs[2]))[0].GetName() != "demo" {
+		t.Error("the suspended deploy step does not say what it will deploy")
+	}
+	for _, e := range evs {
+		if e.TraceParent[3:35] != started[0].TraceParent[3:35] {
+			t.Errorf("event %s is in trace %s, not the release's %s", e.ID, e.TraceParent, started[0].TraceParent)
+		}
+	}
+
+	if ws := app.Status.Workflow; ws == nil || !ws.Suspend || len(ws.Steps) != 2 ||
+		ws.Steps[0].Phase != v1beta1.StepSucceeded || ws.Steps[1].Phase != v1beta1.StepSuspending ||
+		ws.Steps[1].Message != `Waiting approval to the deploy step "deploy-prod"` || ws.Steps[1].FirstExecuteTime == nil {
+		t.Errorf("workflow status %+v", app.Status.Workflow)
+	}
+	if len(app.Status.Services) != 1 || !app.Status.Services[0].Healthy || app.Status.Services[0].Cluster != "managedcluster-test" {
+		t.Errorf("services %+v", app.Status.Services)
+	}
+	ready := meta.FindStatusCondition(app.Status.Conditions, planner.ConditionReady)
+	if ready == nil || ready.Reason != "WaitingApproval" || ready.ObservedGeneration != app.Generation {
+		t.Errorf("Ready condition %+v", ready)
+	}
+	if !slices.Contains(app.Finalizers, planner.Finalizer) {
+		t.Errorf("finalizers %v", app.Finalizers)
+	}
+	out := f.kubectl("get", "app", "demo", "-n", "demo")
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`^NAME   COMPONENT   TYPE          PHASE                HEALTHY   STATUS   AGE$`),
+		regexp.MustCompile(`^demo   demo        ref-objects   workflowSuspending   true               \d+s$`),
+	}
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) != 2 || !want[0].MatchString(lines[0]) || !want[1].MatchString(lines[1]) {
+		t.Errorf("kubectl get app printed:\n%s", out)
+	}
+}
+
+// publishVersion is the release switch; a release's snapshot never changes.
+func TestPublishVersionCutsReleases(t *testing.T) {
+	f := newFixture(t, "pv")
+	f.startPlanner(planner.Hooks{})
+	f.applyYAML(f.seed())
+	first := stepData(t, f.waitStepEvents("demo", 1)[0])
+	if img := image(t, first); !strings.HasSuffix(img, ":red") {
+		t.Fatalf("release 1 image %s", img)
+	}
+
+	// Edit the Deployment and the Application without a new publishVersion: no release.
+	f.kubectl("-n", "pv", "set", "image", "deployment/demo", "demo=registry.cn-hangzhou.aliyuncs.com/acs/rollouts-demo:blue")
+	f.kubectl("-n", "pv", "patch", "app", "demo", "--type=json", `-p=[{"op":"add","path":"/spec/components/0/properties/note","value":"edited"}]`)
+	gen := f.app("demo").Generation
+	f.waitApp("demo", "observed the edit", func(a *v1beta1.Application) bool { return a.Status.ObservedGeneration == gen })
+	if rev := f.app("demo").Status.LatestRevision; rev == nil || rev.Revision != 1 {
+		t.Fatalf("an edit without a new publishVersion made release %+v", rev)
+	}
+
+	f.kubectl("-n", "pv", "annotate", "--overwrite", "app", "demo", "app.oam.dev/publishVersion=version2")
+	app := f.waitApp("demo", "at release 2", func(a *v1beta1.Application) bool {
+		return a.Status.LatestRevision != nil && a.Status.LatestRevision.Revision == 2
+	})
+	if app.Status.LatestRevision.PublishVersion != "version2" || app.Status.LatestRevision.Name != "demo-v2" {
+		t.Errorf("latest revision %+v", app.Status.LatestRevision)
+	}
+	var second *events.StepData
+	for _, e := range f.waitStepEvents("demo", 2) {
+		if d := stepData(t, e); d.Revision == 2 && e.Type == events.TypeStepStarted {
+			second = d
+		}
+	}
+	if second == nil {
+		t.Fatal("release 2 started no step")
+	}
+	if img := image(t, second); !strings.HasSuffix(img, ":blue") {
+		t.Errorf("release 2 image %s, want the edited :blue", img)
+	}
+	if second.Snapshot.Digest == first.Snapshot.Digest {
+		t.Error("release 2 has release 1's digest")
+	}
+	// Release 1's snapshot is kept, unchanged.
+	obs, err := f.js.ObjectStore(f.ctx, bus.ObjectSnapshots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := obs.GetBytes(f.ctx, "pv/demo/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []json.RawMessage
+	if err := json.Unmarshal(data, &kept); err != nil {
+		t.Fatal(err)
+	}
+	if string(kept[0]) != string(first.Snapshot.Objects[0]) {
+		t.Errorf("release 1's snapshot changed:\n%s\nwas\n%s", kept[0], first.Snapshot.Objects[0])
+	}
+
+	// Without the annotation, a spec change is the switch.
+	f.kubectl("-n", "pv", "annotate", "app", "demo", "app.oam.dev/publishVersion-")
+	f.waitApp("demo", "at release 3", func(a *v1beta1.Application) bool { return a.Status.LatestRevision.Revision == 3 })
+	f.kubectl("-n", "pv", "patch", "app", "demo", "--type=json", `-p=[{"op":"add","path":"/spec/components/0/properties/note","value":"again"}]`)
+	f.waitApp("demo", "at release 4", func(a *v1beta1.Application) bool { return a.Status.LatestRevision.Revision == 4 })
+}
+
+func image(t *testing.T, d *events.StepData) string {
+	t.Helper()
+	c, _, _ := unstructuredContainers(objectsOf(t, d)[0].Object)
+	return c
+}
+
+func unstructuredContainers(obj map[string]any) (string, bool, error) {
+	spec := obj["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	cs := spec["containers"].([]any)
+	return cs[0].(map[string]any)["image"].(string), true, nil
+}
+
+// A planner that dies after publishing and before saving: the next one
+// continues, and the stream holds each transition once.
+func TestCrashBetweenPublishAndSave(t *testing.T) {
+	f := newFixture(t, "crash")
+	crashed := make(chan struct{})
+	stopA := f.startPlanner(planner.Hooks{AfterPublish: func() error {
+		select {
+		case <-crashed:
+		default:
+			close(crashed)
+		}
+		return errors.New("crash before save")
+	}})
+	f.applyYAML(f.seed())
+	<-crashed
+	f.waitStepEvents("demo", 1)
+	stopA()
+
+	f.startPlanner(planner.Hooks{})
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
+	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
+	assertOnce(t, f.stepEvents("demo"), []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"})
+}
+
+// Two planners at once: each transition is published once.
+func TestTwoPlannersPublishEachTransitionOnce(t *testing.T) {
+	f := newFixture(t, "twins")
+	f.startPlanner(planner.Hooks{})
+	f.startPlanner(planner.Hooks{})
+	f.applyYAML(f.seed())
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
+	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
+	assertOnce(t, f.stepEvents("demo"), []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"})
+}
+
+func assertOnce(t *testing.T, evs []*events.Event, want []string) {
+	t.Helper()
+	if got := summary(evs); !slices.Equal(got, want) {
+		t.Errorf("step events %v, want %v", got, want)
+	}
+	ids := map[string]bool{}
+	for _, e := range evs {
+		if ids[e.ID] {
+			t.Errorf("event %s published twice", e.ID)
+		}
+		ids[e.ID] = true
+	}
+}
+
+// A cluster that fails to apply fails the step, naming cluster and object.
+func TestClusterFailureFailsTheStep(t *testing.T) {
+	f := newFixture(t, "fails")
+	f.startPlanner(planner.Hooks{})
+	f.applyYAML(f.seed())
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.report(d, "c-test", events.ClusterFailed, events.HealthUnknown, `apply Deployment fails/demo: admission webhook "policy" denied the request`)
+	app := f.waitApp("demo", "failed", phaseIs(v1beta1.PhaseWorkflowFailed))
+	step := app.Status.Workflow.Steps[0]
+	if step.Phase != v1beta1.StepFailed || !strings.Contains(step.Message, "cluster c-test: apply Deployment fails/demo") {
+		t.Errorf("step %+v", step)
+	}
+	if app.Status.Workflow.Steps[1].Phase != v1beta1.StepSkipped {
+		t.Errorf("deploy-prod %+v", app.Status.Workflow.Steps[1])
+	}
+	evs := f.stepEvents("demo")
+	if got := summary(evs); !slices.Equal(got, []string{"started deploy-test", "failed deploy-test"}) {
+		t.Errorf("step events %v", got)
+	}
+}
+
+// A suspend step with a duration resumes by itself; a step timeout fails.
+func TestSuspendDurationAndTimeout(t *testing.T) {
+	f := newFixture(t, "timers")
+	f.startPlanner(planner.Hooks{})
+	f.applyYAML(f.seed("app-meta.yaml", "policy-topology.yaml") + `
+---
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: demo
+  namespace: timers
+spec:
+  components:
+    - name: demo
+      type: ref-objects
+      properties:
+        objects:
+          - apiVersion: apps/v1
+            kind: Deployment
+            name: demo
+  workflow:
+    steps:
+      - name: bake
+        type: suspend
+        properties:
+          duration: 1s
+      - name: deploy-test
+        type: deploy
+        timeout: 2s
+        properties:
+          policies: ["cluster-test"]
+`)
+	app := f.waitApp("demo", "failed by timeout", phaseIs(v1beta1.PhaseWorkflowFailed))
+	steps := app.Status.Workflow.Steps
+	if steps[0].Phase != v1beta1.StepSucceeded || steps[1].Phase != v1beta1.StepFailed || steps[1].Reason != "Timeout" {
+		t.Errorf("steps %+v", steps)
+	}
+	if got := summary(f.stepEvents("demo")); !slices.Equal(got, []string{"suspended bake", "succeeded bake", "started deploy-test", "failed deploy-test"}) {
+		t.Errorf("step events %v", got)
+	}
+}
+
+// Deleting an Application removes it from every cluster it was sent to
+// before it goes away.
+func TestDeleteWaitsForEveryCluster(t *testing.T) {
+	f := newFixture(t, "bye")
+	f.startPlanner(planner.Hooks{})
+	f.applyYAML(f.seed())
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
+	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
+
+	f.kubectl("-n", "bye", "delete", "app", "demo", "--wait=false")
+	f.waitApp("demo", "deleting", phaseIs(v1beta1.PhaseDeleting))
+	evs := f.waitStepEvents("demo", 4)
+	if got := summary(evs); got[3] != "deleted demo" {
+		t.Fatalf("step events %v: want the delete event last", got)
+	}
+	f.status(d.AppRef, "c-test", events.ClusterDeleted, events.HealthNotFound, "")
+	for {
+		_, err := f.dyn.Resource(v1beta1.ApplicationResource).Namespace("bye").Get(f.ctx, "demo", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if f.ctx.Err() != nil {
+			t.Fatal("Application not removed after every cluster confirmed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	kv, err := f.js.KeyValue(f.ctx, bus.BucketRuns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := kv.Get(f.ctx, "bye.demo"); err != nil {
+			break
+		}
+		if f.ctx.Err() != nil {
+			t.Fatal("run state kept after the Application was removed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,133 @@
+package planner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/workflow"
+)
+
+// Record is an application's planner state in the runs KV bucket: the
+// current release and its run, and what every cluster holds. It is written
+// only by compare-and-set on the KV revision it was read at, so two planners
+// (or one restarted mid-step) never both advance a step.
+type Record struct {
+	UID string `json:"uid"`
+	// Key is what cut the current release (release.Key).
+	Key      string          `json:"key"`
+	Run      *workflow.Run   `json:"run"`
+	Policies []events.Policy `json:"policies"`
+	Snapshot SnapshotRef     `json:"snapshot"`
+	// TraceID makes every event of the release one trace.
+	TraceID string `json:"traceID"`
+	// Placed are the clusters holding objects of any release of the application.
+	Placed []string `json:"placed,omitempty"`
+	// Deleting is set once the delete event went out; Deleted are the
+	// clusters that confirmed they removed everything.
+	Deleting bool     `json:"deleting,omitempty"`
+	Deleted  []string `json:"deleted,omitempty"`
+	// Releases are the newest releases, oldest first (at most keepReleases).
+	Releases []ReleaseInfo `json:"releases"`
+}
+
+// SnapshotRef locates a release's snapshot in the object store.
+type SnapshotRef struct {
+	Digest string `json:"digest"`
+	Object string `json:"object"`
+	Size   int    `json:"size"`
+}
+
+// ReleaseInfo is one kept release.
+type ReleaseInfo struct {
+	Revision       int64       `json:"revision"`
+	PublishVersion string      `json:"publishVersion,omitempty"`
+	Snapshot       SnapshotRef `json:"snapshot"`
+	Created        time.Time   `json:"created"`
+}
+
+// keepReleases is how many releases (and their snapshots) are kept for rollback.
+const keepReleases = 10
+
+func (r *Record) place(clusters []string) {
+	for _, c := range clusters {
+		if !slices.Contains(r.Placed, c) {
+			r.Placed = append(r.Placed, c)
+		}
+	}
+	slices.Sort(r.Placed)
+}
+
+// deletedEverywhere reports whether every cluster that held the application confirmed its removal.
+func (r *Record) deletedEverywhere() bool {
+	for _, c := range r.Placed {
+		if !slices.Contains(r.Deleted, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// errConflict means another planner wrote the record first: reload and retry.
+var errConflict = errors.New("run state changed concurrently")
+
+// store reads and writes records by compare-and-set.
+type store struct{ kv jetstream.KeyValue }
+
+func recordKey(ns, app string) string { return ns + "." + app }
+
+// load returns the record and its KV revision; (nil, 0) when there is none.
+func (s store) load(ctx context.Context, ns, app string) (*Record, uint64, error) {
+	e, err := s.kv.Get(ctx, recordKey(ns, app))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("load run %s/%s: %w", ns, app, err)
+	}
+	rec := &Record{}
+	if err := json.Unmarshal(e.Value(), rec); err != nil {
+		return nil, 0, fmt.Errorf("load run %s/%s: %w", ns, app, err)
+	}
+	return rec, e.Revision(), nil
+}
+
+// save writes rec if the stored revision is still rev (0: must not exist).
+func (s store) save(ctx context.Context, ns, app string, rec *Record, rev uint64) (uint64, error) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("save run %s/%s: %w", ns, app, err)
+	}
+	var newRev uint64
+	if rev == 0 {
+		newRev, err = s.kv.Create(ctx, recordKey(ns, app), data)
+	} else {
+		newRev, err = s.kv.Update(ctx, recordKey(ns, app), data, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+		return 0, fmt.Errorf("save run %s/%s at revision %d: %w", ns, app, rev, errConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("save run %s/%s: %w", ns, app, err)
+	}
+	return newRev, nil
+}
+
+func (s store) delete(ctx context.Context, ns, app string) error {
+	if err := s.kv.Delete(ctx, recordKey(ns, app)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete run %s/%s: %w", ns, app, err)
+	}
+	return nil
+}
+
+// isWrongSequence recognises the server's answer to an Update at a stale revision.
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
