@@ -3,6 +3,9 @@ package planner_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -328,5 +331,70 @@ func TestDeleteWaitsForEveryCluster(t *testing.T) {
 			t.Fatal("run state kept after the Application was removed")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A snapshot too large for an event travels by name in the object store,
+// and only the newest ten releases are kept.
+func TestLargeSnapshotsAndReleaseHistory(t *testing.T) {
+	f := newFixture(t, "big")
+	f.startPlanner(planner.Hooks{})
+	big := strings.Repeat("x", planner.InlineLimit+1024)
+	// kubectl create: apply would copy the data into an annotation, which is capped at 256 KiB.
+	path := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(path, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\n  namespace: big\ndata:\n  blob: "+big+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.kubectl("create", "-f", path)
+	f.applyYAML(f.seed("app-meta.yaml", "policy-topology.yaml", "workflow.yaml") + `
+---
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: demo
+  namespace: big
+  annotations:
+    app.oam.dev/publishVersion: v1
+spec:
+  components:
+    - name: demo
+      type: ref-objects
+      properties:
+        objects:
+          - apiVersion: apps/v1
+            kind: Deployment
+            name: demo
+          - resource: configmaps
+            name: big
+  workflow:
+    ref: deploy-demo
+`)
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	if d.Snapshot == nil || len(d.Snapshot.Objects) != 0 || d.Snapshot.ObjectStore != "big/demo/v1" || d.Snapshot.Digest == "" {
+		t.Fatalf("large snapshot travels as %+v", d.Snapshot)
+	}
+	obs, err := f.js.ObjectStore(f.ctx, bus.ObjectSnapshots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := obs.GetBytes(f.ctx, d.Snapshot.ObjectStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), big) {
+		t.Error("stored snapshot lacks the ConfigMap's data")
+	}
+
+	for v := 2; v <= 12; v++ {
+		f.kubectl("-n", "big", "annotate", "--overwrite", "app", "demo", fmt.Sprintf("app.oam.dev/publishVersion=v%d", v))
+		f.waitApp("demo", fmt.Sprintf("at release %d", v), func(a *v1beta1.Application) bool {
+			return a.Status.LatestRevision != nil && a.Status.LatestRevision.Revision == int64(v)
+		})
+	}
+	for v := 1; v <= 12; v++ {
+		_, err := obs.GetInfo(f.ctx, fmt.Sprintf("big/demo/v%d", v))
+		if kept := err == nil; kept != (v > 2) {
+			t.Errorf("snapshot of release %d kept=%v (err %v); want the newest 10 kept", v, kept, err)
+		}
 	}
 }
