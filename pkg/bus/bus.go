@@ -68,6 +68,13 @@ func ApprovalSubject(ns, app string) string { return join(prefixApprovals, ns, a
 // (kind "join" or "heartbeat").
 func ClusterSubject(cluster, kind string) string { return join(prefixClusters, cluster, kind) }
 
+// AcceptedKey is the clusters-bucket key holding "true" while the hub
+// accepts the cluster; its agent watches it.
+func AcceptedKey(cluster string) string { return token(cluster) + ".accepted" }
+
+// SeenKey is the clusters-bucket key holding the cluster's last heartbeat.
+func SeenKey(cluster string) string { return token(cluster) + ".seen" }
+
 func join(prefix string, names ...string) string {
 	parts := []string{prefix}
 	for _, n := range names {

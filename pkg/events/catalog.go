@@ -27,6 +27,14 @@ const (
 	TypeStepDispatched = "dev.flotilla.step.dispatched.v1"
 	// Agent → planner: what a cluster applied and how healthy it is.
 	TypeClusterStatus = "dev.flotilla.cluster.status.v1"
+	// Agent → dispatcher: a cluster asks to join the hub, then beats.
+	TypeClusterJoin      = "dev.flotilla.cluster.join.v1"
+	TypeClusterHeartbeat = "dev.flotilla.cluster.heartbeat.v1"
+	// Dispatcher → agent: the desired state of one application in one cluster.
+	TypeWork = "dev.flotilla.work.desired.v1"
+	// Agent → planner: an applied object was changed or deleted in the
+	// cluster and the agent put it back.
+	TypeClusterDrift = "dev.flotilla.cluster.drift.v1"
 )
 
 // Data is what every event payload implements.
@@ -249,9 +257,17 @@ func (d *ClusterStatusData) Healthy() bool {
 	return true
 }
 
-// Validate implements Data.
+// Validate implements Data. A Deleted report needs no release: it is about
+// the application as a whole.
 func (d *ClusterStatusData) Validate() error {
-	errs := []error{d.AppRef.validate()}
+	var errs []error
+	if d.Phase == ClusterDeleted {
+		if d.Namespace == "" || d.Application == "" || d.UID == "" {
+			errs = append(errs, errors.New("namespace, application and uid are required"))
+		}
+	} else {
+		errs = append(errs, d.AppRef.validate())
+	}
 	if d.Cluster == "" {
 		errs = append(errs, errors.New("cluster is empty"))
 	}
@@ -268,6 +284,88 @@ func (d *ClusterStatusData) Validate() error {
 	return errors.Join(errs...)
 }
 
+// ClusterJoinData is an agent's request to join, and (as ClusterHeartbeatData)
+// its heartbeat: who it is and how often it beats.
+type ClusterJoinData struct {
+	Cluster string `json:"cluster"`
+	// KubernetesVersion of the cluster, as its API server reports it.
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+	// HeartbeatMillis is the agent's heartbeat interval in milliseconds.
+	HeartbeatMillis int64 `json:"heartbeatMillis"`
+	// Labels the agent proposes for its ManagedCluster (set only on creation).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Validate implements Data.
+func (d *ClusterJoinData) Validate() error {
+	var errs []error
+	if d.Cluster == "" {
+		errs = append(errs, errors.New("cluster is empty"))
+	}
+	if d.HeartbeatMillis <= 0 {
+		errs = append(errs, fmt.Errorf("heartbeatMillis %d is not positive", d.HeartbeatMillis))
+	}
+	return errors.Join(errs...)
+}
+
+// ClusterHeartbeatData is an agent's periodic sign of life.
+type ClusterHeartbeatData = ClusterJoinData
+
+// WorkData is what one cluster must hold of one application: the release's
+// objects, or nothing at all (Delete).
+type WorkData struct {
+	AppRef
+	Cluster string `json:"cluster"`
+	Step    string `json:"step,omitempty"`
+	// Delete asks the agent to remove everything of the application.
+	Delete bool `json:"delete,omitempty"`
+	// Snapshot is the release's objects (inline or by object-store name).
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+	// TargetNamespace, when a topology policy sets one, is where the
+	// namespaced objects go in the cluster.
+	TargetNamespace string `json:"targetNamespace,omitempty"`
+}
+
+// Validate implements Data.
+func (d *WorkData) Validate() error {
+	var errs []error
+	if d.Delete {
+		if d.Namespace == "" || d.Application == "" || d.UID == "" {
+			errs = append(errs, errors.New("namespace, application and uid are required"))
+		}
+	} else {
+		errs = append(errs, d.AppRef.validate())
+		if d.Snapshot == nil || (len(d.Snapshot.Objects) == 0 && d.Snapshot.ObjectStore == "") {
+			errs = append(errs, errors.New("work without delete needs a snapshot"))
+		}
+	}
+	if d.Cluster == "" {
+		errs = append(errs, errors.New("cluster is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// ClusterDriftData reports one repaired drift.
+type ClusterDriftData struct {
+	AppRef
+	Cluster string       `json:"cluster"`
+	Object  ObjectStatus `json:"object"`
+	// Change is what someone did: "modified" or "deleted".
+	Change string `json:"change"`
+}
+
+// Validate implements Data.
+func (d *ClusterDriftData) Validate() error {
+	errs := []error{d.AppRef.validate()}
+	if d.Cluster == "" || d.Object.Kind == "" || d.Object.Name == "" {
+		errs = append(errs, errors.New("cluster and object kind and name are required"))
+	}
+	if d.Change != "modified" && d.Change != "deleted" {
+		errs = append(errs, fmt.Errorf("change %q is not modified or deleted", d.Change))
+	}
+	return errors.Join(errs...)
+}
+
 // newData returns an empty data struct for a type in the catalog.
 func newData(typ string) (Data, bool) {
 	switch typ {
@@ -279,6 +377,12 @@ func newData(typ string) (Data, bool) {
 		return &StepDispatchedData{}, true
 	case TypeClusterStatus:
 		return &ClusterStatusData{}, true
+	case TypeClusterJoin, TypeClusterHeartbeat:
+		return &ClusterJoinData{}, true
+	case TypeWork:
+		return &WorkData{}, true
+	case TypeClusterDrift:
+		return &ClusterDriftData{}, true
 	}
 	return nil, false
 }

@@ -35,6 +35,10 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		{TypeClusterStatus, &ClusterStatusData{AppRef: stepData().AppRef, Cluster: "c1", Phase: ClusterApplied,
 			Objects:    []ObjectStatus{{Group: "apps", Version: "v1", Kind: "Deployment", Namespace: "demo", Name: "demo", Health: HealthCurrent, Replicas: &Replicas{1, 1, 1, 1}}},
 			ObservedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}},
+		{TypeClusterJoin, &ClusterJoinData{Cluster: "c1", KubernetesVersion: "v1.37.2", HeartbeatMillis: 10000, Labels: map[string]string{"env": "test"}}},
+		{TypeClusterHeartbeat, &ClusterHeartbeatData{Cluster: "c1", HeartbeatMillis: 10000}},
+		{TypeWork, &WorkData{AppRef: stepData().AppRef, Cluster: "c1", Step: "deploy-test", Snapshot: stepData().Snapshot}},
+		{TypeWork, &WorkData{AppRef: AppRef{Namespace: "demo", Application: "demo", UID: "u1"}, Cluster: "c1", Delete: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.typ, func(t *testing.T) {

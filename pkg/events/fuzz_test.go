@@ -9,9 +9,9 @@ import (
 // FuzzDecode feeds arbitrary attributes and data to the decoder: it must
 // never panic, and whatever it accepts must encode and decode to the same.
 func FuzzDecode(f *testing.F) {
-	for _, typ := range []string{TypeStepStarted, TypeClusterStatus, TypeStepDispatched, TypeApplicationDeleted, "x"} {
+	for _, typ := range []string{TypeStepStarted, TypeClusterStatus, TypeStepDispatched, TypeApplicationDeleted, TypeClusterJoin, TypeWork, "x"} {
 		f.Add("1.0", "id-1", SourcePlanner, typ, "2026-11-27T10:00:00Z", "application/json", testTraceParent,
-			[]byte(`{"namespace":"demo","application":"demo","uid":"u","release":"demo-v1","revision":1,"step":"s","stepType":"deploy","cluster":"c1","phase":"Applied","clusters":["c1"]}`))
+			[]byte(`{"namespace":"demo","application":"demo","uid":"u","release":"demo-v1","revision":1,"step":"s","stepType":"deploy","cluster":"c1","phase":"Applied","clusters":["c1"],"heartbeatMillis":5000,"snapshot":{"digest":"sha256:x","objects":[{}]}}`))
 	}
 	f.Add("1.0", "", "", "", "", "", "", []byte("null"))
 	f.Add("1.0", "i", "::", TypeStepFailed, "2026-11-27T10:00:00.123456789+02:00", "application/json", "zz", []byte(`{"snapshot":{}}`))

@@ -10,8 +10,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// Options say how to reach the hub API server.
+// Options say how to reach a Kubernetes API server: the hub for the hub
+// services, the agent's own cluster for the agent.
 type Options struct {
+	// Target names the API server in flag help ("the hub API server").
+	Target string
 	// Kubeconfig of the hub; empty: $KUBECONFIG, then in-cluster.
 	Kubeconfig string
 	QPS        float32
@@ -20,9 +23,13 @@ type Options struct {
 
 // BindFlags binds --kubeconfig, --kube-api-qps and --kube-api-burst.
 func (o *Options) BindFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig of the hub API server (default $KUBECONFIG, then in-cluster)")
-	fs.Float32Var(&o.QPS, "kube-api-qps", 50, "queries per second to the hub API server")
-	fs.IntVar(&o.Burst, "kube-api-burst", 100, "burst of queries to the hub API server")
+	target := o.Target
+	if target == "" {
+		target = "the hub API server"
+	}
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig of "+target+" (default $KUBECONFIG, then in-cluster)")
+	fs.Float32Var(&o.QPS, "kube-api-qps", 50, "queries per second to "+target)
+	fs.IntVar(&o.Burst, "kube-api-burst", 100, "burst of queries to "+target)
 }
 
 // RESTConfig loads the client configuration.

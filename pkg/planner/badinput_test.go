@@ -25,15 +25,21 @@ func TestBadInputIsReportedAndNothingIsPublished(t *testing.T) {
 	}{
 		{"no-workflow", func(m string) string { return strings.Replace(m, "ref: deploy-demo", "ref: deploy-nope", 1) },
 			"WorkflowNotFound", `Workflow "deploy-nope" referenced by spec.workflow.ref not found in namespace "no-workflow"`},
-		{"no-policy", func(m string) string { return strings.Replace(m, `policies: ["cluster-prod"]`, `policies: ["cluster-staging"]`, 1) },
+		{"no-policy", func(m string) string {
+			return strings.Replace(m, `policies: ["cluster-prod"]`, `policies: ["cluster-staging"]`, 1)
+		},
 			"PolicyNotFound", `policy "cluster-staging" used by step "deploy-prod" not found`},
 		{"policy-type", func(m string) string { return strings.Replace(m, "type: topology", "type: override", 1) },
 			"UnsupportedPolicyType", `policy "cluster-test" used by step "deploy-test" has type "override"`},
 		{"component-type", func(m string) string { return strings.Replace(m, "type: ref-objects", "type: webservice", 1) },
 			"UnsupportedComponentType", `component "demo" has type "webservice"`},
-		{"no-object", func(m string) string { return strings.Replace(m, "            name: demo", "            name: demo-missing", 1) },
+		{"no-object", func(m string) string {
+			return strings.Replace(m, "            name: demo", "            name: demo-missing", 1)
+		},
 			"ObjectNotFound", `Deployment demo-missing referenced by component "demo" not found in namespace "no-object"`},
-		{"step-type", func(m string) string { return strings.Replace(m, "  - type: deploy\n    name: deploy-prod", "  - type: notify-slack\n    name: deploy-prod", 1) },
+		{"step-type", func(m string) string {
+			return strings.Replace(m, "  - type: deploy\n    name: deploy-prod", "  - type: notify-slack\n    name: deploy-prod", 1)
+		},
 			"UnknownStepType", `step "deploy-prod" has unknown type "notify-slack"`},
 		{"duplicate-step", func(m string) string { return strings.Replace(m, "name: deploy-prod", "name: deploy-test", 1) },
 			"DuplicateStepName", `step name "deploy-test" is used twice`},
@@ -59,7 +65,7 @@ func TestBadInputIsReportedAndNothingIsPublished(t *testing.T) {
 	// Fixing what was missing starts the release: nothing was lost.
 	t.Run("fixed", func(t *testing.T) {
 		g := *f
-		g.t, g.ns = t, "no-workflow"
+		g.t, g.ns, g.steps = t, "no-workflow", nil
 		g.applyYAML(strings.ReplaceAll(g.seed("workflow.yaml"), "name: deploy-demo", "name: deploy-nope"))
 		g.waitStepEvents("demo", 1)
 		g.waitApp("demo", "running its workflow", phaseIs(v1beta1.PhaseRunningWorkflow))

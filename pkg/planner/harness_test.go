@@ -2,7 +2,6 @@ package planner_test
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -57,11 +56,12 @@ func TestMain(m *testing.M) {
 }
 
 type fixture struct {
-	t   *testing.T
-	ctx context.Context
-	ns  string
-	js  jetstream.JetStream
-	dyn dynamic.Interface
+	t     *testing.T
+	ctx   context.Context
+	ns    string
+	js    jetstream.JetStream
+	dyn   dynamic.Interface
+	steps map[string]*bus.Tail
 }
 
 func newFixture(t *testing.T, ns string) *fixture {
@@ -202,26 +202,22 @@ func phaseIs(p v1beta1.ApplicationPhase) func(*v1beta1.Application) bool {
 // stepEvents returns every step event published for an application, in order.
 func (f *fixture) stepEvents(app string) []*events.Event {
 	f.t.Helper()
-	cons, err := f.js.OrderedConsumer(f.ctx, bus.StreamSteps, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.StepSubject(f.ns, app)}})
-	if err != nil {
-		f.t.Fatal(err)
+	if f.steps == nil {
+		f.steps = map[string]*bus.Tail{}
 	}
-	batch, err := cons.FetchNoWait(10000)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	var out []*events.Event
-	for msg := range batch.Messages() {
-		e, err := events.Decode(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
-		if err != nil {
-			f.t.Fatalf("planner published an event that does not decode: %v", err)
+	tl, ok := f.steps[app]
+	if !ok {
+		var err error
+		if tl, err = bus.NewTail(f.ctx, f.js, bus.StreamSteps, bus.StepSubject(f.ns, app)); err != nil {
+			f.t.Fatal(err)
 		}
-		out = append(out, e)
+		f.steps[app] = tl
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+	evs, err := tl.Events()
+	if err != nil {
 		f.t.Fatal(err)
 	}
-	return out
+	return evs
 }
 
 // waitStepEvents waits until the application's step events are n.
@@ -308,7 +304,7 @@ func objectsOf(t *testing.T, d *events.StepData) []*unstructured.Unstructured {
 // in returns the fixture working in another, new namespace, on the same NATS.
 func (f *fixture) in(t *testing.T, ns string) *fixture {
 	g := *f
-	g.t, g.ns = t, ns
+	g.t, g.ns, g.steps = t, ns, nil
 	g.kubectl("create", "namespace", ns)
 	return &g
 }

@@ -427,6 +427,9 @@ func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
 		ref, in = d.AppRef, workflow.Dispatched{Step: d.Step, Clusters: d.Clusters, Reason: d.Reason, Error: d.Error}
 	case *events.ClusterStatusData:
 		ref, in = d.AppRef, workflow.ClusterReport{Cluster: d.Cluster, Phase: d.Phase, Healthy: d.Healthy(), Message: reportMessage(d)}
+	case *events.ClusterDriftData:
+		p.log.Info("drift repaired", "app", d.Namespace+"/"+d.Application, "cluster", d.Cluster, "object", d.Object.Kind+" "+d.Object.Name, "change", d.Change)
+		return nil
 	default:
 		return bus.Terminate(fmt.Errorf("planner does not handle %s", e.Type))
 	}

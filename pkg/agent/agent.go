@@ -1,0 +1,351 @@
+// Package agent owns the cluster-agent: it runs inside one managed cluster
+// with only an outbound NATS connection, joins the hub and beats, pulls its
+// own cluster's work once accepted, applies it (package apply), repairs
+// drift, reports health whenever it changes, and answers live queries about
+// the objects Flotilla manages there.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/flotilla-dev/flotilla/pkg/apply"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/query"
+)
+
+// Options of one agent.
+type Options struct {
+	// Cluster is this cluster's name on the hub (a DNS-1123 label).
+	Cluster string
+	// Heartbeat is the interval of heartbeats; the hub marks the cluster
+	// unavailable after three missed ones.
+	Heartbeat time.Duration
+	// Labels proposed for the ManagedCluster when it is created.
+	Labels map[string]string
+}
+
+// BindFlags binds the agent's flags.
+func (o *Options) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Cluster, "cluster-name", "", "this cluster's name on the hub (required)")
+	fs.DurationVar(&o.Heartbeat, "heartbeat-interval", 10*time.Second, "heartbeat interval")
+	fs.StringToStringVar(&o.Labels, "cluster-labels", nil, "labels for the ManagedCluster, k=v,k=v (used when it is created)")
+}
+
+// Agent is one cluster's agent.
+type Agent struct {
+	opts    Options
+	log     *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	dyn     dynamic.Interface
+	cs      kubernetes.Interface
+	applier *apply.Applier
+	version string
+
+	monitor *monitor
+	mu      sync.Mutex
+	// desired is the newest work per application, for drift repair.
+	desired map[apply.App]*events.WorkData
+}
+
+// New builds an agent for the cluster at cfg (its own cluster only).
+func New(cfg *rest.Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, opts Options) (*Agent, error) {
+	if opts.Cluster == "" {
+		return nil, errors.New("agent: --cluster-name is required")
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 10 * time.Second
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("agent: cluster client: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("agent: cluster client: %w", err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("agent: cluster discovery: %w", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+	a := &Agent{
+		opts: opts, log: log.With("cluster", opts.Cluster), nc: nc, js: js, dyn: dyn, cs: cs,
+		applier: apply.NewApplier(dyn, cs, mapper),
+		desired: map[apply.App]*events.WorkData{},
+	}
+	a.monitor = newMonitor(a)
+	return a, nil
+}
+
+// Run joins the hub and works until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	if v, err := a.cs.Discovery().ServerVersion(); err == nil {
+		a.version = v.GitVersion
+	} else {
+		a.log.Warn("cluster version unknown", "err", err)
+	}
+	if err := bus.Setup(ctx, a.js, bus.SetupOptions{}); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	kv, err := a.js.KeyValue(ctx, bus.BucketClusters)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	sub, err := a.nc.Subscribe(query.Subject(a.opts.Cluster), a.answer)
+	if err != nil {
+		return fmt.Errorf("agent: query subscription: %w", err)
+	}
+	defer sub.Unsubscribe()
+
+	if err := a.beat(ctx, events.TypeClusterJoin); err != nil {
+		return fmt.Errorf("agent: join: %w", err)
+	}
+	a.log.Info("asked to join the hub", "heartbeat", a.opts.Heartbeat)
+	go a.heartbeats(ctx)
+	go a.monitor.run(ctx)
+
+	// Work flows only while the hub accepts this cluster.
+	watcher, err := kv.Watch(ctx, bus.AcceptedKey(a.opts.Cluster))
+	if err != nil {
+		return fmt.Errorf("agent: watch acceptance: %w", err)
+	}
+	defer watcher.Stop()
+	var consuming jetstream.ConsumeContext
+	stop := func() {
+		if consuming != nil {
+			consuming.Stop()
+			consuming = nil
+			a.log.Info("not accepted by the hub: applying nothing")
+		}
+	}
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case entry, ok := <-watcher.Updates():
+			if !ok {
+				return nil
+			}
+			if entry == nil {
+				continue // the end of the initial values, not a change
+			}
+			accepted := entry.Operation() == jetstream.KeyValuePut && string(entry.Value()) == "true"
+			switch {
+			case accepted && consuming == nil:
+				if consuming, err = a.consume(ctx); err != nil {
+					return err
+				}
+				a.log.Info("accepted by the hub: pulling work")
+			case !accepted:
+				stop()
+			}
+		}
+	}
+}
+
+func (a *Agent) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
+	cons, err := a.js.CreateOrUpdateConsumer(ctx, bus.StreamWork, jetstream.ConsumerConfig{
+		Durable:       "agent-" + a.opts.Cluster,
+		FilterSubject: bus.WorkFilter(a.opts.Cluster),
+		// The newest desired state per application: an agent offline for a
+		// week does not replay every release in between.
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       2 * time.Minute,
+		MaxAckPending: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: work consumer: %w", err)
+	}
+	// The monitor learns what is already applied, so drift is repaired
+	// after a restart too.
+	if err := a.monitor.adopt(ctx); err != nil {
+		a.log.Warn("adopt inventories", "err", err)
+	}
+	return bus.Consume(ctx, cons, a.log, a.handleWork)
+}
+
+func (a *Agent) heartbeats(ctx context.Context) {
+	t := time.NewTicker(a.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.beat(ctx, events.TypeClusterHeartbeat); err != nil && ctx.Err() == nil {
+				a.log.Warn("heartbeat", "err", err)
+			}
+		}
+	}
+}
+
+func (a *Agent) beat(ctx context.Context, typ string) error {
+	kind := "heartbeat"
+	if typ == events.TypeClusterJoin {
+		kind = "join"
+	}
+	id := fmt.Sprintf("%s.%s.%d", a.opts.Cluster, kind, time.Now().UnixNano())
+	e := events.New(id, events.SourceAgent(a.opts.Cluster), typ, a.opts.Cluster, &events.ClusterJoinData{
+		Cluster: a.opts.Cluster, KubernetesVersion: a.version,
+		HeartbeatMillis: max(a.opts.Heartbeat.Milliseconds(), 1), Labels: a.opts.Labels,
+	})
+	ctx, cancel := context.WithTimeout(ctx, a.opts.Heartbeat)
+	defer cancel()
+	_, err := bus.Publish(ctx, a.js, bus.ClusterSubject(a.opts.Cluster, kind), e)
+	return err
+}
+
+// handleWork applies one work message: the release's objects, or removal.
+func (a *Agent) handleWork(ctx context.Context, e *events.Event) error {
+	d, ok := e.Data.(*events.WorkData)
+	if !ok || d.Cluster != a.opts.Cluster {
+		return bus.Terminate(fmt.Errorf("work %s is not for cluster %s", e.ID, a.opts.Cluster))
+	}
+	app := apply.App{Namespace: d.Namespace, Name: d.Application, UID: d.UID}
+	log := a.log.With("app", app.String(), "release", d.Release, "trace_id", traceID(e.TraceParent))
+	if d.Delete {
+		a.mu.Lock()
+		delete(a.desired, app)
+		a.mu.Unlock()
+		a.monitor.forget(app)
+		if err := a.applier.Delete(ctx, app); err != nil {
+			log.Warn("remove application", "err", err)
+			return bus.Retry(5*time.Second, err)
+		}
+		log.Info("application removed")
+		return a.report(ctx, &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Phase: events.ClusterDeleted, ObservedAt: time.Now().UTC()})
+	}
+	objs, err := a.objects(ctx, d.Snapshot)
+	if err != nil {
+		return bus.Retry(5*time.Second, err)
+	}
+	if d.TargetNamespace != "" {
+		for _, o := range objs {
+			o.SetNamespace(d.TargetNamespace)
+		}
+	}
+	// Desired first: drift repair triggered by this very apply must see the new release.
+	a.mu.Lock()
+	a.desired[app] = d
+	a.mu.Unlock()
+	res, err := a.applier.Apply(ctx, app, d.Release, objs)
+	if err == nil {
+		for _, o := range res.Failed() {
+			if transient(o.Err) {
+				err = o.Err
+				break
+			}
+		}
+	}
+	if err != nil {
+		// The cluster's API server is not answering: try again, later.
+		log.Warn("apply failed, retrying", "err", err)
+		return bus.Retry(5*time.Second, err)
+	}
+	for _, r := range res.Pruned {
+		log.Info("pruned", "object", r.String())
+	}
+	for _, err := range res.PruneErrs {
+		log.Warn("prune", "err", err)
+	}
+	st := &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Phase: events.ClusterApplied, ObservedAt: time.Now().UTC()}
+	var failures []string
+	for _, o := range res.Objects {
+		if o.Err != nil {
+			failures = append(failures, o.Err.Error())
+			st.Objects = append(st.Objects, events.ObjectStatus{Group: o.Ref.Group, Version: o.Ref.Version, Kind: o.Ref.Kind, Namespace: o.Ref.Namespace, Name: o.Ref.Name, Health: events.HealthFailed, Message: o.Err.Error()})
+			continue
+		}
+		st.Objects = append(st.Objects, apply.Health(o.Ref, o.Object))
+	}
+	if len(failures) > 0 {
+		st.Phase, st.Message = events.ClusterFailed, strings.Join(failures, "; ")
+		log.Warn("release not fully applied", "failures", st.Message)
+	} else {
+		log.Info("release applied", "objects", len(res.Objects))
+	}
+	a.monitor.track(app, res.Objects)
+	return a.report(ctx, st)
+}
+
+// objects reads a snapshot, inline or from the object store.
+func (a *Agent) objects(ctx context.Context, s *events.Snapshot) ([]*unstructured.Unstructured, error) {
+	raws := s.Objects
+	if len(raws) == 0 && s.ObjectStore != "" {
+		store, err := a.js.ObjectStore(ctx, bus.ObjectSnapshots)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
+		}
+		data, err := store.GetBytes(ctx, s.ObjectStore)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
+		}
+		if err := json.Unmarshal(data, &raws); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
+		}
+	}
+	out := make([]*unstructured.Unstructured, 0, len(raws))
+	for i, raw := range raws {
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(raw); err != nil {
+			return nil, bus.Terminate(fmt.Errorf("snapshot object %d: %w", i, err))
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// report publishes a status event, unless it says what the last one said.
+func (a *Agent) report(ctx context.Context, st *events.ClusterStatusData) error {
+	if !a.monitor.changed(st) {
+		return nil
+	}
+	id := fmt.Sprintf("%s.%s.v%d.%d", a.opts.Cluster, st.UID, st.Revision, time.Now().UnixNano())
+	e := events.New(id, events.SourceAgent(a.opts.Cluster), events.TypeClusterStatus, st.Namespace+"/"+st.Application, st)
+	if _, err := bus.Publish(ctx, a.js, bus.StatusSubject(a.opts.Cluster, st.Namespace, st.Application), e); err != nil {
+		a.monitor.unreport(st)
+		return err
+	}
+	return nil
+}
+
+// transient says whether an apply error is the cluster's API server not
+// answering (retry later) rather than refusing the object (report it).
+func transient(err error) bool {
+	var st apierrors.APIStatus
+	if !errors.As(err, &st) {
+		return !strings.Contains(err.Error(), "kind not served")
+	}
+	return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err)
+}
+
+func traceID(traceparent string) string {
+	if len(traceparent) >= 35 {
+		return traceparent[3:35]
+	}
+	return ""
+}

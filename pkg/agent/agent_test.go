@@ -1,0 +1,296 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	"github.com/flotilla-dev/flotilla/pkg/apply"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/query"
+)
+
+const (
+	configMap = `apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {color: red}
+`
+	secret = `apiVersion: v1
+kind: Secret
+metadata: {name: token}
+stringData: {token: s3cr3t-value}
+`
+	service = `apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+`
+	ingress = `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  rules:
+  - host: web.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+`
+)
+
+// Five kinds land in two clusters; the Deployment becomes 1/1 Ready and the
+// status event says so; Secret values are not in any event.
+func TestWorkLandsInEveryClusterAndReportsHealth(t *testing.T) {
+	f := newFixture(t, "five")
+	f.deploy(1, []string{"c1", "c2"}, ingress, deployment("web", "nginx:1", 1), service, secret, configMap)
+	if got := f.dispatched(1); !slices.Equal(got.Clusters, []string{"c1", "c2"}) || got.Error != "" {
+		t.Fatalf("dispatched %+v", got)
+	}
+	for _, c := range []string{"c1", "c2"} {
+		st := f.waitReport(c, "healthy", func(d *events.ClusterStatusData) bool { return d.Healthy() && len(d.Objects) == 5 })
+		var dep *events.ObjectStatus
+		for i, o := range st.Objects {
+			if o.Kind == "Deployment" {
+				dep = &st.Objects[i]
+			}
+		}
+		if dep == nil || dep.Replicas == nil || *dep.Replicas != (events.Replicas{Desired: 1, Ready: 1, Updated: 1, Available: 1}) || dep.Generation == 0 {
+			t.Errorf("%s: Deployment status %+v", c, dep)
+		}
+		d, err := f.client(c).AppsV1().Deployments("five").Get(f.ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Status.ReadyReplicas != 1 || d.Labels[apply.LabelRelease] != "demo-v1" || d.Labels[apply.LabelApplication] != "demo" {
+			t.Errorf("%s: Deployment ready=%d labels=%v", c, d.Status.ReadyReplicas, d.Labels)
+		}
+		if mf := d.ManagedFields; len(mf) == 0 || !slices.ContainsFunc(mf, func(e metav1.ManagedFieldsEntry) bool {
+			return e.Manager == apply.FieldManager && e.Operation == metav1.ManagedFieldsOperationApply
+		}) {
+			t.Errorf("%s: Deployment not server-side applied by %s: %v", c, apply.FieldManager, mf)
+		}
+		for _, o := range []struct{ v, r, n string }{{"v1", "configmaps", "settings"}, {"v1", "secrets", "token"}, {"v1", "services", "web"}, {"networking.k8s.io/v1", "ingresses", "web"}} {
+			if _, err := f.get(c, o.v, o.r, o.n); err != nil {
+				t.Errorf("%s: %s %s: %v", c, o.r, o.n, err)
+			}
+		}
+		for _, e := range f.reports(c) {
+			data, _ := json.Marshal(e.Data)
+			if strings.Contains(string(data), "s3cr3t") {
+				t.Errorf("a status event carries the Secret's value: %s", data)
+			}
+		}
+	}
+}
+
+// A release that drops an object prunes it; deleting the application
+// removes everything and reports completion.
+func TestPruneAndDelete(t *testing.T) {
+	f := newFixture(t, "prune")
+	f.deploy(1, []string{"c1"}, deployment("web", "nginx:1", 1), configMap)
+	f.waitReport("c1", "release 1 healthy", func(d *events.ClusterStatusData) bool { return d.Revision == 1 && d.Healthy() })
+	f.deploy(2, []string{"c1"}, deployment("web", "nginx:2", 1))
+	f.waitReport("c1", "release 2 healthy", func(d *events.ClusterStatusData) bool { return d.Revision == 2 && d.Healthy() })
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
+		t.Errorf("ConfigMap dropped by release 2 still there: %v", err)
+	}
+	d, _ := f.client("c1").AppsV1().Deployments("prune").Get(f.ctx, "web", metav1.GetOptions{})
+	if d.Spec.Template.Spec.Containers[0].Image != "nginx:2" {
+		t.Errorf("image %s", d.Spec.Template.Spec.Containers[0].Image)
+	}
+
+	f.deleteApp()
+	f.waitReport("c1", "deleted", func(d *events.ClusterStatusData) bool { return d.Phase == events.ClusterDeleted })
+	if _, err := f.get("c1", "apps/v1", "deployments", "web"); !isNotFound(err) {
+		t.Errorf("Deployment still there after deletion: %v", err)
+	}
+	if _, err := f.client("c1").CoreV1().ConfigMaps(apply.InventoryNamespace).Get(f.ctx, "inventory.prune.demo", metav1.GetOptions{}); !isNotFound(err) {
+		t.Errorf("inventory kept after deletion: %v", err)
+	}
+}
+
+// Someone scales the Deployment in the cluster: it is back within 5 s and
+// the drift is reported. Deleted objects come back too.
+func TestDriftIsRepaired(t *testing.T) {
+	f := newFixture(t, "drift")
+	f.deploy(1, []string{"c2"}, deployment("web", "nginx:1", 1), configMap)
+	f.waitReport("c2", "healthy", func(d *events.ClusterStatusData) bool { return d.Healthy() && len(d.Objects) == 2 })
+	cs := f.client("c2")
+	if _, err := cs.AppsV1().Deployments("drift").Patch(f.ctx, "web", types.MergePatchType, []byte(`{"spec":{"replicas":3}}`), metav1.PatchOptions{FieldManager: "someone"}); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
+	defer cancel()
+	var d *appsv1.Deployment
+	for {
+		var err error
+		if d, err = cs.AppsV1().Deployments("drift").Get(ctx, "web", metav1.GetOptions{}); err == nil && *d.Spec.Replicas == 1 && d.Generation > 2 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replicas still %d after 5s", *d.Spec.Replicas)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("scale drift repaired in %v", time.Since(began).Round(time.Millisecond))
+	if err := cs.CoreV1().ConfigMaps("drift").Delete(f.ctx, "settings", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the ConfigMap came back", func() bool {
+		_, err := f.get("c2", "v1", "configmaps", "settings")
+		return err == nil
+	})
+	var changes []string
+	for _, e := range f.reports("c2") {
+		if dd, ok := e.Data.(*events.ClusterDriftData); ok {
+			changes = append(changes, dd.Object.Kind+" "+dd.Change)
+		}
+	}
+	if !slices.Contains(changes, "Deployment modified") || !slices.Contains(changes, "ConfigMap deleted") {
+		t.Errorf("drift events %v", changes)
+	}
+}
+
+// An object the API server rejects fails alone, with the server's message.
+func TestInvalidObjectFailsAlone(t *testing.T) {
+	f := newFixture(t, "invalid")
+	bad := strings.Replace(deployment("bad", "nginx:1", 1), "selector: {matchLabels: {app: bad}}", "selector: {matchLabels: {app: other}}", 1)
+	f.deploy(1, []string{"c1"}, bad, configMap)
+	st := f.waitReport("c1", "failed", func(d *events.ClusterStatusData) bool { return d.Phase == events.ClusterFailed })
+	if !strings.Contains(st.Message, "Deployment invalid/bad") || !strings.Contains(st.Message, "selector") {
+		t.Errorf("failure message %q does not name the object and the server's reason", st.Message)
+	}
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); err != nil {
+		t.Errorf("the valid ConfigMap was not applied: %v", err)
+	}
+}
+
+// An agent offline while three releases are dispatched applies only the newest.
+func TestOfflineAgentGetsOnlyTheNewestRelease(t *testing.T) {
+	f := newFixture(t, "offline")
+	ctx, cancel := context.WithCancel(f.ctx)
+	done := startAgent(ctx, "c3", env.Cluster("c2")) // a third cluster name, living in c2's API server
+	if err := accept(f.ctx, "c3"); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("c3 pulling work", func() bool {
+		_, err := js.Consumer(f.ctx, "FLOTILLA_WORK", "agent-c3")
+		return err == nil
+	})
+	cancel()
+	<-done
+	for rev := int64(1); rev <= 3; rev++ {
+		f.deploy(rev, []string{"c3"}, deployment("web", "nginx:"+string(rune('0'+rev)), 1))
+		f.dispatched(rev)
+	}
+	ctx, cancel = context.WithCancel(f.ctx)
+	defer cancel()
+	startAgent(ctx, "c3", env.Cluster("c2"))
+	f.waitReport("c3", "release 3 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 3 })
+	time.Sleep(time.Second) // room for a wrong replay to show
+	for _, e := range f.reports("c3") {
+		if d, ok := e.Data.(*events.ClusterStatusData); ok && d.Revision != 3 {
+			t.Errorf("the agent applied release %d after reconnecting", d.Revision)
+		}
+	}
+	d, _ := f.client("c2").AppsV1().Deployments("offline").Get(f.ctx, "web", metav1.GetOptions{})
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != "nginx:3" {
+		t.Errorf("image %s, want nginx:3", img)
+	}
+}
+
+// Joining: a new cluster is not accepted and gets nothing; accepted, it is
+// JOINED and AVAILABLE; its agent gone, AVAILABLE turns Unknown within three
+// heartbeats.
+func TestJoinAcceptAndAvailability(t *testing.T) {
+	f := newFixture(t, "join")
+	ctx, cancel := context.WithCancel(f.ctx)
+	done := startAgent(ctx, "newcomer", env.Cluster("c1"))
+	f.eventually("newcomer registered", func() bool {
+		_, err := hub.Resource(clusterv1.ManagedClusterResource).Get(f.ctx, "newcomer", metav1.GetOptions{})
+		return err == nil
+	})
+	f.deploy(1, []string{"newcomer"}, configMap)
+	if d := f.dispatched(1); d.Reason != "ClusterNotAccepted" || !strings.Contains(d.Error, `"newcomer"`) || len(d.Clusters) != 0 {
+		t.Errorf("dispatch to an unaccepted cluster: %+v", d)
+	}
+	f.deploy(2, []string{"nowhere"}, configMap)
+	if d := f.dispatched(2); d.Reason != "ClusterNotFound" || !strings.Contains(d.Error, `"nowhere"`) {
+		t.Errorf("dispatch to an unknown cluster: %+v", d)
+	}
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
+		t.Errorf("an unaccepted cluster got work: %v", err)
+	}
+	if conditionIs(f.ctx, "newcomer", clusterv1.ConditionJoined, "True") {
+		t.Error("JOINED before accepted")
+	}
+	if err := accept(f.ctx, "newcomer"); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("newcomer joined and available", func() bool {
+		return conditionIs(f.ctx, "newcomer", clusterv1.ConditionJoined, "True") && conditionIs(f.ctx, "newcomer", clusterv1.ConditionAvailable, "True")
+	})
+	out, _, err := env.Kubectl(f.ctx, "hub", "get", "managedcluster", "newcomer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "newcomer   true                                  True     True        ") {
+		t.Errorf("kubectl get managedcluster:\n%s", out)
+	}
+	cancel()
+	<-done
+	stopped := time.Now()
+	f.eventually("newcomer unavailable", func() bool { return conditionIs(f.ctx, "newcomer", clusterv1.ConditionAvailable, "Unknown") })
+	if took := time.Since(stopped); took > 4*heartbeat+time.Second {
+		t.Errorf("AVAILABLE turned Unknown %v after the agent stopped; want within 3 heartbeats (%v)", took, 3*heartbeat)
+	}
+}
+
+// Live queries answer for managed objects only.
+func TestQueries(t *testing.T) {
+	f := newFixture(t, "query")
+	f.deploy(1, []string{"c1"}, deployment("web", "nginx:1", 1))
+	f.waitReport("c1", "healthy", func(d *events.ClusterStatusData) bool { return d.Healthy() })
+	raw, err := query.Get(f.ctx, nc, "c1", query.Request{Group: "apps", Version: "v1", Kind: "Deployment", Namespace: "query", Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d appsv1.Deployment
+	if err := json.Unmarshal(raw, &d); err != nil || d.Name != "web" || d.Status.ReadyReplicas != 1 {
+		t.Errorf("queried Deployment %v %+v", err, d.Status)
+	}
+	_, err = query.Get(f.ctx, nc, "c1", query.Request{Version: "v1", Kind: "ConfigMap", Namespace: "kube-system", Name: "kube-root-ca.crt"})
+	if qe, ok := err.(*query.Error); !ok || qe.Code != 403 {
+		t.Errorf("query of an unmanaged object: %v, want 403", err)
+	}
+	_, err = query.Get(f.ctx, nc, "c2", query.Request{Group: "apps", Version: "v1", Kind: "Deployment", Namespace: "query", Name: "web"})
+	if qe, ok := err.(*query.Error); !ok || qe.Code != 404 || qe.Message != `deployments.apps "web" not found` {
+		t.Errorf("query of an absent object: %v, want 404 deployments.apps \"web\" not found", err)
+	}
+}
+
+func conditionIs(ctx context.Context, cluster, typ, status string) bool {
+	u, err := hub.Resource(clusterv1.ManagedClusterResource).Get(ctx, cluster, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	conds, _, _ := unstructuredSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m := c.(map[string]any)
+		if m["type"] == typ {
+			return m["status"] == status
+		}
+	}
+	return false
+}

@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/flotilla-dev/flotilla/pkg/apply"
+	"github.com/flotilla-dev/flotilla/pkg/query"
+)
+
+// answer serves one live query: an object Flotilla manages in this cluster,
+// NotFound as the API server says it, and Forbidden for anything else.
+func (a *Agent) answer(msg *nats.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp := a.lookup(ctx, msg.Data)
+	data, _ := json.Marshal(resp)
+	_ = msg.Respond(data)
+}
+
+func (a *Agent) lookup(ctx context.Context, data []byte) query.Response {
+	fail := func(code int, reason metav1.StatusReason, format string, args ...any) query.Response {
+		return query.Response{Error: &query.Error{Code: code, Reason: string(reason), Message: fmt.Sprintf(format, args...)}}
+	}
+	var req query.Request
+	if err := json.Unmarshal(data, &req); err != nil {
+		return fail(http.StatusBadRequest, metav1.StatusReasonBadRequest, "malformed query: %v", err)
+	}
+	if err := req.Validate(); err != nil {
+		return fail(http.StatusBadRequest, metav1.StatusReasonBadRequest, "malformed query: %v", err)
+	}
+	gvr := schema.GroupVersionResource{Group: req.Group, Version: req.Version, Resource: req.Resource}
+	namespaced := req.Namespace != ""
+	if req.Kind != "" {
+		m, err := a.applier.Mapping(schema.GroupVersionKind{Group: req.Group, Version: req.Version, Kind: req.Kind})
+		if err != nil {
+			return fail(http.StatusNotFound, metav1.StatusReasonNotFound, "the server doesn't have a resource type %q", req.Kind)
+		}
+		gvr = m.Resource
+	}
+	ri := a.dyn.Resource(gvr)
+	var obj any
+	var err error
+	if namespaced {
+		obj, err = ri.Namespace(req.Namespace).Get(ctx, req.Name, metav1.GetOptions{})
+	} else {
+		obj, err = ri.Get(ctx, req.Name, metav1.GetOptions{})
+	}
+	gr := gvr.GroupResource().String()
+	if apierrors.IsNotFound(err) {
+		return fail(http.StatusNotFound, metav1.StatusReasonNotFound, "%s %q not found", gr, req.Name)
+	}
+	if err != nil {
+		return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "get %s %q: %v", gr, req.Name, err)
+	}
+	u := obj.(interface{ GetLabels() map[string]string })
+	if u.GetLabels()[apply.LabelManagedBy] != apply.ManagedByValue {
+		return fail(http.StatusForbidden, metav1.StatusReasonForbidden, "%s %q is not managed by Flotilla: the agent answers only about objects Flotilla applied", gr, req.Name)
+	}
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode: %v", err)
+	}
+	return query.Response{Object: raw}
+}

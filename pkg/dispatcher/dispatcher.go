@@ -1,0 +1,218 @@
+// Package dispatcher owns the dispatcher service: it turns a deploy step into
+// one work message per target cluster (resolving topology policies against
+// the cluster registry), removes deleted applications from their clusters,
+// and keeps the registry: agents' joins and heartbeats become ManagedClusters
+// on the hub, and the hub's acceptance is relayed to each agent.
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+)
+
+// Options tune the dispatcher.
+type Options struct {
+	// AutoAccept accepts every cluster that joins (dev only).
+	AutoAccept bool
+	// MissedHeartbeats after which a cluster turns AVAILABLE Unknown.
+	MissedHeartbeats int
+	// CheckInterval is how often availability is re-evaluated.
+	CheckInterval time.Duration
+}
+
+// BindFlags binds the dispatcher's flags.
+func (o *Options) BindFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.AutoAccept, "auto-accept", false, "accept every cluster that joins (dev only; otherwise kubectl flotilla cluster accept NAME)")
+	fs.IntVar(&o.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a cluster is no longer available")
+	fs.DurationVar(&o.CheckInterval, "availability-check", time.Second, "how often cluster availability is evaluated")
+}
+
+// Dispatcher is one dispatcher replica.
+type Dispatcher struct {
+	opts     Options
+	log      *slog.Logger
+	js       jetstream.JetStream
+	dyn      dynamic.Interface
+	factory  dynamicinformer.DynamicSharedInformerFactory
+	clusters cache.GenericLister
+	kv       jetstream.KeyValue
+	work     jetstream.Stream
+
+	mu       sync.Mutex
+	accepted map[string]bool // last acceptance relayed to each agent
+}
+
+// New builds a dispatcher for the hub at cfg.
+func New(cfg *rest.Config, js jetstream.JetStream, log *slog.Logger, opts Options) (*Dispatcher, error) {
+	if opts.MissedHeartbeats <= 0 {
+		opts.MissedHeartbeats = 3
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = time.Second
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: hub client: %w", err)
+	}
+	factory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	return &Dispatcher{
+		opts: opts, log: log, js: js, dyn: dyn, factory: factory,
+		clusters: factory.ForResource(clusterv1.ManagedClusterResource).Lister(),
+		accepted: map[string]bool{},
+	}, nil
+}
+
+// Run works until ctx ends.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	if err := bus.Setup(ctx, d.js, bus.SetupOptions{}); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	var err error
+	if d.kv, err = d.js.KeyValue(ctx, bus.BucketClusters); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	if d.work, err = d.js.Stream(ctx, bus.StreamWork); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	inf := d.factory.ForResource(clusterv1.ManagedClusterResource).Informer()
+	relay := func(obj any) { d.relayAcceptance(ctx, obj) }
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: relay, UpdateFunc: func(_, obj any) { relay(obj) }, DeleteFunc: relay,
+	}); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	d.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return errors.New("dispatcher: ManagedCluster cache did not sync")
+	}
+
+	steps, err := d.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{
+		Durable: "dispatcher", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64,
+	})
+	if err != nil {
+		return fmt.Errorf("dispatcher: steps consumer: %w", err)
+	}
+	sc, err := bus.Consume(ctx, steps, d.log, d.handleStep)
+	if err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	defer sc.Stop()
+	joins, err := d.js.CreateOrUpdateConsumer(ctx, bus.StreamClusters, jetstream.ConsumerConfig{
+		Durable: "dispatcher", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+		// Only what arrives from now on matters for liveness; joins are
+		// re-sent by agents that start.
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("dispatcher: clusters consumer: %w", err)
+	}
+	jc, err := bus.Consume(ctx, joins, d.log, d.handleCluster)
+	if err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	defer jc.Stop()
+
+	d.log.Info("dispatcher running", "auto_accept", d.opts.AutoAccept)
+	t := time.NewTicker(d.opts.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := d.checkAvailability(ctx); err != nil && ctx.Err() == nil {
+				d.log.Warn("availability check", "err", err)
+			}
+		}
+	}
+}
+
+// handleStep dispatches deploy steps that start and removes deleted applications.
+func (d *Dispatcher) handleStep(ctx context.Context, e *events.Event) error {
+	switch data := e.Data.(type) {
+	case *events.StepData:
+		if e.Type != events.TypeStepStarted || data.StepType != "deploy" {
+			return nil
+		}
+		return d.dispatch(ctx, e, data)
+	case *events.ApplicationDeletedData:
+		return d.remove(ctx, e, data)
+	}
+	return nil
+}
+
+func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events.StepData) error {
+	known, err := d.knownClusters()
+	if err != nil {
+		return err
+	}
+	result := &events.StepDispatchedData{AppRef: step.AppRef, Step: step.Step}
+	placement, err := Place(step.Policies, known)
+	var perr *PlacementError
+	switch {
+	case errors.As(err, &perr):
+		// Nothing goes to any cluster of this step.
+		result.Reason, result.Error = perr.Reason, perr.Message
+		d.log.Info("step not dispatched", "app", step.Namespace+"/"+step.Application, "release", step.Release, "step", step.Step, "reason", perr.Message)
+	case err != nil:
+		return err
+	case len(placement.Clusters) == 0:
+		result.Reason, result.Error = ReasonNoClusterMatched, "the step's policies select no cluster (allowEmpty)"
+	default:
+		for _, c := range placement.Clusters {
+			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, Snapshot: step.Snapshot, TargetNamespace: placement.Namespace}
+			id := fmt.Sprintf("%s.v%d.%s.%s.work", step.UID, step.Revision, step.Step, c)
+			we := events.New(id, events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
+			we.TraceParent, we.TraceState = e.TraceParent, e.TraceState
+			if _, err := bus.Publish(ctx, d.js, bus.WorkSubject(c, step.Namespace, step.Application), we); err != nil {
+				return err
+			}
+		}
+		result.Clusters = placement.Clusters
+		d.log.Info("step dispatched", "app", step.Namespace+"/"+step.Application, "release", step.Release, "step", step.Step, "clusters", placement.Clusters)
+	}
+	de := events.New(events.DispatchID(step.UID, step.Revision, step.Step), events.SourceDispatcher, events.TypeStepDispatched, step.Namespace+"/"+step.Application, result)
+	de.TraceParent, de.TraceState = e.TraceParent, e.TraceState
+	_, err = bus.Publish(ctx, d.js, bus.DispatchSubject(step.Namespace, step.Application), de)
+	return err
+}
+
+// remove sends a delete to every cluster that has work of the application.
+func (d *Dispatcher) remove(ctx context.Context, e *events.Event, app *events.ApplicationDeletedData) error {
+	// The work stream keeps one message per cluster and application: its
+	// subjects say which clusters hold the application.
+	filter := fmt.Sprintf("flotilla.work.*.%s.%s", token(app.Namespace), token(app.Application))
+	info, err := d.work.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return err
+	}
+	for subject := range info.State.Subjects {
+		cluster := strings.Split(subject, ".")[2]
+		work := &events.WorkData{AppRef: events.AppRef{Namespace: app.Namespace, Application: app.Application, UID: app.UID}, Cluster: cluster, Delete: true}
+		we := events.New(app.UID+".delete."+cluster, events.SourceDispatcher, events.TypeWork, app.Namespace+"/"+app.Application, work)
+		we.TraceParent, we.TraceState = e.TraceParent, e.TraceState
+		if _, err := bus.Publish(ctx, d.js, subject, we); err != nil {
+			return err
+		}
+		d.log.Info("removal dispatched", "app", app.Namespace+"/"+app.Application, "cluster", cluster)
+	}
+	return nil
+}
+
+func token(s string) string { return strings.ReplaceAll(s, ".", "_") }

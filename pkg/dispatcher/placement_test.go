@@ -1,0 +1,96 @@
+package dispatcher
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+)
+
+func topo(name, props string) events.Policy {
+	return events.Policy{Name: name, Type: "topology", Properties: json.RawMessage(props)}
+}
+
+func TestPlace(t *testing.T) {
+	clusters := []Cluster{
+		{Name: "test-1", Accepted: true, Labels: map[string]string{"env": "test"}},
+		{Name: "prod-1", Accepted: true, Labels: map[string]string{"env": "prod", "region": "eu"}},
+		{Name: "prod-2", Accepted: true, Labels: map[string]string{"env": "prod", "region": "us"}},
+		{Name: "new", Accepted: false, Labels: map[string]string{"env": "prod"}},
+	}
+	tests := []struct {
+		name     string
+		policies []events.Policy
+		want     []string
+		reason   string
+		msg      string
+	}{
+		{"by name", []events.Policy{topo("t", `{"clusters":["test-1"]}`)}, []string{"test-1"}, "", ""},
+		{"by selector skips unaccepted", []events.Policy{topo("p", `{"clusterLabelSelector":{"env":"prod"}}`)}, []string{"prod-1", "prod-2"}, "", ""},
+		{"selector alias", []events.Policy{topo("p", `{"clusterSelector":{"region":"us"}}`)}, []string{"prod-2"}, "", ""},
+		{"union, deduplicated", []events.Policy{topo("a", `{"clusters":["prod-1"]}`), topo("b", `{"clusterLabelSelector":{"env":"prod"}}`)}, []string{"prod-1", "prod-2"}, "", ""},
+		{"unknown cluster", []events.Policy{topo("t", `{"clusters":["test-1","gone"]}`)}, nil, ReasonClusterNotFound, `policy "t" names cluster "gone"`},
+		{"unaccepted cluster", []events.Policy{topo("t", `{"clusters":["new"]}`)}, nil, ReasonClusterNotAccepted, `cluster "new", which the hub has not accepted`},
+		{"selector matches none", []events.Policy{topo("p", `{"clusterLabelSelector":{"env":"staging"}}`)}, nil, ReasonNoClusterMatched, "env=staging matches no accepted cluster"},
+		{"allowEmpty", []events.Policy{topo("p", `{"clusterLabelSelector":{"env":"staging"},"allowEmpty":true}`)}, nil, "", ""},
+		{"no target at all", []events.Policy{topo("p", `{}`)}, nil, ReasonInvalidTopology, "names no clusters"},
+		{"bad properties", []events.Policy{topo("p", `{"clusters":"test-1"}`)}, nil, ReasonInvalidTopology, `policy "p": properties`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Place(tt.policies, clusters)
+			if tt.reason == "" {
+				if err != nil || !slices.Equal(got.Clusters, tt.want) {
+					t.Fatalf("Place() = %v, %v; want %v", got.Clusters, err, tt.want)
+				}
+				return
+			}
+			var pe *PlacementError
+			if !errors.As(err, &pe) || pe.Reason != tt.reason || !strings.Contains(pe.Message, tt.msg) {
+				t.Fatalf("Place() error = %v; want %s containing %q", err, tt.reason, tt.msg)
+			}
+		})
+	}
+}
+
+func TestClusterConditions(t *testing.T) {
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	hb := &seen{At: now.Add(-time.Second), HeartbeatMillis: 1000}
+	mc := &clusterv1.ManagedCluster{}
+	mc.Name = "c1"
+
+	conds := clusterConditions(mc, hb, 3, now)
+	if meta.FindStatusCondition(conds, clusterv1.ConditionJoined) != nil {
+		t.Error("not accepted, yet a Joined condition")
+	}
+	if !meta.IsStatusConditionTrue(conds, clusterv1.ConditionAvailable) {
+		t.Error("heartbeats arrive, yet not available")
+	}
+
+	mc.Spec.HubAcceptsClient = true
+	mc.Status.Conditions = clusterConditions(mc, hb, 3, now)
+	if !meta.IsStatusConditionTrue(mc.Status.Conditions, clusterv1.ConditionJoined) {
+		t.Error("accepted and beating, yet not joined")
+	}
+	// Three missed heartbeats: unknown, still joined.
+	later := now.Add(3*time.Second + time.Millisecond)
+	conds = clusterConditions(mc, hb, 3, later)
+	if c := meta.FindStatusCondition(conds, clusterv1.ConditionAvailable); c.Status != metav1.ConditionUnknown || !strings.Contains(c.Message, "no heartbeat since") {
+		t.Errorf("available after 3 missed heartbeats: %+v", c)
+	}
+	if !meta.IsStatusConditionTrue(conds, clusterv1.ConditionJoined) {
+		t.Error("a joined cluster stays joined while away")
+	}
+	// The message does not change with every check (no status write per tick).
+	if a, b := clusterConditions(mc, hb, 3, later), clusterConditions(mc, hb, 3, later.Add(time.Minute)); meta.FindStatusCondition(a, clusterv1.ConditionAvailable).Message != meta.FindStatusCondition(b, clusterv1.ConditionAvailable).Message {
+		t.Error("unavailable message changes over time")
+	}
+}

@@ -1,0 +1,227 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
+
+	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+)
+
+// seen is a cluster's last heartbeat, kept in the clusters KV bucket so every
+// dispatcher replica judges availability alike.
+type seen struct {
+	At                time.Time `json:"at"`
+	HeartbeatMillis   int64     `json:"heartbeatMillis"`
+	KubernetesVersion string    `json:"kubernetesVersion,omitempty"`
+}
+
+// handleCluster records a join or heartbeat; a join of an unknown cluster
+// creates its ManagedCluster, accepted only with --auto-accept.
+func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
+	data, ok := e.Data.(*events.ClusterJoinData)
+	if !ok {
+		return bus.Terminate(fmt.Errorf("dispatcher does not handle %s on the clusters stream", e.Type))
+	}
+	if _, err := d.clusters.Get(data.Cluster); apierrors.IsNotFound(err) {
+		if err := d.createCluster(ctx, data); err != nil {
+			return err
+		}
+	}
+	s, _ := json.Marshal(seen{At: e.Time, HeartbeatMillis: data.HeartbeatMillis, KubernetesVersion: data.KubernetesVersion})
+	if _, err := d.kv.Put(ctx, bus.SeenKey(data.Cluster), s); err != nil {
+		return err
+	}
+	if e.Type == events.TypeClusterJoin {
+		d.log.Info("cluster joined", "cluster", data.Cluster, "version", data.KubernetesVersion)
+		return d.updateStatus(ctx, data.Cluster, time.Now())
+	}
+	return nil
+}
+
+func (d *Dispatcher) createCluster(ctx context.Context, data *events.ClusterJoinData) error {
+	lbls := map[string]any{"name": data.Cluster}
+	for k, v := range data.Labels {
+		lbls[k] = v
+	}
+	mc := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": clusterv1.GroupVersion.String(), "kind": "ManagedCluster",
+		"metadata": map[string]any{"name": data.Cluster, "labels": lbls},
+		"spec":     map[string]any{"hubAcceptsClient": d.opts.AutoAccept, "leaseDurationSeconds": max((data.HeartbeatMillis+999)/1000, 1)},
+	}}
+	_, err := d.dyn.Resource(clusterv1.ManagedClusterResource).Create(ctx, mc, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create ManagedCluster %s: %w", data.Cluster, err)
+	}
+	if err == nil {
+		d.log.Info("new cluster registered", "cluster", data.Cluster, "accepted", d.opts.AutoAccept)
+	}
+	return nil
+}
+
+// relayAcceptance tells a cluster's agent whether the hub accepts it.
+func (d *Dispatcher) relayAcceptance(ctx context.Context, obj any) {
+	if del, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = del.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	accepted, _, _ := unstructured.NestedBool(u.Object, "spec", "hubAcceptsClient")
+	if _, err := d.clusters.Get(u.GetName()); apierrors.IsNotFound(err) || u.GetDeletionTimestamp() != nil {
+		accepted = false
+	}
+	d.mu.Lock()
+	prev, known := d.accepted[u.GetName()]
+	d.accepted[u.GetName()] = accepted
+	d.mu.Unlock()
+	if known && prev == accepted {
+		return
+	}
+	if _, err := d.kv.Put(ctx, bus.AcceptedKey(u.GetName()), []byte(fmt.Sprint(accepted))); err != nil {
+		d.log.Warn("relay acceptance", "cluster", u.GetName(), "err", err)
+		d.mu.Lock()
+		delete(d.accepted, u.GetName())
+		d.mu.Unlock()
+		return
+	}
+	d.log.Info("cluster acceptance relayed", "cluster", u.GetName(), "accepted", accepted)
+	_ = d.updateStatus(ctx, u.GetName(), time.Now())
+}
+
+func (d *Dispatcher) knownClusters() ([]Cluster, error) {
+	objs, err := d.clusters.List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Cluster, 0, len(objs))
+	for _, o := range objs {
+		mc, err := toCluster(o)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Cluster{Name: mc.Name, Accepted: mc.Spec.HubAcceptsClient && mc.DeletionTimestamp == nil, Labels: mc.Labels})
+	}
+	return out, nil
+}
+
+func toCluster(obj runtime.Object) (*clusterv1.ManagedCluster, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, fmt.Errorf("unexpected %T", obj)
+	}
+	mc := &clusterv1.ManagedCluster{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, mc); err != nil {
+		return nil, fmt.Errorf("decode ManagedCluster %s: %w", u.GetName(), err)
+	}
+	return mc, nil
+}
+
+func (d *Dispatcher) checkAvailability(ctx context.Context) error {
+	objs, err := d.clusters.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var errs []error
+	for _, o := range objs {
+		if err := d.updateStatus(ctx, o.(*unstructured.Unstructured).GetName(), now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// clusterConditions computes a ManagedCluster's conditions from its spec and
+// its last heartbeat. Pure.
+func clusterConditions(mc *clusterv1.ManagedCluster, last *seen, missed int, now time.Time) []metav1.Condition {
+	conds := append([]metav1.Condition(nil), mc.Status.Conditions...)
+	set := func(typ string, status metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&conds, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg,
+			ObservedGeneration: mc.Generation, LastTransitionTime: metav1.NewTime(now).Rfc3339Copy()})
+	}
+	accepted := mc.Spec.HubAcceptsClient
+	if accepted {
+		set(clusterv1.ConditionHubAccepted, metav1.ConditionTrue, "HubClusterAdminAccepted", "accepted by the hub")
+	} else {
+		set(clusterv1.ConditionHubAccepted, metav1.ConditionFalse, "HubClusterAdminDenied", "not accepted: kubectl flotilla cluster accept "+mc.Name)
+	}
+	alive := false
+	if last != nil && last.HeartbeatMillis > 0 {
+		interval := time.Duration(last.HeartbeatMillis) * time.Millisecond
+		window := time.Duration(missed) * interval
+		alive = now.Sub(last.At) <= window
+		if alive {
+			set(clusterv1.ConditionAvailable, metav1.ConditionTrue, "ManagedClusterAvailable", "heartbeats arrive")
+		} else {
+			set(clusterv1.ConditionAvailable, metav1.ConditionUnknown, "ManagedClusterLeaseUpdateStopped",
+				fmt.Sprintf("no heartbeat since %s (one every %v expected)", last.At.UTC().Format(time.RFC3339), interval))
+		}
+	} else {
+		set(clusterv1.ConditionAvailable, metav1.ConditionUnknown, "ManagedClusterWaitForJoin", "the agent has not joined")
+	}
+	switch {
+	case !accepted:
+		meta.RemoveStatusCondition(&conds, clusterv1.ConditionJoined)
+	case alive || meta.IsStatusConditionTrue(conds, clusterv1.ConditionJoined):
+		// Once joined, a cluster stays joined; AVAILABLE says whether it is there now.
+		set(clusterv1.ConditionJoined, metav1.ConditionTrue, "ManagedClusterJoined", "accepted, and its agent connected")
+	}
+	return conds
+}
+
+func (d *Dispatcher) updateStatus(ctx context.Context, name string, now time.Time) error {
+	var last *seen
+	if entry, err := d.kv.Get(ctx, bus.SeenKey(name)); err == nil {
+		last = &seen{}
+		if err := json.Unmarshal(entry.Value(), last); err != nil {
+			last = nil
+		}
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := d.dyn.Resource(clusterv1.ManagedClusterResource).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		mc, err := toCluster(u)
+		if err != nil {
+			return err
+		}
+		st := mc.Status
+		st.Conditions = clusterConditions(mc, last, d.opts.MissedHeartbeats, now)
+		if last != nil && last.KubernetesVersion != "" {
+			st.Version.Kubernetes = last.KubernetesVersion
+		}
+		if equality.Semantic.DeepEqual(st, mc.Status) {
+			return nil
+		}
+		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
+		if err != nil {
+			return err
+		}
+		u.Object["status"] = obj
+		_, err = d.dyn.Resource(clusterv1.ManagedClusterResource).UpdateStatus(ctx, u, metav1.UpdateOptions{})
+		return err
+	})
+}

@@ -1,0 +1,87 @@
+// Package query owns the live, read-only queries the CLI sends to a
+// cluster's agent over NATS request/reply (subject flotilla.query.<cluster>),
+// so the hub never needs a route into a managed cluster. An agent answers
+// only about objects Flotilla manages there.
+package query
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Subject is where a cluster's agent answers queries.
+func Subject(cluster string) string { return "flotilla.query." + cluster }
+
+// Request asks for one object, by kind (apiVersion+kind) or by resource.
+type Request struct {
+	Group     string `json:"group,omitempty"`
+	Version   string `json:"version,omitempty"`
+	Kind      string `json:"kind,omitempty"`
+	Resource  string `json:"resource,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// Validate reports what is missing.
+func (r Request) Validate() error {
+	if r.Name == "" {
+		return errors.New("name is required")
+	}
+	if r.Kind == "" && r.Resource == "" {
+		return errors.New("kind or resource is required")
+	}
+	return nil
+}
+
+// Response is the object, or an error shaped like the API server's.
+type Response struct {
+	Object json.RawMessage `json:"object,omitempty"`
+	Error  *Error          `json:"error,omitempty"`
+}
+
+// Error is a refusal: Code 400, 403 (not managed by Flotilla), 404, or 500;
+// Reason as Kubernetes' StatusReason (NotFound, Forbidden, ...); Message as
+// kubectl prints it (deployments.apps "demo" not found).
+type Error struct {
+	Code    int    `json:"code"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Get asks cluster's agent for one object.
+func Get(ctx context.Context, nc *nats.Conn, cluster string, req Request) (json.RawMessage, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	msg, err := nc.RequestWithContext(ctx, Subject(cluster), data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("cluster %s: no agent is connected", cluster)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("query cluster %s: %w", cluster, err)
+	}
+	var resp Response
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, fmt.Errorf("query cluster %s: bad answer: %w", cluster, err)
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	return resp.Object, nil
+}
