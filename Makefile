@@ -19,6 +19,8 @@ build:
 	$(GO) build ./...
 	@mains="$$($(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./...)"; \
 	if [ -n "$$mains" ]; then GOBIN=$(BIN) $(GO) install $$mains; fi
+	@# The same plugin answers as `kubectl amc`, so scripts written for ACK One run unchanged.
+	@ln -sf kubectl-flotilla $(BIN)/kubectl-amc
 
 ## testbed: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok into bin/testbed (incremental)
 testbed:

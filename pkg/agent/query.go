@@ -69,5 +69,23 @@ func (a *Agent) lookup(ctx context.Context, data []byte) query.Response {
 	if err != nil {
 		return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode: %v", err)
 	}
-	return query.Response{Object: raw}
+	resp := query.Response{Object: raw}
+	if req.Table {
+		// The cluster's own API server prints the table, exactly as kubectl shows it.
+		path := "/api/" + gvr.Version
+		if gvr.Group != "" {
+			path = "/apis/" + gvr.Group + "/" + gvr.Version
+		}
+		if namespaced {
+			path += "/namespaces/" + req.Namespace
+		}
+		path += "/" + gvr.Resource + "/" + req.Name
+		table, err := a.cs.CoreV1().RESTClient().Get().AbsPath(path).
+			SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json").Do(ctx).Raw()
+		if err != nil {
+			return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "table of %s %q: %v", gr, req.Name, err)
+		}
+		resp.Table = table
+	}
+	return resp
 }

@@ -26,6 +26,7 @@ const (
 const (
 	BucketRuns      = "flotilla-runs"
 	BucketClusters  = "flotilla-clusters"
+	BucketGate      = "flotilla-gate"
 	ObjectSnapshots = "flotilla-snapshots"
 )
 
@@ -36,6 +37,7 @@ const (
 	prefixStatus    = "flotilla.status"
 	prefixDispatch  = "flotilla.dispatch"
 	prefixApprovals = "flotilla.approvals"
+	prefixGate      = "flotilla.gate"
 	prefixClusters  = "flotilla.clusters"
 )
 
@@ -63,6 +65,13 @@ func DispatchSubject(ns, app string) string { return join(prefixDispatch, ns, ap
 
 // ApprovalSubject is where bots, the CLI and the HTTP hook send approvals.
 func ApprovalSubject(ns, app string) string { return join(prefixApprovals, ns, app) }
+
+// GateSubject is where the gate publishes: kind "requested" (for bots),
+// "decisions" (for the planner) or "audit".
+func GateSubject(kind, ns, app string) string { return join(prefixGate+"."+kind, ns, app) }
+
+// GateDecisionsFilter matches every decision the gate sends the planner.
+const GateDecisionsFilter = prefixGate + ".decisions.>"
 
 // ClusterSubject is where an agent sends its join request or heartbeats
 // (kind "join" or "heartbeat").
@@ -117,8 +126,8 @@ func Streams(o SetupOptions) []jetstream.StreamConfig {
 			MaxAge:      7 * day, Duplicates: 2 * time.Minute,
 		},
 		{
-			Name: StreamApprovals, Subjects: []string{prefixApprovals + ".>"},
-			Description: "bots, CLI, HTTP → gate: approvals, kept for audit",
+			Name: StreamApprovals, Subjects: []string{prefixApprovals + ".>", prefixGate + ".>"},
+			Description: "bots, CLI, HTTP → gate: approvals; gate → bots, planner, audit: requests, decisions, audit records",
 			MaxAge:      365 * day, Duplicates: 10 * time.Minute,
 		},
 		{
@@ -150,6 +159,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
 	for _, kv := range []jetstream.KeyValueConfig{
 		{Bucket: BucketRuns, Description: "planner run state per application, compare-and-set on revision", History: 5},
 		{Bucket: BucketClusters, Description: "dispatcher cluster registry", History: 5},
+		{Bucket: BucketGate, Description: "gate: steps waiting for a decision", History: 5},
 	} {
 		kv.Storage, kv.Replicas = storage, replicas
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {

@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -35,6 +37,15 @@ const (
 	// Agent → planner: an applied object was changed or deleted in the
 	// cluster and the agent put it back.
 	TypeClusterDrift = "dev.flotilla.cluster.drift.v1"
+	// Bots, HTTP, CLI → gate: a person's decision on a waiting step (public contract).
+	TypeApproval = "dev.flotilla.approval.v1"
+	// Gate → bots: a step waits for a decision.
+	TypeApprovalRequested = "dev.flotilla.approval.requested.v1"
+	// Gate → audit: every decision, accepted or refused.
+	TypeApprovalAudit = "dev.flotilla.approval.audit.v1"
+	// Gate → planner: the step may go on, or must fail.
+	TypeStepApproved = "dev.flotilla.step.approved.v1"
+	TypeStepRejected = "dev.flotilla.step.rejected.v1"
 )
 
 // Data is what every event payload implements.
@@ -366,6 +377,123 @@ func (d *ClusterDriftData) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Decisions of an ApprovalData.
+const (
+	DecisionApprove = "approve"
+	DecisionReject  = "reject"
+)
+
+// ApprovalData is a person's decision on one waiting step of one release:
+// the public contract chat bots implement.
+type ApprovalData struct {
+	Namespace      string `json:"namespace"`
+	Application    string `json:"application"`
+	PublishVersion string `json:"publishVersion"`
+	Step           string `json:"step"`
+	Decision       string `json:"decision"`
+	Approver       string `json:"approver"`
+	Reason         string `json:"reason,omitempty"`
+}
+
+// Validate implements Data.
+func (d *ApprovalData) Validate() error {
+	var missing []string
+	for name, v := range map[string]string{"namespace": d.Namespace, "application": d.Application, "publishVersion": d.PublishVersion, "step": d.Step, "approver": d.Approver} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	var errs []error
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		errs = append(errs, fmt.Errorf("missing %s", strings.Join(missing, ", ")))
+	}
+	if d.Decision != DecisionApprove && d.Decision != DecisionReject {
+		errs = append(errs, fmt.Errorf("decision %q is not approve or reject", d.Decision))
+	}
+	return errors.Join(errs...)
+}
+
+// Approval is one recorded decision.
+type Approval struct {
+	Approver string    `json:"approver"`
+	Decision string    `json:"decision"`
+	Via      string    `json:"via"` // nats, http or cli
+	Reason   string    `json:"reason,omitempty"`
+	Time     time.Time `json:"time"`
+	EventID  string    `json:"eventID,omitempty"`
+}
+
+// ApprovalRequestedData tells bots what waits and what it will change.
+type ApprovalRequestedData struct {
+	AppRef
+	Step     string `json:"step"`
+	StepType string `json:"stepType"`
+	Message  string `json:"message,omitempty"`
+	// Clusters the step's topology policies name (selectors are listed as policies).
+	Policies []Policy `json:"policies,omitempty"`
+	// Objects the step deploys, with their container images.
+	Objects      []ObjectSummary `json:"objects,omitempty"`
+	Approvers    []string        `json:"approvers,omitempty"`
+	MinApprovals int             `json:"minApprovals"`
+}
+
+// ObjectSummary names an object and its images.
+type ObjectSummary struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Name       string   `json:"name"`
+	Images     []string `json:"images,omitempty"`
+}
+
+// Validate implements Data.
+func (d *ApprovalRequestedData) Validate() error {
+	errs := []error{d.AppRef.validate()}
+	if d.Step == "" {
+		errs = append(errs, errors.New("step is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// ApprovalAuditData records a decision the gate accepted or refused.
+type ApprovalAuditData struct {
+	ApprovalData
+	Via      string `json:"via"`
+	EventID  string `json:"eventID"`
+	Accepted bool   `json:"accepted"`
+	// Code is the HTTP-style answer: 202 accepted, 401, 403, 404, 409, 422.
+	Code   int    `json:"code"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Validate implements Data.
+func (d *ApprovalAuditData) Validate() error {
+	if d.Via == "" || d.Code == 0 {
+		return errors.New("via and code are required")
+	}
+	return nil
+}
+
+// StepDecisionData is the gate's word to the planner on a waiting step.
+type StepDecisionData struct {
+	AppRef
+	Step      string     `json:"step"`
+	Approvals []Approval `json:"approvals"`
+	Reason    string     `json:"reason,omitempty"`
+}
+
+// Validate implements Data.
+func (d *StepDecisionData) Validate() error {
+	errs := []error{d.AppRef.validate()}
+	if d.Step == "" {
+		errs = append(errs, errors.New("step is empty"))
+	}
+	if len(d.Approvals) == 0 {
+		errs = append(errs, errors.New("no approvals"))
+	}
+	return errors.Join(errs...)
+}
+
 // newData returns an empty data struct for a type in the catalog.
 func newData(typ string) (Data, bool) {
 	switch typ {
@@ -383,6 +511,14 @@ func newData(typ string) (Data, bool) {
 		return &WorkData{}, true
 	case TypeClusterDrift:
 		return &ClusterDriftData{}, true
+	case TypeApproval:
+		return &ApprovalData{}, true
+	case TypeApprovalRequested:
+		return &ApprovalRequestedData{}, true
+	case TypeApprovalAudit:
+		return &ApprovalAuditData{}, true
+	case TypeStepApproved, TypeStepRejected:
+		return &StepDecisionData{}, true
 	}
 	return nil, false
 }

@@ -199,6 +199,21 @@ func (p *Planner) Run(ctx context.Context) error {
 		return fmt.Errorf("planner: %w", err)
 	}
 	defer cc.Stop()
+	// The gate's decisions on waiting steps.
+	decisions, err := p.js.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
+		Durable:       p.opts.Consumer,
+		FilterSubject: bus.GateDecisionsFilter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("planner: decisions consumer: %w", err)
+	}
+	dc, err := bus.Consume(ctx, decisions, p.log, p.handleReport)
+	if err != nil {
+		return fmt.Errorf("planner: %w", err)
+	}
+	defer dc.Stop()
 
 	var wg sync.WaitGroup
 	for range p.opts.Workers {
@@ -427,6 +442,12 @@ func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
 		ref, in = d.AppRef, workflow.Dispatched{Step: d.Step, Clusters: d.Clusters, Reason: d.Reason, Error: d.Error}
 	case *events.ClusterStatusData:
 		ref, in = d.AppRef, workflow.ClusterReport{Cluster: d.Cluster, Phase: d.Phase, Healthy: d.Healthy(), Message: reportMessage(d)}
+	case *events.StepDecisionData:
+		dec := workflow.Decision{Step: d.Step, Approve: e.Type == events.TypeStepApproved, Reason: d.Reason, Approvals: d.Approvals}
+		if n := len(d.Approvals); n > 0 {
+			dec.By, dec.Reason = d.Approvals[n-1].Approver, d.Approvals[n-1].Reason
+		}
+		ref, in = d.AppRef, dec
 	case *events.ClusterDriftData:
 		p.log.Info("drift repaired", "app", d.Namespace+"/"+d.Application, "cluster", d.Cluster, "object", d.Object.Kind+" "+d.Object.Name, "change", d.Change)
 		return nil

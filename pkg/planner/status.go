@@ -37,6 +37,12 @@ func computeStatus(app *v1beta1.Application, rec *Record, problem *release.Probl
 		run := rec.Run
 		st.LatestRevision = &v1beta1.Revision{Name: run.Release, Revision: run.Revision, PublishVersion: run.PublishVersion, Digest: rec.Snapshot.Digest}
 		st.Workflow = workflowStatus(run)
+		// A resume request waits for the gate while its step still waits.
+		if prev := app.Status.Workflow; prev != nil && prev.Resume != nil {
+			if s := currentStep(run); s != nil && s.Phase == workflow.StepSuspending && s.Name == prev.Resume.Step {
+				st.Workflow.Resume = prev.Resume.DeepCopy()
+			}
+		}
 		st.Services = services(app, run)
 		st.Phase, ready = runPhase(app, run, ready)
 	}
@@ -137,7 +143,12 @@ func workflowStatus(run *workflow.Run) *v1beta1.WorkflowStatus {
 		EndTime:     apiTime(run.End),
 	}
 	for i, s := range run.Steps {
+		var approvals []v1beta1.Approval
+		for _, a := range s.Approvals {
+			approvals = append(approvals, v1beta1.Approval{Approver: a.Approver, Decision: a.Decision, Via: a.Via, Reason: a.Reason, Time: *apiTime(a.Time)})
+		}
 		ws.Steps = append(ws.Steps, v1beta1.StepStatus{
+			Approvals:        approvals,
 			ID:               fmt.Sprintf("%s-%d", run.Release, i),
 			Name:             s.Name,
 			Type:             s.Type,

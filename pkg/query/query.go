@@ -25,6 +25,8 @@ type Request struct {
 	Resource  string `json:"resource,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
 	Name      string `json:"name"`
+	// Table asks also for the table kubectl prints (server-side printing).
+	Table bool `json:"table,omitempty"`
 }
 
 // Validate reports what is missing.
@@ -41,7 +43,9 @@ func (r Request) Validate() error {
 // Response is the object, or an error shaped like the API server's.
 type Response struct {
 	Object json.RawMessage `json:"object,omitempty"`
-	Error  *Error          `json:"error,omitempty"`
+	// Table is a meta.k8s.io/v1 Table of the object, when asked for.
+	Table json.RawMessage `json:"table,omitempty"`
+	Error *Error          `json:"error,omitempty"`
 }
 
 // Error is a refusal: Code 400, 403 (not managed by Flotilla), 404, or 500;
@@ -57,6 +61,15 @@ func (e *Error) Error() string { return e.Message }
 
 // Get asks cluster's agent for one object.
 func Get(ctx context.Context, nc *nats.Conn, cluster string, req Request) (json.RawMessage, error) {
+	resp, err := Do(ctx, nc, cluster, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Object, nil
+}
+
+// Do sends a query and returns the whole answer; a refusal is an *Error.
+func Do(ctx context.Context, nc *nats.Conn, cluster string, req Request) (*Response, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -83,5 +96,5 @@ func Get(ctx context.Context, nc *nats.Conn, cluster string, req Request) (json.
 	if resp.Error != nil {
 		return nil, resp.Error
 	}
-	return resp.Object, nil
+	return &resp, nil
 }

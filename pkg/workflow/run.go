@@ -66,6 +66,8 @@ type Step struct {
 	Approved bool `json:"approved,omitempty"`
 	// Clusters a deploy step was dispatched to; nil until the dispatcher answered.
 	Clusters []string `json:"clusters,omitempty"`
+	// Approvals are the decisions the gate recorded for a manual step.
+	Approvals []events.Approval `json:"approvals,omitempty"`
 }
 
 // ClusterHealth is a cluster's report on this release.
@@ -120,6 +122,8 @@ type Decision struct {
 	Approve bool
 	By      string
 	Reason  string
+	// Approvals are the recorded decisions behind it (who, when, how).
+	Approvals []events.Approval
 }
 
 func (Tick) input()          {}
@@ -161,6 +165,7 @@ func (r *Run) Apply(now time.Time, in Input) []Transition {
 		if s == nil || s.Name != in.Step || s.Phase != StepSuspending || s.Approved {
 			return nil
 		}
+		s.Approvals = append(s.Approvals, in.Approvals...)
 		if !in.Approve {
 			msg := fmt.Sprintf("rejected by %s", in.By)
 			if in.Reason != "" {

@@ -18,6 +18,10 @@ var ApplicationResource = GroupVersion.WithResource("applications")
 // release starts only when its value changes.
 const AnnotationPublishVersion = "app.oam.dev/publishVersion"
 
+// AnnotationDecisionID marks the Kubernetes Event in which the gate records
+// (or refuses) a decision, so whoever asked can find the answer.
+const AnnotationDecisionID = "flotilla.dev/decision-id"
+
 // Application is what a user rolls out: components, the policies that place
 // them, and the workflow that orders the rollout.
 //
@@ -200,10 +204,30 @@ type WorkflowStatus struct {
 	Finished bool `json:"finished"`
 	// +optional
 	Steps []StepStatus `json:"steps,omitempty"`
+	// Resume is a request to approve the waiting step, written by
+	// `kubectl flotilla workflow resume` (which needs RBAC to update this
+	// status) and honoured by the gate.
+	// +optional
+	Resume *ResumeRequest `json:"resume,omitempty"`
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 	// +optional
 	EndTime *metav1.Time `json:"endTime,omitempty"`
+}
+
+// ResumeRequest asks the gate to record a decision on the waiting step.
+type ResumeRequest struct {
+	// ID makes the request unique; the same ID counts once.
+	ID   string `json:"id"`
+	Step string `json:"step"`
+	// Decision is approve (resume) or reject (terminate).
+	Decision string `json:"decision"`
+	// User and Groups are the requester as the hub API server knows them
+	// (SelfSubjectReview).
+	User   string      `json:"user"`
+	Groups []string    `json:"groups,omitempty"`
+	Reason string      `json:"reason,omitempty"`
+	Time   metav1.Time `json:"time"`
 }
 
 // StepPhase is a step's phase.

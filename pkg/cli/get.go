@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/cli-runtime/pkg/printers"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-dev/flotilla/pkg/query"
+)
+
+func newGet(o *Options) *cobra.Command {
+	var clusters, output string
+	cmd := &cobra.Command{
+		Use:   "get KIND NAME -m CLUSTER[,CLUSTER...]",
+		Short: "Show an object as it is in managed clusters (read live through each cluster's agent)",
+		Example: `  kubectl flotilla get deployment demo -n demo -m managedcluster-c5x9z9
+  kubectl flotilla get deploy/demo -n demo -m c1,c2 -o yaml`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, name := args[0], ""
+			if len(args) == 2 {
+				name = args[1]
+			} else if k, n, ok := strings.Cut(kind, "/"); ok {
+				kind, name = k, n
+			}
+			if name == "" {
+				return errors.New("give KIND NAME (or KIND/NAME)")
+			}
+			if clusters == "" {
+				return errors.New("-m CLUSTER is required: the managed cluster(s) to read from (kubectl get managedclusters)")
+			}
+			return o.get(cmd, kind, name, strings.Split(clusters, ","), output)
+		},
+	}
+	cmd.Flags().StringVarP(&clusters, "cluster", "m", "", "managed cluster(s), comma-separated")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: yaml or json (default: the table kubectl prints)")
+	return cmd
+}
+
+func (o *Options) get(cmd *cobra.Command, kind, name string, clusters []string, output string) error {
+	ns, err := o.namespace()
+	if err != nil {
+		return err
+	}
+	mapper, err := o.Kube.ToRESTMapper()
+	if err != nil {
+		return err
+	}
+	gvk, err := mapper.KindFor(schema.ParseGroupResource(kind).WithVersion(""))
+	if err != nil {
+		return fmt.Errorf("the server doesn't have a resource type %q", kind)
+	}
+	mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return err
+	}
+	if mapping.Scope.Name() != "namespace" {
+		ns = ""
+	}
+	nc, err := nats.Connect(o.NATSURL, nats.Name("kubectl-flotilla"))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s (live reads go through the agents; set --nats-url or NATS_URL): %w", o.NATSURL, err)
+	}
+	defer nc.Close()
+	out, errOut := o.IO.Out, o.IO.ErrOut
+	failed := false
+	for _, cluster := range clusters {
+		fmt.Fprintf(out, "Run on ManagedCluster %s\n", cluster)
+		resp, err := query.Do(cmd.Context(), nc, cluster, query.Request{
+			Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: ns, Name: name, Table: output == "",
+		})
+		var qe *query.Error
+		switch {
+		case errors.As(err, &qe):
+			fmt.Fprintf(errOut, "Error from server (%s): %s\n", qe.Reason, qe.Message)
+			failed = true
+			continue
+		case err != nil:
+			fmt.Fprintf(errOut, "error: %v\n", err)
+			failed = true
+			continue
+		}
+		if err := print(out, resp, output); err != nil {
+			return err
+		}
+	}
+	if failed {
+		return printedError{errors.New("failed")}
+	}
+	return nil
+}
+
+func print(w interface{ Write([]byte) (int, error) }, resp *query.Response, output string) error {
+	switch output {
+	case "json":
+		var v any
+		if err := json.Unmarshal(resp.Object, &v); err != nil {
+			return err
+		}
+		data, _ := json.MarshalIndent(v, "", "    ")
+		_, err := fmt.Fprintln(w, string(data))
+		return err
+	case "yaml":
+		data, err := yaml.JSONToYAML(resp.Object)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
+	case "":
+		table := &metav1.Table{}
+		if err := json.Unmarshal(resp.Table, table); err != nil {
+			return fmt.Errorf("the agent sent no table: %w", err)
+		}
+		// The rows' objects are PartialObjectMetadata; the printer needs them decoded.
+		for i := range table.Rows {
+			if len(table.Rows[i].Object.Raw) > 0 {
+				u := &unstructured.Unstructured{}
+				if err := u.UnmarshalJSON(table.Rows[i].Object.Raw); err == nil {
+					table.Rows[i].Object.Object = u
+				}
+			}
+		}
+		return printers.NewTablePrinter(printers.PrintOptions{}).PrintObj(table, w)
+	}
+	return fmt.Errorf("unknown output format %q: use yaml or json", output)
+}

@@ -1,0 +1,173 @@
+package gate
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-dev/flotilla/pkg/events"
+)
+
+// Headers of a signed approval over NATS.
+const (
+	HeaderKeyID     = "flotilla-key-id"
+	HeaderSignature = "flotilla-signature"
+)
+
+// HTTP headers of the webhook (the public contract).
+const (
+	HTTPHeaderKeyID     = "X-Flotilla-Key-Id"
+	HTTPHeaderTimestamp = "X-Flotilla-Timestamp"
+	HTTPHeaderSignature = "X-Flotilla-Signature"
+)
+
+// Identity is someone the gate trusts to decide.
+type Identity struct {
+	Name   string   `json:"name"`
+	Groups []string `json:"groups,omitempty"`
+	// NKey is the public ed25519 key (U...) that signs approvals over NATS.
+	NKey string `json:"nkey,omitempty"`
+	// HMACSecret (or HMACSecretFile) signs webhook calls.
+	HMACSecret     string `json:"hmacSecret,omitempty"`
+	HMACSecretFile string `json:"hmacSecretFile,omitempty"`
+	// Delegate marks a bot trusted to name the person who decided (the
+	// event's approver); otherwise the approver is the identity itself.
+	Delegate bool `json:"delegate,omitempty"`
+}
+
+// Config is the gate's trust configuration.
+type Config struct {
+	Identities []Identity `json:"identities"`
+}
+
+// LoadConfig reads a YAML trust configuration.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("gate config: %w", err)
+	}
+	cfg := &Config{}
+	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+		return nil, fmt.Errorf("gate config %s: %w", path, err)
+	}
+	for i := range cfg.Identities {
+		id := &cfg.Identities[i]
+		if id.Name == "" {
+			return nil, fmt.Errorf("gate config %s: identity %d has no name", path, i)
+		}
+		if id.HMACSecretFile != "" {
+			secret, err := os.ReadFile(id.HMACSecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("gate config %s: identity %s: %w", path, id.Name, err)
+			}
+			id.HMACSecret = strings.TrimSpace(string(secret))
+		}
+		if id.NKey != "" && !nkeys.IsValidPublicUserKey(id.NKey) {
+			return nil, fmt.Errorf("gate config %s: identity %s: nkey is not a public user key (U...)", path, id.Name)
+		}
+	}
+	return cfg, nil
+}
+
+func (c *Config) identity(name string) (*Identity, bool) {
+	for i := range c.Identities {
+		if c.Identities[i].Name == name {
+			return &c.Identities[i], true
+		}
+	}
+	return nil, false
+}
+
+// Errors of authentication.
+var (
+	ErrUnsigned     = errors.New("missing key id or signature")
+	ErrUnknownKey   = errors.New("unknown key id")
+	ErrBadSignature = errors.New("signature does not verify")
+)
+
+// natsSigningInput binds the signature to the event's ID and time, so a
+// signed body cannot be replayed under another ID.
+func natsSigningInput(id, ts string, body []byte) []byte {
+	return []byte("v1:" + id + ":" + ts + ":" + string(body))
+}
+
+// SignNATS signs an encoded approval message with a user NKey: what a bot
+// does before publishing on flotilla.approvals.<ns>.<app>.
+func SignNATS(msg *nats.Msg, keyID string, kp nkeys.KeyPair) error {
+	sig, err := kp.Sign(natsSigningInput(msg.Header.Get(events.HeaderID), msg.Header.Get(events.HeaderTime), msg.Data))
+	if err != nil {
+		return err
+	}
+	msg.Header.Set(HeaderKeyID, keyID)
+	msg.Header.Set(HeaderSignature, "v1="+base64.RawURLEncoding.EncodeToString(sig))
+	return nil
+}
+
+func (c *Config) verifyNATS(msg *nats.Msg) (*Identity, error) {
+	keyID, sig := msg.Header.Get(HeaderKeyID), msg.Header.Get(HeaderSignature)
+	if keyID == "" || sig == "" {
+		return nil, ErrUnsigned
+	}
+	id, ok := c.identity(keyID)
+	if !ok || id.NKey == "" {
+		return nil, fmt.Errorf("%w %q", ErrUnknownKey, keyID)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(sig, "v1="))
+	if err != nil || !strings.HasPrefix(sig, "v1=") {
+		return nil, ErrBadSignature
+	}
+	kp, err := nkeys.FromPublicKey(id.NKey)
+	if err != nil {
+		return nil, ErrUnknownKey
+	}
+	if err := kp.Verify(natsSigningInput(msg.Header.Get(events.HeaderID), msg.Header.Get(events.HeaderTime), msg.Data), raw); err != nil {
+		return nil, ErrBadSignature
+	}
+	return id, nil
+}
+
+// SignHTTP is the webhook signature: v1=<hex HMAC-SHA256(secret, "v1:" + timestamp + ":" + body)>.
+func SignHTTP(secret, timestamp string, body []byte) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("v1:" + timestamp + ":"))
+	mac.Write(body)
+	return "v1=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+func (c *Config) verifyHTTP(keyID, timestamp, signature string, body []byte) (*Identity, error) {
+	if keyID == "" || signature == "" {
+		return nil, ErrUnsigned
+	}
+	id, ok := c.identity(keyID)
+	if !ok || id.HMACSecret == "" {
+		return nil, fmt.Errorf("%w %q", ErrUnknownKey, keyID)
+	}
+	if !hmac.Equal([]byte(SignHTTP(id.HMACSecret, timestamp, body)), []byte(signature)) {
+		return nil, ErrBadSignature
+	}
+	return id, nil
+}
+
+// allowed reports whether who (a name and groups) may decide a step whose
+// approvers are listed; an empty list allows every trusted identity.
+func allowed(approvers []string, name string, groups []string) bool {
+	if len(approvers) == 0 {
+		return true
+	}
+	for _, a := range approvers {
+		if a == name || slices.Contains(groups, a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,440 @@
+// Package gate owns the gate service: it holds manual workflow steps
+// (deploy with auto: false, suspend without duration), tells bots what
+// waits, takes decisions over NATS (NKey-signed CloudEvents), HTTP (the
+// CloudEvents HTTP binding, HMAC-signed) and the CLI (a resume request on
+// the Application's status, which needs RBAC), binds each decision to one
+// application, release and step, audits every decision, and tells the
+// planner when a step may go on or must fail.
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+)
+
+// Ways a decision arrives.
+const (
+	ViaNATS = "nats"
+	ViaHTTP = "http"
+	ViaCLI  = "cli"
+)
+
+// Options of the gate.
+type Options struct {
+	// Config is the trust configuration file (identities, keys, secrets).
+	Config string
+	// Listen is the webhook's address.
+	Listen string
+}
+
+// BindFlags binds the gate's flags.
+func (o *Options) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Config, "config", "", "trust configuration: identities with NKeys, HMAC secrets, groups (YAML)")
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8085", "address of the approval webhook (POST /v1/approvals)")
+}
+
+// Gate is one gate replica.
+type Gate struct {
+	cfg  *Config
+	log  *slog.Logger
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	dyn  dynamic.Interface
+	cs   kubernetes.Interface
+	now  func() time.Time
+	opts Options
+}
+
+// New builds a gate.
+func New(restCfg *rest.Config, js jetstream.JetStream, log *slog.Logger, cfg *Config, opts Options) (*Gate, error) {
+	dyn, err := dynamic.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("gate: hub client: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("gate: hub client: %w", err)
+	}
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	return &Gate{cfg: cfg, log: log, js: js, dyn: dyn, cs: cs, now: time.Now, opts: opts}, nil
+}
+
+// Run serves until ctx ends; srv, when not nil, serves the webhook.
+func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
+	if err := bus.Setup(ctx, g.js, bus.SetupOptions{}); err != nil {
+		return fmt.Errorf("gate: %w", err)
+	}
+	var err error
+	if g.kv, err = g.js.KeyValue(ctx, bus.BucketGate); err != nil {
+		return fmt.Errorf("gate: %w", err)
+	}
+	steps, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{Durable: "gate", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
+	if err != nil {
+		return fmt.Errorf("gate: steps consumer: %w", err)
+	}
+	sc, err := bus.Consume(ctx, steps, g.log, g.handleStep)
+	if err != nil {
+		return fmt.Errorf("gate: %w", err)
+	}
+	defer sc.Stop()
+	approvals, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
+		Durable: "gate", FilterSubject: "flotilla.approvals.>", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("gate: approvals consumer: %w", err)
+	}
+	ac, err := approvals.Consume(func(m jetstream.Msg) { g.handleNATS(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("gate: %w", err)
+	}
+	defer ac.Stop()
+
+	factory := dynamicinformer.NewDynamicSharedInformerFactory(g.dyn, 0)
+	inf := factory.ForResource(v1beta1.ApplicationResource).Informer()
+	onApp := func(obj any) { g.handleResume(ctx, obj) }
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onApp, UpdateFunc: func(_, o any) { onApp(o) }}); err != nil {
+		return fmt.Errorf("gate: %w", err)
+	}
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return errors.New("gate: Application cache did not sync")
+	}
+
+	errc := make(chan error, 1)
+	if srv != nil {
+		srv.Handler = g.Handler()
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("gate: webhook: %w", err)
+			}
+		}()
+		defer srv.Shutdown(context.Background())
+	}
+	g.log.Info("gate running", "webhook", g.opts.Listen, "identities", len(g.cfg.Identities))
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// waiting is a step held for a decision, stored in the gate's KV bucket.
+type waiting struct {
+	events.AppRef
+	Step         string            `json:"step"`
+	StepType     string            `json:"stepType"`
+	Approvers    []string          `json:"approvers,omitempty"`
+	MinApprovals int               `json:"minApprovals"`
+	Approvals    []events.Approval `json:"approvals,omitempty"`
+	// Decided is set once the decision went to the planner.
+	Decided bool `json:"decided,omitempty"`
+	// Seen are the IDs of every decision event counted or refused as a replay.
+	Seen []string `json:"seen,omitempty"`
+}
+
+type stepProps struct {
+	Approvers    []string `json:"approvers"`
+	MinApprovals int      `json:"minApprovals"`
+}
+
+func key(ns, app string) string { return ns + "." + app }
+
+// handleStep holds manual steps when they suspend and lets them go when
+// they move on.
+func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
+	d, ok := e.Data.(*events.StepData)
+	if !ok {
+		return nil
+	}
+	entry, err := g.kv.Get(ctx, key(d.Namespace, d.Application))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	if e.Type != events.TypeStepSuspended || d.Reason != "WaitingApproval" {
+		// The step (or a newer release) moved on: nothing waits any more.
+		if entry != nil {
+			var w waiting
+			if json.Unmarshal(entry.Value(), &w) == nil && (w.Revision < d.Revision || w.Step == d.Step && w.Revision == d.Revision) {
+				_ = g.kv.Delete(ctx, key(d.Namespace, d.Application), jetstream.LastRevision(entry.Revision()))
+			}
+		}
+		return nil
+	}
+	var p stepProps
+	_ = json.Unmarshal(d.Properties, &p)
+	w := waiting{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Approvers: p.Approvers, MinApprovals: max(p.MinApprovals, 1)}
+	data, _ := json.Marshal(w)
+	if _, err := g.kv.Put(ctx, key(d.Namespace, d.Application), data); err != nil {
+		return err
+	}
+	req := &events.ApprovalRequestedData{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Message: d.Message, Policies: d.Policies,
+		Approvers: p.Approvers, MinApprovals: w.MinApprovals, Objects: summarize(d.Snapshot)}
+	re := events.New(fmt.Sprintf("%s.v%d.%s.approval-requested", d.UID, d.Revision, d.Step), events.SourceGate, events.TypeApprovalRequested, d.Namespace+"/"+d.Application, req)
+	re.TraceParent, re.TraceState = e.TraceParent, e.TraceState
+	if _, err := bus.Publish(ctx, g.js, bus.GateSubject("requested", d.Namespace, d.Application), re); err != nil {
+		return err
+	}
+	g.log.Info("step waits for approval", "app", d.Namespace+"/"+d.Application, "release", d.Release, "step", d.Step, "approvers", p.Approvers, "min_approvals", w.MinApprovals)
+	return nil
+}
+
+// summarize lists a snapshot's objects with their container images.
+func summarize(s *events.Snapshot) []events.ObjectSummary {
+	if s == nil {
+		return nil
+	}
+	var out []events.ObjectSummary
+	for _, raw := range s.Objects {
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(raw); err != nil {
+			continue
+		}
+		sum := events.ObjectSummary{APIVersion: u.GetAPIVersion(), Kind: u.GetKind(), Name: u.GetName()}
+		for _, path := range [][]string{{"spec", "template", "spec", "containers"}, {"spec", "containers"}, {"spec", "jobTemplate", "spec", "template", "spec", "containers"}} {
+			cs, _, _ := unstructured.NestedSlice(u.Object, path...)
+			for _, c := range cs {
+				if img, ok := c.(map[string]any)["image"].(string); ok {
+					sum.Images = append(sum.Images, img)
+				}
+			}
+		}
+		out = append(out, sum)
+	}
+	return out
+}
+
+// Refusal is a decision the gate did not count, with the HTTP-style code.
+type Refusal struct {
+	Code   int
+	Reason string
+}
+
+func (r *Refusal) Error() string { return r.Reason }
+
+func refuse(code int, format string, args ...any) *Refusal {
+	return &Refusal{Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// decide counts one authenticated decision, or refuses it. who and groups
+// are the authenticated identity; the recorded approver is who, or the
+// event's approver for a delegate (a bot naming the person).
+func (g *Gate) decide(ctx context.Context, id string, d *events.ApprovalData, via, who string, groups []string, delegate bool, traceParent string) error {
+	approver := who
+	if delegate {
+		approver, groups = d.Approver, nil
+	}
+	err := g.record(ctx, id, d, via, approver, groups, traceParent)
+	g.audit(ctx, id, d, via, approver, err)
+	return err
+}
+
+func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, via, approver string, groups []string, traceParent string) error {
+	for attempt := 0; attempt < 5; attempt++ {
+		entry, err := g.kv.Get(ctx, key(d.Namespace, d.Application))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return refuse(http.StatusNotFound, "no step of application %s/%s waits for a decision", d.Namespace, d.Application)
+		}
+		if err != nil {
+			return err
+		}
+		var w waiting
+		if err := json.Unmarshal(entry.Value(), &w); err != nil {
+			return err
+		}
+		switch {
+		case slices.Contains(w.Seen, id):
+			return refuse(http.StatusConflict, "decision %s was already received (replay)", id)
+		case d.PublishVersion != w.PublishVersion && d.PublishVersion != w.Release:
+			return refuse(http.StatusConflict, "stale: %s/%s waits on publishVersion %q, not %q", d.Namespace, d.Application, w.PublishVersion, d.PublishVersion)
+		case w.Step != d.Step:
+			return refuse(http.StatusConflict, "stale: step %q does not wait; %q does", d.Step, w.Step)
+		case w.Decided:
+			return refuse(http.StatusConflict, "step %q of %s was already decided", d.Step, w.Release)
+		case !allowed(w.Approvers, approver, groups):
+			return refuse(http.StatusForbidden, "%s may not decide step %q (approvers: %v)", approver, d.Step, w.Approvers)
+		}
+		w.Seen = append(w.Seen, id)
+		distinct := slices.ContainsFunc(w.Approvals, func(a events.Approval) bool { return a.Approver == approver && a.Decision == d.Decision })
+		if !distinct {
+			w.Approvals = append(w.Approvals, events.Approval{Approver: approver, Decision: d.Decision, Via: via, Reason: d.Reason, Time: g.now().UTC(), EventID: id})
+		}
+		approvals := 0
+		for _, a := range w.Approvals {
+			if a.Decision == events.DecisionApprove {
+				approvals++
+			}
+		}
+		typ := ""
+		switch {
+		case d.Decision == events.DecisionReject:
+			typ = events.TypeStepRejected
+		case approvals >= w.MinApprovals:
+			typ = events.TypeStepApproved
+		}
+		w.Decided = typ != ""
+		data, _ := json.Marshal(w)
+		if _, err := g.kv.Update(ctx, key(d.Namespace, d.Application), data, entry.Revision()); err != nil {
+			continue // another decision landed first: read again
+		}
+		if typ != "" {
+			dec := &events.StepDecisionData{AppRef: w.AppRef, Step: w.Step, Approvals: w.Approvals, Reason: d.Reason}
+			de := events.New(fmt.Sprintf("%s.v%d.%s.decided", w.UID, w.Revision, w.Step), events.SourceGate, typ, d.Namespace+"/"+d.Application, dec)
+			de.TraceParent = traceParent
+			if _, err := bus.Publish(ctx, g.js, bus.GateSubject("decisions", d.Namespace, d.Application), de); err != nil {
+				return err
+			}
+		}
+		g.log.Info("decision recorded", "app", d.Namespace+"/"+d.Application, "release", w.Release, "step", w.Step, "approver", approver, "via", via, "decision", d.Decision, "approvals", approvals, "min", w.MinApprovals, "final", typ != "")
+		return nil
+	}
+	return refuse(http.StatusConflict, "too many concurrent decisions on %s/%s: try again", d.Namespace, d.Application)
+}
+
+// audit records every decision, accepted or refused, as an event and as a
+// Kubernetes Event on the Application.
+func (g *Gate) audit(ctx context.Context, id string, d *events.ApprovalData, via, approver string, err error) {
+	a := &events.ApprovalAuditData{Via: via, EventID: id, Accepted: err == nil, Code: http.StatusAccepted}
+	if d != nil {
+		a.ApprovalData = *d
+	}
+	if approver != "" {
+		a.Approver = approver
+	}
+	var r *Refusal
+	switch {
+	case errors.As(err, &r):
+		a.Code, a.Reason = r.Code, r.Reason
+	case err != nil:
+		a.Code, a.Reason = http.StatusInternalServerError, err.Error()
+	}
+	ns, app := "unknown", "unknown"
+	if d != nil && d.Namespace != "" && d.Application != "" {
+		ns, app = d.Namespace, d.Application
+	}
+	ae := events.New(fmt.Sprintf("audit.%s.%d", id, g.now().UnixNano()), events.SourceGate, events.TypeApprovalAudit, ns+"/"+app, a)
+	if _, perr := bus.Publish(ctx, g.js, bus.GateSubject("audit", ns, app), ae); perr != nil {
+		g.log.Warn("audit", "err", perr)
+	}
+	if !a.Accepted {
+		g.log.Info("decision refused", "app", ns+"/"+app, "via", via, "approver", a.Approver, "code", a.Code, "reason", a.Reason)
+	}
+	if ns == "unknown" {
+		return
+	}
+	u, gerr := g.dyn.Resource(v1beta1.ApplicationResource).Namespace(ns).Get(ctx, app, metav1.GetOptions{})
+	if gerr != nil {
+		return
+	}
+	evType, reason, msg := corev1.EventTypeNormal, "ApprovalRecorded", fmt.Sprintf("%s %ss step %q via %s", a.Approver, d.Decision, d.Step, via)
+	if !a.Accepted {
+		evType, reason, msg = corev1.EventTypeWarning, "ApprovalRefused", fmt.Sprintf("%s's %s of step %q via %s refused (%d): %s", a.Approver, d.Decision, d.Step, via, a.Code, a.Reason)
+	}
+	now := metav1.NewTime(g.now())
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: app + ".", Namespace: ns, Annotations: map[string]string{v1beta1.AnnotationDecisionID: id}},
+		InvolvedObject: corev1.ObjectReference{APIVersion: v1beta1.GroupVersion.String(), Kind: "Application", Namespace: ns, Name: app, UID: u.GetUID()},
+		Reason:         reason, Message: msg, Type: evType, Source: corev1.EventSource{Component: "flotilla-gate"},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	if _, err := g.cs.CoreV1().Events(ns).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		g.log.Warn("kubernetes event", "err", err)
+	}
+}
+
+// handleNATS takes a signed approval event from the approvals stream.
+func (g *Gate) handleNATS(ctx context.Context, m jetstream.Msg) {
+	msg := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+	id := msg.Header.Get(events.HeaderID)
+	e, err := events.Decode(msg)
+	if err == nil && e.Type != events.TypeApproval {
+		err = fmt.Errorf("%w: type %s is not %s", events.ErrInvalid, e.Type, events.TypeApproval)
+	}
+	if err != nil {
+		g.audit(ctx, orText(id, "malformed"), nil, ViaNATS, "", refuse(http.StatusUnprocessableEntity, "malformed approval: %v", err))
+		_ = m.TermWithReason(err.Error())
+		return
+	}
+	ident, err := g.cfg.verifyNATS(msg)
+	d := e.Data.(*events.ApprovalData)
+	if err != nil {
+		g.audit(ctx, e.ID, d, ViaNATS, "", refuse(http.StatusUnauthorized, "%v", err))
+		_ = m.TermWithReason(err.Error())
+		return
+	}
+	if err := g.decide(ctx, e.ID, d, ViaNATS, ident.Name, ident.Groups, ident.Delegate, e.TraceParent); err != nil {
+		var r *Refusal
+		if !errors.As(err, &r) {
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+		_ = m.TermWithReason(r.Reason)
+		return
+	}
+	_ = m.Ack()
+}
+
+// handleResume honours a `kubectl flotilla workflow resume` request written
+// on the Application's status: the hub's RBAC authenticated the writer.
+func (g *Gate) handleResume(ctx context.Context, obj any) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	raw, found, _ := unstructured.NestedMap(u.Object, "status", "workflow", "resume")
+	if !found {
+		return
+	}
+	var req v1beta1.ResumeRequest
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &req); err != nil || req.ID == "" || req.User == "" {
+		return
+	}
+	d := &events.ApprovalData{Namespace: u.GetNamespace(), Application: u.GetName(), PublishVersion: u.GetAnnotations()[v1beta1.AnnotationPublishVersion],
+		Step: req.Step, Decision: orText(req.Decision, events.DecisionApprove), Approver: req.User, Reason: req.Reason}
+	// Informers see the request on every status write until the step moves:
+	// count it once, quietly.
+	entry, err := g.kv.Get(ctx, key(d.Namespace, d.Application))
+	if err != nil {
+		return
+	}
+	var w waiting
+	if json.Unmarshal(entry.Value(), &w) != nil || slices.Contains(w.Seen, "cli."+req.ID) || w.Decided {
+		return
+	}
+	if d.PublishVersion == "" {
+		d.PublishVersion = w.Release // without the annotation, the release binds it
+	}
+	_ = g.decide(ctx, "cli."+req.ID, d, ViaCLI, req.User, req.Groups, false, "")
+}
+
+func orText(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
