@@ -11,7 +11,7 @@ export FLOTILLA_TESTBED_BIN ?= $(BIN)/testbed
 # Integration tests start API servers; the whole suite stays well under this.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build test test-unit testbed lint generate verify-generated fuzz bench demo clean
+.PHONY: build test test-unit testbed lint generate verify-generated fuzz bench up down demo clean
 
 ## build: every Flotilla binary into bin/
 build:
@@ -19,6 +19,8 @@ build:
 	$(GO) build ./...
 	@mains="$$($(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./...)"; \
 	if [ -n "$$mains" ]; then GOBIN=$(BIN) $(GO) install $$mains; fi
+	@# NATS for `make up`, built from the nats-server/v2 module Flotilla already pins.
+	GOBIN=$(BIN) $(GO) install github.com/nats-io/nats-server/v2
 	@# The same plugin answers as `kubectl amc`, so scripts written for ACK One run unchanged.
 	@ln -sf kubectl-flotilla $(BIN)/kubectl-amc
 
@@ -62,11 +64,17 @@ fuzz:
 bench: testbed
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout $(TEST_TIMEOUT) ./...
 
-## demo: the seed scenario end to end (arrives with issue #6)
-demo:
-	@echo "make demo: the seed scenario end to end arrives with issue #6 (planner, dispatcher, agent, gate)." >&2
-	@echo "Today: 'make test' starts a real hub and two managed clusters and checks them." >&2
-	@exit 2
+## up: the whole product on this machine, in the background (state, logs and PIDs in .flotilla/)
+up: build testbed
+	@hack/up.sh
+
+## down: stop everything `make up` started
+down:
+	@hack/down.sh
+
+## demo: `make up`, then the product page's scenario, step by step, checked
+demo: up
+	@hack/demo.sh
 
 ## clean: remove built binaries (the Go build cache keeps the Kubernetes build warm)
 clean:

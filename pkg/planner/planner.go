@@ -441,7 +441,7 @@ func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
 	case *events.StepDispatchedData:
 		ref, in = d.AppRef, workflow.Dispatched{Step: d.Step, Clusters: d.Clusters, Reason: d.Reason, Error: d.Error}
 	case *events.ClusterStatusData:
-		ref, in = d.AppRef, workflow.ClusterReport{Cluster: d.Cluster, Phase: d.Phase, Healthy: d.Healthy(), Message: reportMessage(d)}
+		ref, in = d.AppRef, workflow.ClusterReport{Cluster: d.Cluster, Phase: d.Phase, Healthy: d.Healthy(), Message: reportMessage(d), ObservedAt: d.ObservedAt}
 	case *events.StepDecisionData:
 		dec := workflow.Decision{Step: d.Step, Approve: e.Type == events.TypeStepApproved, Reason: d.Reason, Approvals: d.Approvals}
 		if n := len(d.Approvals); n > 0 {

@@ -30,6 +30,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/flotilla-dev/flotilla/pkg/proc"
 )
 
 // HubName is the name of the hub cluster; no managed cluster may take it.
@@ -87,7 +89,7 @@ type Env struct {
 
 // tracked is a process and the tier it stops in: higher tiers stop first.
 type tracked struct {
-	*process
+	*proc.Process
 	tier int
 }
 
@@ -117,7 +119,7 @@ func (e *Env) PIDs() []int {
 	defer e.mu.Unlock()
 	pids := make([]int, 0, len(e.procs))
 	for _, p := range e.procs {
-		pids = append(pids, p.pid())
+		pids = append(pids, p.PID())
 	}
 	return pids
 }
@@ -201,7 +203,7 @@ func (e *Env) start(ctx context.Context, binDir string, managed []string) error 
 }
 
 func (e *Env) startEtcd(ctx context.Context, binDir string) (string, error) {
-	ports, err := freePorts(2)
+	ports, err := FreePorts(2)
 	if err != nil {
 		return "", fmt.Errorf("testbed: etcd ports: %w", err)
 	}
@@ -222,7 +224,7 @@ func (e *Env) startEtcd(ctx context.Context, binDir string) (string, error) {
 		return "", err
 	}
 	if err := waitHTTP(ctx, p, http.DefaultClient, client+"/health"); err != nil {
-		return "", p.failure(err)
+		return "", p.Failure(err)
 	}
 	return client, nil
 }
@@ -233,7 +235,7 @@ func (e *Env) startCluster(ctx context.Context, binDir, etcdURL, name string, ma
 	if err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
-	ports, err := freePorts(1)
+	ports, err := FreePorts(1)
 	if err != nil {
 		return nil, fmt.Errorf("testbed: %s ports: %w", name, err)
 	}
@@ -270,7 +272,7 @@ func (e *Env) startCluster(ctx context.Context, binDir, etcdURL, name string, ma
 		return nil, fmt.Errorf("testbed: %s client: %w", name, err)
 	}
 	if err := waitHTTP(ctx, api, httpClient, url+"/readyz"); err != nil {
-		return nil, api.failure(err)
+		return nil, api.Failure(err)
 	}
 	c := &Cluster{Name: name, Managed: managed, URL: url, Config: cfg, Kubeconfig: kubeconfig}
 	if !managed {
@@ -339,7 +341,7 @@ func (e *Env) startCluster(ctx context.Context, binDir, etcdURL, name string, ma
 		}
 		return false, nil
 	}); err != nil {
-		return nil, kwok.failure(fmt.Errorf("node %s not Ready: %w", node.Name, err))
+		return nil, kwok.Failure(fmt.Errorf("node %s not Ready: %w", node.Name, err))
 	}
 	// Pods are admitted only once the controller manager made the namespace's
 	// default ServiceAccount: wait for it so callers can deploy at once.
@@ -350,26 +352,26 @@ func (e *Env) startCluster(ctx context.Context, binDir, etcdURL, name string, ma
 		}
 		return err == nil, err
 	}); err != nil {
-		return nil, kcm.failure(fmt.Errorf("no default ServiceAccount: %w", err))
+		return nil, kcm.Failure(fmt.Errorf("no default ServiceAccount: %w", err))
 	}
-	if sched.exited() {
-		return nil, sched.failure(errExited)
+	if sched.Exited() {
+		return nil, sched.Failure(proc.ErrExited)
 	}
 	return c, nil
 }
 
 // run starts a process and records it so Stop ends it.
-func (e *Env) run(name, bin string, args []string, tier int) (*process, error) {
+func (e *Env) run(name, bin string, args []string, tier int) (*proc.Process, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.stopped {
 		return nil, fmt.Errorf("testbed: start %s: test bed is stopped", name)
 	}
-	p, err := startProcess(name, bin, args, filepath.Join(e.Dir, "logs", strings.ReplaceAll(name, "/", "-")+".log"))
+	p, err := proc.Start(name, bin, args, nil, filepath.Join(e.Dir, "logs", strings.ReplaceAll(name, "/", "-")+".log"))
 	if err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
-	e.procs = append(e.procs, &tracked{process: p, tier: tier})
+	e.procs = append(e.procs, &tracked{Process: p, tier: tier})
 	return p, nil
 }
 
@@ -387,7 +389,7 @@ func (e *Env) Stop() error {
 		var wg sync.WaitGroup
 		for _, p := range procs {
 			if p.tier == tier {
-				wg.Go(func() { p.stop(5 * time.Second) })
+				wg.Go(func() { p.Stop(5 * time.Second) })
 			}
 		}
 		wg.Wait()
@@ -447,7 +449,7 @@ func writeKubeconfig(path, name, url string, keys *pki) (*rest.Config, error) {
 }
 
 // waitHTTP polls url until it answers 200, the process exits, or ctx ends.
-func waitHTTP(ctx context.Context, p *process, client *http.Client, url string) error {
+func waitHTTP(ctx context.Context, p *proc.Process, client *http.Client, url string) error {
 	return waitFor(ctx, p, func(ctx context.Context) (bool, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -467,7 +469,7 @@ func waitHTTP(ctx context.Context, p *process, client *http.Client, url string) 
 
 // waitFor polls check every 100ms until it reports done, the process exits,
 // or ctx ends; the error then carries check's last error.
-func waitFor(ctx context.Context, p *process, check func(context.Context) (bool, error)) error {
+func waitFor(ctx context.Context, p *proc.Process, check func(context.Context) (bool, error)) error {
 	var last error
 	for {
 		ok, err := check(ctx)
@@ -475,8 +477,8 @@ func waitFor(ctx context.Context, p *process, check func(context.Context) (bool,
 			return nil
 		}
 		last = err
-		if p.exited() {
-			return errExited
+		if p.Exited() {
+			return proc.ErrExited
 		}
 		select {
 		case <-ctx.Done():
@@ -484,15 +486,15 @@ func waitFor(ctx context.Context, p *process, check func(context.Context) (bool,
 				return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 			}
 			return ctx.Err()
-		case <-p.done:
-			return errExited
+		case <-p.Done():
+			return proc.ErrExited
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-// freePorts returns n distinct loopback ports free at the time of asking.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct loopback ports free at the time of asking.
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	var listeners []net.Listener
 	defer func() {

@@ -114,6 +114,9 @@ type ClusterReport struct {
 	Phase   events.ClusterPhase
 	Healthy bool
 	Message string
+	// ObservedAt is when the cluster assessed it: an older report than the
+	// one recorded (redelivered late) changes nothing.
+	ObservedAt time.Time
 }
 
 // Decision is a person's approve or reject of a manual step.
@@ -155,7 +158,9 @@ func (r *Run) Apply(now time.Time, in Input) []Transition {
 			s.LastExecuteTime = now
 		}
 	case ClusterReport:
-		r.record(now, in)
+		if !r.record(now, in) {
+			return nil
+		}
 		if s := r.step(cur); s != nil && s.Phase == StepRunning && slices.Contains(s.Clusters, in.Cluster) && in.Phase == events.ClusterFailed {
 			out = append(out, r.fail(now, cur, ReasonApplyFailed, fmt.Sprintf("cluster %s: %s", in.Cluster, in.Message))...)
 			return out
@@ -255,11 +260,20 @@ func (r *Run) fail(now time.Time, i int, reason, msg string) []Transition {
 	return []Transition{{events.TypeStepFailed, i}}
 }
 
-func (r *Run) record(now time.Time, rep ClusterReport) {
+// record keeps a cluster's newest report; it reports whether rep was newer.
+func (r *Run) record(now time.Time, rep ClusterReport) bool {
 	if r.Health == nil {
 		r.Health = map[string]ClusterHealth{}
 	}
-	r.Health[rep.Cluster] = ClusterHealth{Phase: rep.Phase, Healthy: rep.Healthy && rep.Phase == events.ClusterApplied, Message: rep.Message, At: now}
+	at := rep.ObservedAt
+	if at.IsZero() {
+		at = now
+	}
+	if prev, ok := r.Health[rep.Cluster]; ok && prev.At.After(at) {
+		return false
+	}
+	r.Health[rep.Cluster] = ClusterHealth{Phase: rep.Phase, Healthy: rep.Healthy && rep.Phase == events.ClusterApplied, Message: rep.Message, At: at}
+	return true
 }
 
 func (r *Run) allHealthy(clusters []string) bool {

@@ -221,3 +221,19 @@ func TestDeadline(t *testing.T) {
 		t.Errorf("deadline %v, want %v", r.Deadline(), want)
 	}
 }
+
+// A report that arrives late (redelivered after a newer one) changes nothing.
+func TestLateReportsAreIgnored(t *testing.T) {
+	r := NewRun(ref(), seedSteps()[:1], t0)
+	r.Apply(t0, Tick{})
+	r.Apply(t0, Dispatched{Step: "deploy-test", Clusters: []string{"c"}})
+	newer := ClusterReport{Cluster: "c", Phase: events.ClusterApplied, Healthy: true, ObservedAt: t0.Add(2 * time.Second)}
+	older := ClusterReport{Cluster: "c", Phase: events.ClusterApplied, Healthy: false, Message: "Replicas: 0/1", ObservedAt: t0.Add(time.Second)}
+	if got := r.Apply(t0.Add(3*time.Second), newer); len(got) != 1 {
+		t.Fatalf("healthy report: %v", got)
+	}
+	r.Apply(t0.Add(4*time.Second), older)
+	if h := r.Health["c"]; !h.Healthy {
+		t.Errorf("a late, older report overwrote the newer: %+v", h)
+	}
+}

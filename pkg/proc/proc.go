@@ -1,4 +1,7 @@
-package testbed
+// Package proc owns how Flotilla's harnesses run programs: each process logs
+// to its own file, dies with the process that started it, stops with SIGTERM
+// then SIGKILL, and explains a failure with the end of its log.
+package proc
 
 import (
 	"bytes"
@@ -13,10 +16,9 @@ import (
 	"time"
 )
 
-// process is one control-plane binary the test bed started. It logs to its
-// own file and dies with the process that started it (Pdeathsig), so a test
-// that crashes leaves nothing behind.
-type process struct {
+// Process is one started program. It dies with the process that started it
+// (Pdeathsig), so a test that crashes leaves nothing behind.
+type Process struct {
 	name    string // e.g. "hub/kube-apiserver"
 	logPath string
 	cmd     *exec.Cmd
@@ -24,8 +26,9 @@ type process struct {
 	err     error         // exit status, valid after done
 }
 
-// startProcess runs bin with args, logging stdout and stderr to logPath.
-func startProcess(name, bin string, args []string, logPath string) (*process, error) {
+// Start runs bin with args (and env added to this process's environment),
+// logging stdout and stderr to logPath.
+func Start(name, bin string, args, env []string, logPath string) (*Process, error) {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -34,6 +37,9 @@ func startProcess(name, bin string, args []string, logPath string) (*process, er
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -44,7 +50,7 @@ func startProcess(name, bin string, args []string, logPath string) (*process, er
 		logFile.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
 	}
-	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &Process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		logFile.Close()
@@ -53,10 +59,17 @@ func startProcess(name, bin string, args []string, logPath string) (*process, er
 	return p, nil
 }
 
-func (p *process) pid() int { return p.cmd.Process.Pid }
+// PID is the process ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
 
-// exited reports whether the process has ended.
-func (p *process) exited() bool {
+// Name is what the process was started as.
+func (p *Process) Name() string { return p.name }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -65,9 +78,9 @@ func (p *process) exited() bool {
 	}
 }
 
-// stop sends SIGTERM, waits up to grace, then SIGKILLs and waits for the exit.
-func (p *process) stop(grace time.Duration) {
-	if p.exited() {
+// Stop sends SIGTERM, waits up to grace, then SIGKILLs and waits for the exit.
+func (p *Process) Stop(grace time.Duration) {
+	if p.Exited() {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
@@ -80,18 +93,18 @@ func (p *process) stop(grace time.Duration) {
 	<-p.done
 }
 
-// failure describes why the process could not be used, quoting its log.
-func (p *process) failure(cause error) error {
+// Failure describes why the process could not be used, quoting its log.
+func (p *Process) Failure(cause error) error {
 	state := "running"
-	if p.exited() {
+	if p.Exited() {
 		state = fmt.Sprintf("exited (%v)", p.err)
 	}
 	return fmt.Errorf("%s (pid %d, %s): %w\n--- last lines of %s ---\n%s",
-		p.name, p.pid(), state, cause, p.logPath, tail(p.logPath, 20))
+		p.name, p.PID(), state, cause, p.logPath, Tail(p.logPath, 20))
 }
 
-// tail returns the last n lines of a file, or a note why it cannot.
-func tail(path string, n int) string {
+// Tail returns the last n lines of a file, or a note why it cannot.
+func Tail(path string, n int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
@@ -112,5 +125,5 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// errExited is returned by readiness checks when the process died while we waited.
-var errExited = errors.New("process exited before it was ready")
+// ErrExited is returned by readiness checks when the process died while they waited.
+var ErrExited = errors.New("process exited before it was ready")

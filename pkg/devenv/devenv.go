@@ -1,0 +1,457 @@
+// Package devenv owns the whole product on one machine: the test bed (a hub
+// and managed clusters), a NATS server process, the planner, dispatcher and
+// gate as separate processes connected only through NATS, and one
+// cluster-agent process per managed cluster holding only its own cluster's
+// kubeconfig. `make up` and the end-to-end tests start it the same way.
+package devenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flotilla-dev/flotilla/deploy/crds"
+	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	"github.com/flotilla-dev/flotilla/pkg/gate"
+	"github.com/flotilla-dev/flotilla/pkg/proc"
+	"github.com/flotilla-dev/flotilla/pkg/testbed"
+)
+
+// Options say where and what to start.
+type Options struct {
+	// Dir is the state directory (.flotilla): env, kubeconfigs, logs, PIDs, NATS data.
+	Dir string
+	// BinDir holds Flotilla's binaries and nats-server (bin/); TestbedBinDir the control plane.
+	BinDir        string
+	TestbedBinDir string
+	// Clusters names the managed clusters; empty: two named like the product's IDs.
+	Clusters []string
+	// Heartbeat of the agents.
+	Heartbeat time.Duration
+	// Log receives progress lines; nil for none.
+	Log func(format string, args ...any)
+}
+
+// BotKeyID is the demo bot `make up` configures for the webhook.
+const BotKeyID = "demo-bot"
+
+// NATSBotKeyID is the demo bot that signs approvals over NATS.
+const NATSBotKeyID = "demo-nats-bot"
+
+// Env is the running product.
+type Env struct {
+	Testbed  *testbed.Env
+	Clusters []string
+	NATSURL  string
+	GateURL  string
+	Dir      string
+
+	opts  Options
+	mu    sync.Mutex
+	procs []*proc.Process
+	cmds  map[string]command
+	// stopped are processes stopped on purpose: not reported as dead.
+	stopped map[string]bool
+}
+
+type command struct {
+	bin  string
+	args []string
+}
+
+// ClusterName returns a name shaped like the product page's cluster IDs.
+func ClusterName() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return "managedcluster-c" + string(b)
+}
+
+func (o *Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		o.Log(format, args...)
+	}
+}
+
+// Up starts everything and returns when every cluster is accepted, joined
+// and available. On failure it stops what it started; the error quotes the
+// failed process's log.
+func Up(ctx context.Context, o Options) (*Env, error) {
+	if len(o.Clusters) == 0 {
+		o.Clusters = []string{ClusterName(), ClusterName()}
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = 2 * time.Second
+	}
+	for _, b := range []string{"planner", "dispatcher", "gate", "cluster-agent", "kubectl-flotilla", "nats-server"} {
+		if _, err := os.Stat(filepath.Join(o.BinDir, b)); err != nil {
+			return nil, fmt.Errorf("devenv: %s missing in %s: run `make build`", b, o.BinDir)
+		}
+	}
+	// Every `up` is a new fleet (new cluster IDs): no state from an earlier one.
+	for _, d := range []string{"testbed", "nats", "kubeconfig", "logs"} {
+		if err := os.RemoveAll(filepath.Join(o.Dir, d)); err != nil {
+			return nil, fmt.Errorf("devenv: %w", err)
+		}
+	}
+	for _, d := range []string{"logs", "kubeconfig", "nats"} {
+		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("devenv: %w", err)
+		}
+	}
+	env := &Env{Clusters: o.Clusters, Dir: o.Dir, opts: o, cmds: map[string]command{}, stopped: map[string]bool{}}
+	if err := env.up(ctx, o); err != nil {
+		env.Down()
+		return nil, err
+	}
+	return env, nil
+}
+
+func (e *Env) up(ctx context.Context, o Options) error {
+	began := time.Now()
+	o.logf("starting the test bed: hub + %d managed clusters", len(o.Clusters))
+	tb, err := testbed.Start(ctx, testbed.Options{Clusters: o.Clusters, Dir: filepath.Join(o.Dir, "testbed"), BinDir: o.TestbedBinDir})
+	if err != nil {
+		return err
+	}
+	e.Testbed = tb
+	if err := crds.Install(ctx, tb.Hub.Config); err != nil {
+		return err
+	}
+	hubKubeconfig := filepath.Join(o.Dir, "kubeconfig", "hub")
+	if err := copyFile(tb.Hub.Kubeconfig, hubKubeconfig); err != nil {
+		return err
+	}
+	for _, c := range o.Clusters {
+		if err := copyFile(tb.Cluster(c).Kubeconfig, filepath.Join(o.Dir, "kubeconfig", c)); err != nil {
+			return err
+		}
+	}
+	o.logf("test bed ready in %v", time.Since(began).Round(100*time.Millisecond))
+
+	ports, err := testbed.FreePorts(2)
+	if err != nil {
+		return err
+	}
+	e.NATSURL = "nats://127.0.0.1:" + strconv.Itoa(ports[0])
+	e.GateURL = "http://127.0.0.1:" + strconv.Itoa(ports[1])
+	natsProc, err := e.start(o, "nats-server", "nats-server", []string{"-js", "-a", "127.0.0.1", "-p", strconv.Itoa(ports[0]), "-sd", filepath.Join(o.Dir, "nats"), "-n", "flotilla-dev"}, nil)
+	if err != nil {
+		return err
+	}
+	if err := waitNATS(ctx, natsProc, e.NATSURL); err != nil {
+		return err
+	}
+
+	gateCfg, err := writeGateConfig(o.Dir)
+	if err != nil {
+		return err
+	}
+	hubArgs := []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--log-format", "text"}
+	services := []struct {
+		name string
+		args []string
+	}{
+		{"planner", hubArgs},
+		{"dispatcher", append(append([]string(nil), hubArgs...), "--availability-check", "500ms")},
+		{"gate", append(append([]string(nil), hubArgs...), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "http://"))},
+	}
+	for _, s := range services {
+		if _, err := e.start(o, s.name, s.name, s.args, nil); err != nil {
+			return err
+		}
+	}
+	for _, c := range o.Clusters {
+		// Only its own cluster's kubeconfig.
+		if _, err := e.start(o, "agent-"+c, "cluster-agent", []string{"--cluster-name", c, "--kubeconfig", filepath.Join(o.Dir, "kubeconfig", c),
+			"--nats-url", e.NATSURL, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text"}, nil); err != nil {
+			return err
+		}
+	}
+	if err := e.WritePIDs(); err != nil {
+		return err
+	}
+
+	dyn, err := dynamic.NewForConfig(tb.Hub.Config)
+	if err != nil {
+		return err
+	}
+	o.logf("accepting %s as an admin would (kubectl flotilla cluster accept)", strings.Join(o.Clusters, ", "))
+	for _, c := range o.Clusters {
+		if err := e.waitFor(ctx, "cluster "+c+" to ask to join", func() bool {
+			_, err := dyn.Resource(clusterv1.ManagedClusterResource).Get(ctx, c, metav1.GetOptions{})
+			return err == nil
+		}); err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, filepath.Join(o.BinDir, "kubectl-flotilla"), "cluster", "accept", c, "--kubeconfig", hubKubeconfig)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("devenv: kubectl flotilla cluster accept %s: %w: %s", c, err, out)
+		}
+	}
+	for _, c := range o.Clusters {
+		if err := e.waitFor(ctx, "cluster "+c+" to be joined and available", func() bool {
+			u, err := dyn.Resource(clusterv1.ManagedClusterResource).Get(ctx, c, metav1.GetOptions{})
+			return err == nil && condition(u, clusterv1.ConditionJoined) == "True" && condition(u, clusterv1.ConditionAvailable) == "True"
+		}); err != nil {
+			return err
+		}
+	}
+	if err := e.writeEnv(o); err != nil {
+		return err
+	}
+	o.logf("up in %v", time.Since(began).Round(100*time.Millisecond))
+	return nil
+}
+
+func condition(u *unstructured.Unstructured, typ string) string {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == typ {
+			s, _ := m["status"].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+// start runs one of Flotilla's processes, logging to Dir/logs/<name>.log.
+func (e *Env) start(o Options, name, bin string, args, env []string) (*proc.Process, error) {
+	p, err := proc.Start(name, filepath.Join(o.BinDir, bin), args, env, filepath.Join(o.Dir, "logs", name+".log"))
+	if err != nil {
+		return nil, fmt.Errorf("devenv: %w", err)
+	}
+	e.mu.Lock()
+	e.procs = append(e.procs, p)
+	e.cmds[name] = command{bin: bin, args: args}
+	e.mu.Unlock()
+	return p, nil
+}
+
+// Process returns the started process of that name (e.g. "agent-<cluster>").
+func (e *Env) Process(name string) *proc.Process {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := len(e.procs) - 1; i >= 0; i-- {
+		if e.procs[i].Name() == name {
+			return e.procs[i]
+		}
+	}
+	return nil
+}
+
+// Restart starts a process again (stopping it first if it runs), with the
+// arguments it had.
+func (e *Env) Restart(name string) (*proc.Process, error) {
+	e.mu.Lock()
+	c, ok := e.cmds[name]
+	e.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("devenv: no process %q", name)
+	}
+	if p := e.Process(name); p != nil {
+		p.Stop(5 * time.Second)
+	}
+	e.mu.Lock()
+	delete(e.stopped, name)
+	e.mu.Unlock()
+	p, err := e.start(e.opts, name, c.bin, c.args, nil)
+	if err != nil {
+		return nil, err
+	}
+	return p, e.WritePIDs()
+}
+
+// Stop stops one process on purpose (Died does not report it).
+func (e *Env) Stop(name string) error {
+	p := e.Process(name)
+	if p == nil {
+		return fmt.Errorf("devenv: no process %q", name)
+	}
+	e.mu.Lock()
+	e.stopped[name] = true
+	e.mu.Unlock()
+	p.Stop(5 * time.Second)
+	return nil
+}
+
+// Died lists the processes that exited, with the end of their logs.
+func (e *Env) Died() []error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []error
+	latest := map[string]*proc.Process{}
+	for _, p := range e.procs {
+		latest[p.Name()] = p
+	}
+	for name, p := range latest {
+		if p.Exited() && !e.stopped[name] {
+			out = append(out, p.Failure(errors.New("died")))
+		}
+	}
+	return out
+}
+
+// waitFor polls ok until it holds, failing early when a process died.
+func (e *Env) waitFor(ctx context.Context, what string, ok func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for !ok() {
+		if died := e.Died(); len(died) > 0 {
+			return fmt.Errorf("devenv: waiting for %s: %w", what, errors.Join(died...))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("devenv: waiting for %s: %w", what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Down stops Flotilla's processes (agents and services, then NATS), then the
+// test bed, and waits for each.
+func (e *Env) Down() {
+	e.mu.Lock()
+	procs := append([]*proc.Process(nil), e.procs...)
+	e.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		procs[i].Stop(5 * time.Second)
+	}
+	if e.Testbed != nil {
+		_ = e.Testbed.Stop()
+	}
+	_ = os.Remove(filepath.Join(e.Dir, "pids"))
+}
+
+// PIDs lists every process of the environment, test bed included.
+func (e *Env) PIDs() []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var pids []int
+	if e.Testbed != nil {
+		pids = append(pids, e.Testbed.PIDs()...)
+	}
+	for _, p := range e.procs {
+		pids = append(pids, p.PID())
+	}
+	return pids
+}
+
+// WritePIDs records every PID in Dir/pids (one per line), for `make down`.
+func (e *Env) WritePIDs() error {
+	var b strings.Builder
+	for _, pid := range e.PIDs() {
+		fmt.Fprintln(&b, pid)
+	}
+	return os.WriteFile(filepath.Join(e.Dir, "pids"), []byte(b.String()), 0o644)
+}
+
+func (e *Env) writeEnv(o Options) error {
+	abs := func(p string) string {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return p
+		}
+		return a
+	}
+	content := fmt.Sprintf(`# Flotilla dev environment: source this file (make up wrote it).
+export KUBECONFIG=%s
+export PATH=%s:%s:$PATH
+export NATS_URL=%s
+export FLOTILLA_GATE_URL=%s
+export FLOTILLA_CLUSTERS="%s"
+`, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, e.GateURL, strings.Join(e.Clusters, " "))
+	return os.WriteFile(filepath.Join(o.Dir, "env"), []byte(content), 0o644)
+}
+
+// writeGateConfig trusts two demo bots: demo-bot signs webhook calls with the
+// HMAC secret in Dir/bot-secret; demo-nats-bot signs NATS events with the
+// NKey seed in Dir/bot.nk. Both may name the person who decided.
+func writeGateConfig(dir string) (string, error) {
+	secretPath := filepath.Join(dir, "bot-secret")
+	secret, err := os.ReadFile(secretPath)
+	if err != nil {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		secret = []byte(hex.EncodeToString(b))
+		if err := os.WriteFile(secretPath, append(secret, '\n'), 0o600); err != nil {
+			return "", err
+		}
+	}
+	seedPath := filepath.Join(dir, "bot.nk")
+	seed, err := os.ReadFile(seedPath)
+	if err != nil {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return "", err
+		}
+		if seed, err = kp.Seed(); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(seedPath, append(seed, '\n'), 0o600); err != nil {
+			return "", err
+		}
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
+	if err != nil {
+		return "", err
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return "", err
+	}
+	abs, _ := filepath.Abs(secretPath)
+	cfg := gate.Config{Identities: []gate.Identity{
+		{Name: BotKeyID, HMACSecretFile: abs, Delegate: true},
+		{Name: NATSBotKeyID, NKey: pub, Delegate: true},
+	}}
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "gate.yaml")
+	return path, os.WriteFile(path, data, 0o600)
+}
+
+func waitNATS(ctx context.Context, p *proc.Process, url string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		nc, err := nats.Connect(url)
+		if err == nil {
+			nc.Close()
+			return nil
+		}
+		if p.Exited() || time.Now().After(deadline) || ctx.Err() != nil {
+			return p.Failure(fmt.Errorf("NATS at %s not reachable: %w", url, err))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func copyFile(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, data, 0o600)
+}
