@@ -389,12 +389,10 @@ export FLOTILLA_CLUSTERS="%s"
 // NKey seed in Dir/bot.nk. Both may name the person who decided.
 func writeGateConfig(dir string) (string, error) {
 	secretPath := filepath.Join(dir, "bot-secret")
-	secret, err := os.ReadFile(secretPath)
-	if err != nil {
+	if _, err := os.Stat(secretPath); err != nil {
 		b := make([]byte, 32)
 		_, _ = rand.Read(b)
-		secret = []byte(hex.EncodeToString(b))
-		if err := os.WriteFile(secretPath, append(secret, '\n'), 0o600); err != nil {
+		if err := os.WriteFile(secretPath, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
 			return "", err
 		}
 	}
