@@ -29,7 +29,7 @@ testbed:
 	@hack/testbed/build.sh
 
 ## test: everything: unit, integration against real API servers and NATS, end to end
-test: testbed
+test: testbed build
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## test-unit: pure tests, no servers, seconds

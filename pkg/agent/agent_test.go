@@ -151,15 +151,17 @@ func TestDriftIsRepaired(t *testing.T) {
 		_, err := f.get("c2", "v1", "configmaps", "settings")
 		return err == nil
 	})
+	// The drift event goes out right after the repair.
 	var changes []string
-	for _, e := range f.reports("c2") {
-		if dd, ok := e.Data.(*events.ClusterDriftData); ok {
-			changes = append(changes, dd.Object.Kind+" "+dd.Change)
+	f.eventually("both drifts reported", func() bool {
+		changes = nil
+		for _, e := range f.reports("c2") {
+			if dd, ok := e.Data.(*events.ClusterDriftData); ok {
+				changes = append(changes, dd.Object.Kind+" "+dd.Change)
+			}
 		}
-	}
-	if !slices.Contains(changes, "Deployment modified") || !slices.Contains(changes, "ConfigMap deleted") {
-		t.Errorf("drift events %v", changes)
-	}
+		return slices.Contains(changes, "Deployment modified") && slices.Contains(changes, "ConfigMap deleted")
+	})
 }
 
 // An object the API server rejects fails alone, with the server's message.

@@ -1,0 +1,337 @@
+// Package e2e runs the product page's scenario, and what a user does next,
+// against `make up`'s layout: the test bed, a NATS server process, and the
+// planner, dispatcher, gate and one agent per cluster as separate processes.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/devenv"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/gate"
+	"github.com/flotilla-dev/flotilla/pkg/testbed"
+)
+
+type suite struct {
+	t    *testing.T
+	ctx  context.Context
+	env  *devenv.Env
+	root string
+	dir  string
+	path string
+}
+
+func setup(t *testing.T) *suite {
+	if testing.Short() {
+		t.Skip("runs the whole product")
+	}
+	root, err := testbed.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	t.Cleanup(cancel)
+	dir := t.TempDir()
+	bin := filepath.Join(root, "bin")
+	tbBin := os.Getenv("FLOTILLA_TESTBED_BIN")
+	if tbBin == "" {
+		tbBin = filepath.Join(bin, "testbed")
+	}
+	env, err := devenv.Up(ctx, devenv.Options{Dir: dir, BinDir: bin, TestbedBinDir: tbBin, Heartbeat: 500 * time.Millisecond,
+		Log: func(f string, a ...any) { t.Logf(f, a...) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, name := range []string{"planner", "dispatcher", "gate", "agent-" + env.Clusters[0], "agent-" + env.Clusters[1]} {
+				data, _ := os.ReadFile(filepath.Join(dir, "logs", name+".log"))
+				lines := strings.Split(string(data), "\n")
+				t.Logf("--- %s (last lines)\n%s", name, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+			}
+		}
+		env.Down()
+	})
+	return &suite{t: t, ctx: ctx, env: env, root: root, dir: dir, path: bin + ":" + tbBin + ":" + os.Getenv("PATH")}
+}
+
+// run runs a command as a user would after `source .flotilla/env`.
+func (s *suite) run(name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(s.ctx, name, args...)
+	cmd.Dir = s.root
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (s *suite) must(name string, args ...string) string {
+	s.t.Helper()
+	out, err := s.run(name, args...)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// eventually retries a command until its output matches re.
+func (s *suite) eventually(re string, name string, args ...string) string {
+	s.t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, _ := s.run(name, args...)
+		if rx.MatchString(out) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s %s never matched %q; last output:\n%s", name, strings.Join(args, " "), re, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func matchLines(t *testing.T, out string, res ...string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) != len(res) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(res), out)
+	}
+	for i, re := range res {
+		if !regexp.MustCompile("^" + re + "$").MatchString(lines[i]) {
+			t.Errorf("line %d = %q, want %s", i+1, lines[i], re)
+		}
+	}
+}
+
+func TestSeedScenarioAndWhatComesNext(t *testing.T) {
+	s := setup(t)
+	testC, prodC := s.env.Clusters[0], s.env.Clusters[1]
+	kubectl := func(args ...string) string { t.Helper(); return s.must("kubectl", args...) }
+	flotilla := func(args ...string) (string, error) { return s.run("kubectl", append([]string{"flotilla"}, args...)...) }
+	// The page's steps 1-8.
+	kubectl("create", "namespace", "demo")
+	kubectl("apply", "-f", "examples/seed/app-meta.yaml")
+	matchLines(t, kubectl("get", "managedclusters"),
+		`NAME +HUB ACCEPTED   MANAGED CLUSTER URLS   JOINED   AVAILABLE   AGE`,
+		`managedcluster-c[a-z0-9]{6} +true +True +True +\w+`,
+		`managedcluster-c[a-z0-9]{6} +true +True +True +\w+`)
+	policies := strings.NewReplacer("<clusterid1>", testC, "<clusterid2>", prodC).Replace(readFile(t, filepath.Join(s.root, "examples/seed/policy-topology.yaml")))
+	kubectl("apply", "-f", writeFile(t, s.dir, "policy-topology.yaml", policies))
+	kubectl("apply", "-f", "examples/seed/workflow.yaml")
+	applied := time.Now()
+	kubectl("apply", "-f", "examples/seed/app.yaml")
+
+	// 9: waiting for approval, as the page prints it.
+	out := s.eventually(`workflowSuspending +true`, "kubectl", "get", "app", "demo", "-n", "demo")
+	matchLines(t, out, `NAME   COMPONENT   TYPE          PHASE                HEALTHY   STATUS   AGE`,
+		`demo   demo        ref-objects   workflowSuspending   true               \w+`)
+	// 10: test runs it, production does not.
+	out = s.eventually(`1/1`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", testC)
+	t.Logf("apply app.yaml -> test cluster 1/1: %v", time.Since(applied).Round(10*time.Millisecond))
+	matchLines(t, out, "Run on ManagedCluster "+testC, `NAME   READY   UP-TO-DATE   AVAILABLE   AGE`, `demo   1/1     1            1           \w+`)
+	out, err := flotilla("get", "deployment", "demo", "-n", "demo", "-m", prodC)
+	if err == nil {
+		t.Error("get of production's absent Deployment exited 0")
+	}
+	matchLines(t, out, "Run on ManagedCluster "+prodC, `Error from server \(NotFound\): deployments.apps "demo" not found`)
+	// 11-12: resume, production runs it.
+	resumed := time.Now()
+	matchLines(t, s.must("kubectl", "amc", "workflow", "resume", "demo", "-n", "demo"), `Successfully resume workflow: demo`)
+	out = s.eventually(`1/1`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC)
+	t.Logf("resume -> production 1/1: %v", time.Since(resumed).Round(10*time.Millisecond))
+	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
+
+	imageIn := func(cluster string) string {
+		out, err := flotilla("get", "deployment", "demo", "-n", "demo", "-m", cluster, "-o", "json")
+		if err != nil {
+			return "absent"
+		}
+		m := regexp.MustCompile(`"image": "([^"]+)"`).FindStringSubmatch(out)
+		if m == nil {
+			return "?"
+		}
+		return m[1]
+	}
+
+	// Editing the hub's Deployment without a new publishVersion rolls nothing out.
+	kubectl("-n", "demo", "set", "image", "deployment/demo", "demo=registry.cn-hangzhou.aliyuncs.com/acs/rollouts-demo:blue")
+	time.Sleep(2 * time.Second)
+	if img := imageIn(testC); !strings.HasSuffix(img, ":red") {
+		t.Errorf("an edit without a new publishVersion reached the test cluster: %s", img)
+	}
+
+	// Release 2: test gets :blue, production keeps :red until approved (over the webhook).
+	kubectl("-n", "demo", "annotate", "--overwrite", "app", "demo", "app.oam.dev/publishVersion=version2")
+	s.eventually(`workflowSuspending`, "kubectl", "get", "app", "demo", "-n", "demo")
+	s.eventually(`rollouts-demo:blue`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", testC, "-o", "yaml")
+	if img := imageIn(prodC); !strings.HasSuffix(img, ":red") {
+		t.Errorf("production changed before approval: %s", img)
+	}
+	s.webhookRefusals(t)
+	if code, body := s.webhook(t, "version2", "deploy-prod", "approve", "alice", time.Now(), ""); code != http.StatusAccepted {
+		t.Fatalf("webhook approval: %d %s", code, body)
+	}
+	s.eventually(`rollouts-demo:blue`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC, "-o", "yaml")
+	approvals := kubectl("get", "app", "demo", "-n", "demo", "-o", "jsonpath={.status.workflow.steps[1].approvals[0]}")
+	if !strings.Contains(approvals, `"approver":"alice"`) || !strings.Contains(approvals, `"via":"http"`) {
+		t.Errorf("approval not recorded on the step: %s", approvals)
+	}
+
+	// Release 3 with production's agent down: the hub shows it unavailable;
+	// back up, it completes the release (approved over NATS, signed).
+	if err := s.env.Stop("agent-" + prodC); err != nil {
+		t.Fatal(err)
+	}
+	s.eventually(prodC+` +true +True +Unknown`, "kubectl", "get", "managedclusters")
+	kubectl("-n", "demo", "set", "image", "deployment/demo", "demo=registry.cn-hangzhou.aliyuncs.com/acs/rollouts-demo:green")
+	kubectl("-n", "demo", "annotate", "--overwrite", "app", "demo", "app.oam.dev/publishVersion=version3")
+	s.eventually(`workflowSuspending`, "kubectl", "get", "app", "demo", "-n", "demo")
+	s.natsApprove(t, "version3", "deploy-prod", "bob")
+	s.eventually(`runningWorkflow`, "kubectl", "get", "app", "demo", "-n", "demo")
+	if _, err := s.env.Restart("agent-" + prodC); err != nil {
+		t.Fatal(err)
+	}
+	s.eventually(`rollouts-demo:green`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC, "-o", "yaml")
+	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
+
+	// Deleting the Application removes the Deployment from both clusters.
+	kubectl("delete", "app", "demo", "-n", "demo", "--timeout=60s")
+	for _, c := range []string{testC, prodC} {
+		s.eventually(`NotFound`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", c)
+	}
+	if died := s.env.Died(); len(died) > 0 {
+		t.Errorf("processes died: %v", died)
+	}
+}
+
+// webhook sends an approval as a bot would.
+func (s *suite) webhook(t *testing.T, publishVersion, step, decision, approver string, at time.Time, id string) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(events.ApprovalData{Namespace: "demo", Application: "demo", PublishVersion: publishVersion, Step: step, Decision: decision, Approver: approver})
+	return s.post(t, body, at, id, "")
+}
+
+func (s *suite) post(t *testing.T, body []byte, at time.Time, id, badSig string) (int, string) {
+	t.Helper()
+	secret := strings.TrimSpace(readFile(t, filepath.Join(s.dir, "bot-secret")))
+	if id == "" {
+		id = fmt.Sprintf("e2e-%d", time.Now().UnixNano())
+	}
+	ts := strconv.FormatInt(at.Unix(), 10)
+	req, _ := http.NewRequestWithContext(s.ctx, http.MethodPost, s.env.GateURL+"/v1/approvals", bytes.NewReader(body))
+	for k, v := range map[string]string{"ce-specversion": "1.0", "ce-type": events.TypeApproval, "ce-source": "/bots/e2e", "ce-id": id,
+		"Content-Type": "application/json", gate.HTTPHeaderKeyID: devenv.BotKeyID, gate.HTTPHeaderTimestamp: ts,
+		gate.HTTPHeaderSignature: gate.SignHTTP(secret, ts, body)} {
+		req.Header.Set(k, v)
+	}
+	if badSig != "" {
+		req.Header.Set(gate.HTTPHeaderSignature, badSig)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
+}
+
+// webhookRefusals: every bad call is refused with its code, and nothing moves.
+func (s *suite) webhookRefusals(t *testing.T) {
+	good, _ := json.Marshal(events.ApprovalData{Namespace: "demo", Application: "demo", PublishVersion: "version2", Step: "deploy-prod", Decision: "approve", Approver: "mallory"})
+	cases := []struct {
+		name string
+		code int
+		send func() (int, string)
+	}{
+		{"bad signature", 401, func() (int, string) { return s.post(t, good, time.Now(), "", "v1=00") }},
+		{"expired timestamp", 401, func() (int, string) { return s.post(t, good, time.Now().Add(-10*time.Minute), "", "") }},
+		{"stale release", 409, func() (int, string) {
+			return s.webhook(t, "version1", "deploy-prod", "approve", "mallory", time.Now(), "")
+		}},
+		{"step that does not wait", 409, func() (int, string) {
+			return s.webhook(t, "version2", "deploy-test", "approve", "mallory", time.Now(), "")
+		}},
+		{"unknown application", 404, func() (int, string) {
+			body, _ := json.Marshal(events.ApprovalData{Namespace: "demo", Application: "nope", PublishVersion: "v", Step: "s", Decision: "approve", Approver: "m"})
+			return s.post(t, body, time.Now(), "", "")
+		}},
+		{"malformed JSON", 422, func() (int, string) { return s.post(t, []byte(`{"namespace":`), time.Now(), "", "") }},
+		{"missing fields", 422, func() (int, string) { return s.post(t, []byte(`{"namespace":"demo","decision":"approve"}`), time.Now(), "", "") }},
+		{"oversized", 413, func() (int, string) { return s.post(t, bytes.Repeat([]byte("x"), gate.MaxBody+1), time.Now(), "", "") }},
+	}
+	for _, c := range cases {
+		if code, body := c.send(); code != c.code || !strings.Contains(body, `"reason"`) {
+			t.Errorf("%s: %d %s, want %d with a reason", c.name, code, body, c.code)
+		}
+	}
+	out := s.must("kubectl", "get", "app", "demo", "-n", "demo")
+	if !strings.Contains(out, "workflowSuspending") {
+		t.Errorf("a refused approval moved the workflow:\n%s", out)
+	}
+}
+
+// natsApprove publishes a signed approval event as a chat bot on NATS would.
+func (s *suite) natsApprove(t *testing.T, publishVersion, step, approver string) {
+	t.Helper()
+	seed := strings.TrimSpace(readFile(t, filepath.Join(s.dir, "bot.nk")))
+	kp, err := nkeys.FromSeed([]byte(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.env.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	e := events.New(fmt.Sprintf("nats-e2e-%d", time.Now().UnixNano()), "/bots/e2e", events.TypeApproval, "demo/demo",
+		&events.ApprovalData{Namespace: "demo", Application: "demo", PublishVersion: publishVersion, Step: step, Decision: "approve", Approver: approver})
+	msg, err := events.Encode(bus.ApprovalSubject("demo", "demo"), e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gate.SignNATS(msg, devenv.NATSBotKeyID, kp); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishMsg(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
