@@ -123,7 +123,9 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 	s := setup(t)
 	testC, prodC := s.env.Clusters[0], s.env.Clusters[1]
 	kubectl := func(args ...string) string { t.Helper(); return s.must("kubectl", args...) }
-	flotilla := func(args ...string) (string, error) { return s.run("kubectl", append([]string{"flotilla"}, args...)...) }
+	flotilla := func(args ...string) (string, error) {
+		return s.run("kubectl", append([]string{"flotilla"}, args...)...)
+	}
 	// The page's steps 1-8.
 	kubectl("create", "namespace", "demo")
 	kubectl("apply", "-f", "examples/seed/app-meta.yaml")
@@ -153,7 +155,7 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 	// 11-12: resume, production runs it.
 	resumed := time.Now()
 	matchLines(t, s.must("kubectl", "amc", "workflow", "resume", "demo", "-n", "demo"), `Successfully resume workflow: demo`)
-	out = s.eventually(`1/1`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC)
+	s.eventually(`1/1`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC)
 	t.Logf("resume -> production 1/1: %v", time.Since(resumed).Round(10*time.Millisecond))
 	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
 
@@ -274,7 +276,9 @@ func (s *suite) webhookRefusals(t *testing.T) {
 			return s.post(t, body, time.Now(), "", "")
 		}},
 		{"malformed JSON", 422, func() (int, string) { return s.post(t, []byte(`{"namespace":`), time.Now(), "", "") }},
-		{"missing fields", 422, func() (int, string) { return s.post(t, []byte(`{"namespace":"demo","decision":"approve"}`), time.Now(), "", "") }},
+		{"missing fields", 422, func() (int, string) {
+			return s.post(t, []byte(`{"namespace":"demo","decision":"approve"}`), time.Now(), "", "")
+		}},
 		{"oversized", 413, func() (int, string) { return s.post(t, bytes.Repeat([]byte("x"), gate.MaxBody+1), time.Now(), "", "") }},
 	}
 	for _, c := range cases {
