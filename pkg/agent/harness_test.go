@@ -212,7 +212,7 @@ func (f *fixture) deploy(rev int64, clusters []string, manifests ...string) {
 	step := &events.StepData{AppRef: f.ref(rev), Step: "deploy", StepType: "deploy",
 		Policies: []events.Policy{{Name: "where", Type: "topology", Properties: props}},
 		Snapshot: &events.Snapshot{Digest: fmt.Sprintf("sha256:%d", rev), Objects: objs}}
-	e := events.New(events.StepEventID(f.uid, rev, "deploy", events.TypeStepStarted), events.SourcePlanner, events.TypeStepStarted, "", step)
+	e := events.New(events.StepEventID(f.ref(rev), "deploy", events.TypeStepStarted), events.SourcePlanner, events.TypeStepStarted, "", step)
 	if _, err := bus.Publish(f.ctx, js, bus.StepSubject(f.ns, "demo"), e); err != nil {
 		f.t.Fatal(err)
 	}

@@ -26,38 +26,108 @@ func newWorkflow(o *Options) *cobra.Command {
 	cmd := &cobra.Command{Use: "workflow", Short: "Operate an application's workflow"}
 	var step, reason string
 	var timeout time.Duration
-	resume := &cobra.Command{
-		Use:     "resume APP",
-		Short:   "Approve the step the application's workflow waits on",
-		Example: "  kubectl flotilla workflow resume demo -n demo",
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.decide(cmd.Context(), args[0], step, events.DecisionApprove, reason, timeout); err != nil {
-				return err
-			}
-			fmt.Fprintf(o.IO.Out, "Successfully resume workflow: %s\n", args[0])
-			return nil
-		},
+	verb := func(use, short, example string, run func(ctx context.Context, app string) error) *cobra.Command {
+		c := &cobra.Command{
+			Use: use + " APP", Short: short, Example: example, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := run(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(o.IO.Out, "Successfully %s workflow: %s\n", use, args[0])
+				return nil
+			},
+		}
+		c.Flags().StringVar(&reason, "reason", "", "why, recorded with the decision")
+		c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for Flotilla to carry it out")
+		return c
 	}
-	terminate := &cobra.Command{
-		Use:   "terminate APP",
-		Short: "Reject the waiting step: the workflow ends as workflowTerminated",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.decide(cmd.Context(), args[0], step, events.DecisionReject, reason, timeout); err != nil {
-				return err
-			}
-			fmt.Fprintf(o.IO.Out, "Successfully terminate workflow: %s\n", args[0])
-			return nil
-		},
-	}
+	resume := verb("resume", "Approve the step the workflow waits on, or let a suspended workflow go on",
+		"  kubectl flotilla workflow resume demo -n demo", func(ctx context.Context, app string) error {
+			return o.decideOrOperate(ctx, app, step, events.DecisionApprove, v1beta1.OperationResume, reason, timeout)
+		})
+	terminate := verb("terminate", "End the workflow: a waiting step is rejected; the application goes workflowTerminated",
+		"  kubectl flotilla workflow terminate demo -n demo --reason 'error budget spent'", func(ctx context.Context, app string) error {
+			return o.decideOrOperate(ctx, app, step, events.DecisionReject, v1beta1.OperationTerminate, reason, timeout)
+		})
 	for _, c := range []*cobra.Command{resume, terminate} {
 		c.Flags().StringVar(&step, "step", "", "the waiting step (default: the one that waits)")
-		c.Flags().StringVar(&reason, "reason", "", "why, recorded with the decision")
-		c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the gate to record the decision")
 	}
-	cmd.AddCommand(resume, terminate)
+	suspend := verb("suspend", "Hold the workflow before its next step (a running step goes on)",
+		"  kubectl flotilla workflow suspend demo -n demo", func(ctx context.Context, app string) error {
+			return o.operate(ctx, app, v1beta1.OperationSuspend, reason, timeout)
+		})
+	restart := verb("restart", "Run the current release's workflow again from its first step",
+		"  kubectl flotilla workflow restart demo -n demo", func(ctx context.Context, app string) error {
+			return o.operate(ctx, app, v1beta1.OperationRestart, reason, timeout)
+		})
+	rollback := verb("rollback", "Roll back to the previous release whose workflow succeeded, through the same workflow",
+		"  kubectl flotilla workflow rollback demo -n demo", func(ctx context.Context, app string) error {
+			return o.operate(ctx, app, v1beta1.OperationRollback, reason, timeout)
+		})
+	cmd.AddCommand(resume, suspend, terminate, restart, rollback)
 	return cmd
+}
+
+// decideOrOperate decides the waiting step through the gate, or, when no
+// step waits, operates the workflow (resume a suspended one, terminate).
+func (o *Options) decideOrOperate(ctx context.Context, app, step, decision, operation, reason string, timeout time.Duration) error {
+	err := o.decide(ctx, app, step, decision, reason, timeout)
+	if !errors.Is(err, errNotWaiting) {
+		return err
+	}
+	return o.operate(ctx, app, operation, reason, timeout)
+}
+
+var errNotWaiting = errors.New("not waiting for approval")
+
+// operate writes an operation request on the Application's status (the
+// hub's RBAC says who may) and waits for the planner's outcome.
+func (o *Options) operate(ctx context.Context, name, operation, reason string, timeout time.Duration) error {
+	ns, err := o.namespace()
+	if err != nil {
+		return err
+	}
+	dyn, cs, err := o.clients()
+	if err != nil {
+		return err
+	}
+	review, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("who am I (SelfSubjectReview): %w", err)
+	}
+	op := v1beta1.WorkflowOperation{ID: newID(), Type: operation, User: review.Status.UserInfo.Username, Reason: reason, Time: metav1.Now().Rfc3339Copy()}
+	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"workflow": map[string]any{"operation": op}}})
+	apps := dyn.Resource(v1beta1.ApplicationResource).Namespace(ns)
+	if _, err := apps.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kubectl-flotilla"}, "status"); err != nil {
+		return fmt.Errorf("%s workflow of %s/%s (needs RBAC to update applications/status): %w", operation, ns, name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		u, err := apps.Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			app := &v1beta1.Application{}
+			if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, app) == nil && app.Status.Workflow != nil {
+				if r := app.Status.Workflow.LastOperation; r != nil && r.ID == op.ID {
+					if !r.Succeeded {
+						return fmt.Errorf("cannot %s: %s", operation, r.Message)
+					}
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the planner did not carry out %s in time: is it running? (kubectl get app %s -n %s -o yaml)", operation, name, ns)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // decide writes a resume request on the Application's status (the hub's
@@ -89,7 +159,7 @@ func (o *Options) decide(ctx context.Context, name, step, decision, reason strin
 		}
 	}
 	if waitingStep == "" {
-		return fmt.Errorf("application %s/%s is not waiting for approval (phase %q)", ns, name, app.Status.Phase)
+		return fmt.Errorf("application %s/%s is %w (phase %q)", ns, name, errNotWaiting, app.Status.Phase)
 	}
 	if step == "" {
 		step = waitingStep
@@ -100,9 +170,7 @@ func (o *Options) decide(ctx context.Context, name, step, decision, reason strin
 	if err != nil {
 		return fmt.Errorf("who am I (SelfSubjectReview): %w", err)
 	}
-	idb := make([]byte, 8)
-	_, _ = rand.Read(idb)
-	req := v1beta1.ResumeRequest{ID: hex.EncodeToString(idb), Step: step, Decision: decision, User: review.Status.UserInfo.Username,
+	req := v1beta1.ResumeRequest{ID: newID(), Step: step, Release: app.Status.Workflow.AppRevision, Decision: decision, User: review.Status.UserInfo.Username,
 		Groups: review.Status.UserInfo.Groups, Reason: reason, Time: metav1.Now().Rfc3339Copy()}
 	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"workflow": map[string]any{"resume": req}}})
 	if _, err := apps.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kubectl-flotilla"}, "status"); err != nil {

@@ -177,8 +177,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 	default:
 		for _, c := range placement.Clusters {
 			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, Snapshot: step.Snapshot, TargetNamespace: placement.Namespace}
-			id := fmt.Sprintf("%s.v%d.%s.%s.work", step.UID, step.Revision, step.Step, c)
-			we := events.New(id, events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
+			we := events.New(events.WorkID(step.AppRef, step.Step, c), events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
 			we.TraceParent, we.TraceState = e.TraceParent, e.TraceState
 			if _, err := bus.Publish(ctx, d.js, bus.WorkSubject(c, step.Namespace, step.Application), we); err != nil {
 				return err
@@ -187,7 +186,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 		result.Clusters = placement.Clusters
 		d.log.Info("step dispatched", "app", step.Namespace+"/"+step.Application, "release", step.Release, "step", step.Step, "clusters", placement.Clusters)
 	}
-	de := events.New(events.DispatchID(step.UID, step.Revision, step.Step), events.SourceDispatcher, events.TypeStepDispatched, step.Namespace+"/"+step.Application, result)
+	de := events.New(events.DispatchID(step.AppRef, step.Step), events.SourceDispatcher, events.TypeStepDispatched, step.Namespace+"/"+step.Application, result)
 	de.TraceParent, de.TraceState = e.TraceParent, e.TraceState
 	_, err = bus.Publish(ctx, d.js, bus.DispatchSubject(step.Namespace, step.Application), de)
 	return err

@@ -72,6 +72,8 @@ type AppRef struct {
 	Revision int64  `json:"revision"`
 	// PublishVersion is the app.oam.dev/publishVersion the release was cut for.
 	PublishVersion string `json:"publishVersion,omitempty"`
+	// Attempt counts restarts of the release's workflow (0: the first run).
+	Attempt int `json:"attempt,omitempty"`
 }
 
 func (r AppRef) validate() error {

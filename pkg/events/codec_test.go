@@ -158,18 +158,22 @@ func TestEncodeRefusesInvalidEvents(t *testing.T) {
 }
 
 func TestStepEventIDIsDeterministic(t *testing.T) {
-	a := StepEventID("u1", 2, "deploy-prod", TypeStepStarted)
-	if a != StepEventID("u1", 2, "deploy-prod", TypeStepStarted) {
+	r := func(uid string, rev int64, attempt int) AppRef {
+		return AppRef{UID: uid, Revision: rev, Attempt: attempt}
+	}
+	a := StepEventID(r("u1", 2, 0), "deploy-prod", TypeStepStarted)
+	if a != StepEventID(r("u1", 2, 0), "deploy-prod", TypeStepStarted) {
 		t.Fatal("same transition, different IDs")
 	}
 	if a != "u1.v2.deploy-prod.started" {
 		t.Errorf("id = %q", a)
 	}
 	for _, other := range []string{
-		StepEventID("u2", 2, "deploy-prod", TypeStepStarted),
-		StepEventID("u1", 3, "deploy-prod", TypeStepStarted),
-		StepEventID("u1", 2, "deploy-test", TypeStepStarted),
-		StepEventID("u1", 2, "deploy-prod", TypeStepSucceeded),
+		StepEventID(r("u2", 2, 0), "deploy-prod", TypeStepStarted),
+		StepEventID(r("u1", 3, 0), "deploy-prod", TypeStepStarted),
+		StepEventID(r("u1", 2, 1), "deploy-prod", TypeStepStarted),
+		StepEventID(r("u1", 2, 0), "deploy-test", TypeStepStarted),
+		StepEventID(r("u1", 2, 0), "deploy-prod", TypeStepSucceeded),
 	} {
 		if other == a {
 			t.Errorf("%q collides", other)

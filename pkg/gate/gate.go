@@ -195,7 +195,7 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 	}
 	req := &events.ApprovalRequestedData{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Message: d.Message, Policies: d.Policies,
 		Approvers: p.Approvers, MinApprovals: w.MinApprovals, Objects: summarize(d.Snapshot)}
-	re := events.New(fmt.Sprintf("%s.v%d.%s.approval-requested", d.UID, d.Revision, d.Step), events.SourceGate, events.TypeApprovalRequested, d.Namespace+"/"+d.Application, req)
+	re := events.New(fmt.Sprintf("%s.%s.approval-requested", events.RunID(d.AppRef), d.Step), events.SourceGate, events.TypeApprovalRequested, d.Namespace+"/"+d.Application, req)
 	re.TraceParent, re.TraceState = e.TraceParent, e.TraceState
 	if _, err := bus.Publish(ctx, g.js, bus.GateSubject("requested", d.Namespace, d.Application), re); err != nil {
 		return err
@@ -304,7 +304,7 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		}
 		if typ != "" {
 			dec := &events.StepDecisionData{AppRef: w.AppRef, Step: w.Step, Approvals: w.Approvals, Reason: d.Reason}
-			de := events.New(fmt.Sprintf("%s.v%d.%s.decided", w.UID, w.Revision, w.Step), events.SourceGate, typ, d.Namespace+"/"+d.Application, dec)
+			de := events.New(fmt.Sprintf("%s.%s.decided", events.RunID(w.AppRef), w.Step), events.SourceGate, typ, d.Namespace+"/"+d.Application, dec)
 			de.TraceParent = traceParent
 			if _, err := bus.Publish(ctx, g.js, bus.GateSubject("decisions", d.Namespace, d.Application), de); err != nil {
 				return err
@@ -426,7 +426,9 @@ func (g *Gate) handleResume(ctx context.Context, obj any) {
 	if json.Unmarshal(entry.Value(), &w) != nil || slices.Contains(w.Seen, "cli."+req.ID) || w.Decided {
 		return
 	}
-	if d.PublishVersion == "" {
+	if req.Release != "" {
+		d.PublishVersion = req.Release // the release the requester saw waiting
+	} else if d.PublishVersion == "" {
 		d.PublishVersion = w.Release // without the annotation, the release binds it
 	}
 	_ = g.decide(ctx, "cli."+req.ID, d, ViaCLI, req.User, req.Groups, false, "")

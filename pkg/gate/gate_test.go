@@ -64,7 +64,7 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 
 	suspend := func(app string, props string) events.AppRef {
 		ref := events.AppRef{Namespace: "ns", Application: app, UID: "uid-" + app, Release: app + "-v1", Revision: 1, PublishVersion: "v1"}
-		e := events.New(events.StepEventID(ref.UID, 1, "deploy-prod", events.TypeStepSuspended), events.SourcePlanner, events.TypeStepSuspended, "",
+		e := events.New(events.StepEventID(ref, "deploy-prod", events.TypeStepSuspended), events.SourcePlanner, events.TypeStepSuspended, "",
 			&events.StepData{AppRef: ref, Step: "deploy-prod", StepType: "deploy", Index: 1, Reason: "WaitingApproval", Properties: json.RawMessage(props)})
 		if _, err := bus.Publish(ctx, js, bus.StepSubject("ns", app), e); err != nil {
 			t.Fatal(err)

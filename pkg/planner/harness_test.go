@@ -257,7 +257,7 @@ func summary(evs []*events.Event) []string {
 // step went to cluster, and the cluster applied the release, healthy or not.
 func (f *fixture) report(step *events.StepData, cluster string, phase events.ClusterPhase, health events.Health, msg string) {
 	f.t.Helper()
-	disp := events.New(events.DispatchID(step.UID, step.Revision, step.Step), events.SourceDispatcher, events.TypeStepDispatched, "",
+	disp := events.New(events.DispatchID(step.AppRef, step.Step), events.SourceDispatcher, events.TypeStepDispatched, "",
 		&events.StepDispatchedData{AppRef: step.AppRef, Step: step.Step, Clusters: []string{cluster}})
 	if _, err := bus.Publish(f.ctx, f.js, bus.DispatchSubject(step.Namespace, step.Application), disp); err != nil {
 		f.t.Fatal(err)

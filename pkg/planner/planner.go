@@ -308,7 +308,12 @@ func (p *Planner) reconcile(ctx context.Context, key string) error {
 	}
 	if rec != nil {
 		before, _ := json.Marshal(rec)
-		transitions := rec.Run.Apply(p.now(), workflow.Tick{})
+		var transitions []workflow.Transition
+		if op := pendingOperation(app, rec); op != nil {
+			transitions = p.operate(ctx, app, rec, op)
+		}
+		transitions = append(transitions, rec.Run.Apply(p.now(), workflow.Tick{})...)
+		rec.noteOutcome()
 		// Save only a change: most reconciles (status echoes, resyncs) change nothing.
 		if after, _ := json.Marshal(rec); cut || len(transitions) > 0 || !bytes.Equal(before, after) {
 			if _, err := p.commit(ctx, rec, rev, transitions); err != nil {
@@ -410,7 +415,7 @@ func (p *Planner) stepEvent(ctx context.Context, rec *Record, t workflow.Transit
 		}
 		d.Snapshot = snap
 	}
-	id := events.StepEventID(rec.UID, rec.Run.Revision, s.Name, t.Type)
+	id := events.StepEventID(rec.Run.AppRef, s.Name, t.Type)
 	e := events.New(id, events.SourcePlanner, t.Type, rec.Run.Namespace+"/"+rec.Run.Application, d)
 	e.TraceParent = traceParent(rec.TraceID, id)
 	return e, nil
@@ -484,6 +489,7 @@ func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
 			rec.place(d.Clusters)
 		}
 		transitions = rec.Run.Apply(p.now(), in)
+		rec.noteOutcome()
 	}
 	if _, err := p.commit(ctx, rec, rev, transitions); err != nil {
 		if errors.Is(err, errConflict) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
@@ -35,6 +36,20 @@ type Record struct {
 	Deleted  []string `json:"deleted,omitempty"`
 	// Releases are the newest releases, oldest first (at most keepReleases).
 	Releases []ReleaseInfo `json:"releases"`
+	// LastOperation is the outcome of the last workflow operation carried out.
+	LastOperation *v1beta1.OperationResult `json:"lastOperation,omitempty"`
+}
+
+// noteOutcome marks the current release succeeded once its workflow has.
+func (r *Record) noteOutcome() {
+	if r.Run == nil || r.Run.Phase != workflow.RunSucceeded {
+		return
+	}
+	for i := range r.Releases {
+		if r.Releases[i].Revision == r.Run.Revision {
+			r.Releases[i].Succeeded = true
+		}
+	}
 }
 
 // SnapshotRef locates a release's snapshot in the object store.
@@ -50,6 +65,8 @@ type ReleaseInfo struct {
 	PublishVersion string      `json:"publishVersion,omitempty"`
 	Snapshot       SnapshotRef `json:"snapshot"`
 	Created        time.Time   `json:"created"`
+	// Succeeded is set once the release's workflow succeeded (rollback target).
+	Succeeded bool `json:"succeeded,omitempty"`
 }
 
 // keepReleases is how many releases (and their snapshots) are kept for rollback.

@@ -37,6 +37,7 @@ func computeStatus(app *v1beta1.Application, rec *Record, problem *release.Probl
 		run := rec.Run
 		st.LatestRevision = &v1beta1.Revision{Name: run.Release, Revision: run.Revision, PublishVersion: run.PublishVersion, Digest: rec.Snapshot.Digest}
 		st.Workflow = workflowStatus(run)
+		st.Workflow.LastOperation = rec.LastOperation
 		// A resume request waits for the gate while its step still waits.
 		if prev := app.Status.Workflow; prev != nil && prev.Resume != nil {
 			if s := currentStep(run); s != nil && s.Phase == workflow.StepSuspending && s.Name == prev.Resume.Step {
@@ -73,13 +74,15 @@ func runPhase(app *v1beta1.Application, run *workflow.Run, ready metav1.Conditio
 		ready.Reason, ready.Message = workflow.ReasonWaitingApproval, run.Message
 		if s := currentStep(run); s != nil && s.Reason != "" {
 			ready.Reason = s.Reason
+		} else if run.HeldBy != "" {
+			ready.Reason = workflow.ReasonHeld
 		}
 		return v1beta1.PhaseWorkflowSuspending, ready
 	case workflow.RunFailed:
 		ready.Reason, ready.Message = ReasonStepFailed, run.Message
 		return v1beta1.PhaseWorkflowFailed, ready
 	case workflow.RunTerminated:
-		ready.Reason, ready.Message = workflow.ReasonRejected, run.Message
+		ready.Reason, ready.Message = workflow.ReasonTerminated, run.Message
 		return v1beta1.PhaseWorkflowTerminated, ready
 	case workflow.RunSucceeded:
 		for _, c := range run.DeployedClusters() {

@@ -39,6 +39,8 @@ const (
 	ReasonDispatchFailed  = "DispatchFailed"
 	ReasonApplyFailed     = "ApplyFailed"
 	ReasonRejected        = "Rejected"
+	ReasonTerminated      = "Terminated"
+	ReasonHeld            = "SuspendedByUser"
 )
 
 // Run is one release's workflow: its steps and where each is. It is stored
@@ -52,6 +54,8 @@ type Run struct {
 	End     time.Time `json:"end,omitzero"`
 	// Health is the newest report of every cluster this release was sent to.
 	Health map[string]ClusterHealth `json:"health,omitempty"`
+	// HeldBy is set while a person holds the workflow before its next step.
+	HeldBy string `json:"heldBy,omitempty"`
 }
 
 // Step is one step's state.
@@ -129,6 +133,23 @@ type Decision struct {
 	Approvals []events.Approval
 }
 
+// Hold keeps the workflow from starting its next step until Unhold (a
+// step already running goes on).
+type Hold struct{ By string }
+
+// Unhold lets a held workflow go on.
+type Unhold struct{}
+
+// Terminate ends the workflow now: the current step fails with reason
+// Terminated and the run is terminated.
+type Terminate struct {
+	By     string
+	Reason string
+}
+
+func (Hold) input()          {}
+func (Unhold) input()        {}
+func (Terminate) input()     {}
 func (Tick) input()          {}
 func (Dispatched) input()    {}
 func (ClusterReport) input() {}
@@ -188,6 +209,18 @@ func (r *Run) Apply(now time.Time, in Input) []Transition {
 		} else {
 			s.Phase, s.Message, s.Reason = StepPending, "", ""
 		}
+	case Hold:
+		r.HeldBy = in.By
+	case Unhold:
+		r.HeldBy = ""
+	case Terminate:
+		msg := "terminated by " + in.By
+		if in.Reason != "" {
+			msg += ": " + in.Reason
+		}
+		out = append(out, r.fail(now, cur, ReasonTerminated, msg)...)
+		r.Phase = RunTerminated
+		return out
 	case Tick:
 	}
 	return append(out, r.advance(now)...)
@@ -201,6 +234,10 @@ func (r *Run) advance(now time.Time) []Transition {
 		s := r.step(i)
 		if s == nil {
 			r.Phase, r.End, r.Message = RunSucceeded, now, ""
+			return out
+		}
+		if s.Phase == StepPending && r.HeldBy != "" {
+			r.Phase, r.Message = RunSuspending, fmt.Sprintf("suspended by %s before step %q", r.HeldBy, s.Name)
 			return out
 		}
 		if s.Phase == StepPending {
@@ -305,6 +342,20 @@ func (r *Run) step(i int) *Step {
 // Finished reports whether the run ended (succeeded, failed or terminated).
 func (r *Run) Finished() bool {
 	return r.Phase == RunSucceeded || r.Phase == RunFailed || r.Phase == RunTerminated
+}
+
+// Restart returns a new run of the same release and steps, from the first
+// step (attempt + 1); what clusters reported is kept.
+func (r *Run) Restart(now time.Time) *Run {
+	var specs []StepSpec
+	for _, s := range r.Steps {
+		specs = append(specs, s.StepSpec)
+	}
+	ref := r.AppRef
+	ref.Attempt++
+	n := NewRun(ref, specs, now)
+	n.Health = r.Health
+	return n
 }
 
 // Deadline is the next time a Tick can change the run (a suspend duration

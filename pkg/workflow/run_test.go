@@ -237,3 +237,27 @@ func TestLateReportsAreIgnored(t *testing.T) {
 		t.Errorf("a late, older report overwrote the newer: %+v", h)
 	}
 }
+
+func TestHoldTerminateRestart(t *testing.T) {
+	r := runSteps(t, seedSteps(), []step{
+		{0, Tick{}, []string{"started deploy-test"}, RunRunning},
+		{0, Hold{By: "ops"}, nil, RunRunning}, // the running step goes on
+		{0, Dispatched{Step: "deploy-test", Clusters: []string{"c"}}, nil, RunRunning},
+		{0, healthy("c"), []string{"succeeded deploy-test"}, RunSuspending},
+		{time.Minute, Tick{}, nil, RunSuspending},
+	})
+	if !strings.Contains(r.Message, `suspended by ops before step "deploy-prod"`) || r.Steps[1].Phase != StepPending {
+		t.Fatalf("held run: %q, step %s", r.Message, r.Steps[1].Phase)
+	}
+	if got := r.Apply(t0.Add(2*time.Minute), Unhold{}); len(got) != 1 || got[0].Type != events.TypeStepSuspended {
+		t.Fatalf("unhold: %v", got)
+	}
+	again := r.Restart(t0.Add(3 * time.Minute))
+	if again.Attempt != 1 || again.Steps[0].Phase != StepPending || !again.Health["c"].Healthy {
+		t.Errorf("restart: attempt %d, first step %s, health %v", again.Attempt, again.Steps[0].Phase, again.Health)
+	}
+	got := r.Apply(t0.Add(4*time.Minute), Terminate{By: "ops", Reason: "bad build"})
+	if len(got) != 1 || got[0].Type != events.TypeStepFailed || r.Phase != RunTerminated || r.Steps[1].Reason != ReasonTerminated || r.Steps[1].Message != "terminated by ops: bad build" {
+		t.Errorf("terminate: %v, run %s, step %+v", got, r.Phase, r.Steps[1])
+	}
+}

@@ -212,6 +212,19 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 	s.eventually(`rollouts-demo:green`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC, "-o", "yaml")
 	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
 
+	// Roll back to release 2 (the newest earlier one that succeeded), through the same workflow.
+	matchLines(t, s.must("kubectl", "flotilla", "workflow", "rollback", "demo", "-n", "demo"), `Successfully rollback workflow: demo`)
+	s.eventually(`rollouts-demo:blue`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", testC, "-o", "yaml")
+	s.eventually(`workflowSuspending`, "kubectl", "get", "app", "demo", "-n", "demo")
+	if img := imageIn(prodC); !strings.HasSuffix(img, ":green") {
+		t.Errorf("production rolled back before approval: %s", img)
+	}
+	matchLines(t, s.must("kubectl", "flotilla", "workflow", "resume", "demo", "-n", "demo"), `Successfully resume workflow: demo`)
+	s.eventually(`rollouts-demo:blue`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC, "-o", "yaml")
+	if rev := kubectl("get", "app", "demo", "-n", "demo", "-o", "jsonpath={.status.latestRevision.name}"); rev != "demo-v4" {
+		t.Errorf("rollback release %q, want demo-v4", rev)
+	}
+
 	// Deleting the Application removes the Deployment from both clusters.
 	kubectl("delete", "app", "demo", "-n", "demo", "--timeout=60s")
 	for _, c := range []string{testC, prodC} {

@@ -209,6 +209,14 @@ type WorkflowStatus struct {
 	// status) and honoured by the gate.
 	// +optional
 	Resume *ResumeRequest `json:"resume,omitempty"`
+	// Operation is a request to suspend, resume, terminate, restart or roll
+	// back the workflow, written by `kubectl flotilla workflow ...` (which
+	// needs RBAC to update this status) and carried out by the planner.
+	// +optional
+	Operation *WorkflowOperation `json:"operation,omitempty"`
+	// LastOperation is the outcome of the last operation.
+	// +optional
+	LastOperation *OperationResult `json:"lastOperation,omitempty"`
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 	// +optional
@@ -220,6 +228,10 @@ type ResumeRequest struct {
 	// ID makes the request unique; the same ID counts once.
 	ID   string `json:"id"`
 	Step string `json:"step"`
+	// Release is the release (status.workflow.appRevision) the requester saw
+	// waiting: the decision counts for it only.
+	// +optional
+	Release string `json:"release,omitempty"`
 	// Decision is approve (resume) or reject (terminate).
 	Decision string `json:"decision"`
 	// User and Groups are the requester as the hub API server knows them
@@ -228,6 +240,37 @@ type ResumeRequest struct {
 	Groups []string    `json:"groups,omitempty"`
 	Reason string      `json:"reason,omitempty"`
 	Time   metav1.Time `json:"time"`
+}
+
+// Workflow operations.
+const (
+	OperationSuspend   = "suspend"
+	OperationResume    = "resume"
+	OperationTerminate = "terminate"
+	OperationRestart   = "restart"
+	OperationRollback  = "rollback"
+)
+
+// WorkflowOperation asks the planner to operate the workflow.
+type WorkflowOperation struct {
+	// ID makes the request unique; the same ID is carried out once.
+	ID string `json:"id"`
+	// Type is suspend, resume, terminate, restart or rollback.
+	// +kubebuilder:validation:Enum=suspend;resume;terminate;restart;rollback
+	Type   string      `json:"type"`
+	User   string      `json:"user"`
+	Reason string      `json:"reason,omitempty"`
+	Time   metav1.Time `json:"time"`
+}
+
+// OperationResult says what became of an operation.
+type OperationResult struct {
+	ID        string      `json:"id"`
+	Type      string      `json:"type"`
+	User      string      `json:"user"`
+	Succeeded bool        `json:"succeeded"`
+	Message   string      `json:"message,omitempty"`
+	Time      metav1.Time `json:"time"`
 }
 
 // StepPhase is a step's phase.
