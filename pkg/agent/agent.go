@@ -19,7 +19,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -72,6 +74,9 @@ type Agent struct {
 func New(cfg *rest.Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, opts Options) (*Agent, error) {
 	if opts.Cluster == "" {
 		return nil, errors.New("agent: --cluster-name is required")
+	}
+	if msgs := validation.IsDNS1123Label(opts.Cluster); len(msgs) > 0 {
+		return nil, fmt.Errorf("agent: --cluster-name %q is not a DNS-1123 label: %s", opts.Cluster, strings.Join(msgs, "; "))
 	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 10 * time.Second
@@ -271,7 +276,7 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) error {
 	for _, err := range res.PruneErrs {
 		log.Warn("prune", "err", err)
 	}
-	st := &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Phase: events.ClusterApplied, ObservedAt: time.Now().UTC()}
+	st := &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Step: d.Step, Phase: events.ClusterApplied, ObservedAt: time.Now().UTC()}
 	var failures []string
 	for _, o := range res.Objects {
 		if o.Err != nil {
@@ -335,9 +340,12 @@ func (a *Agent) report(ctx context.Context, st *events.ClusterStatusData) error 
 // transient says whether an apply error is the cluster's API server not
 // answering (retry later) rather than refusing the object (report it).
 func transient(err error) bool {
+	if meta.IsNoMatchError(err) {
+		return false // the cluster does not serve the kind: report it
+	}
 	var st apierrors.APIStatus
 	if !errors.As(err, &st) {
-		return !strings.Contains(err.Error(), "kind not served")
+		return true
 	}
 	return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
 		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err)

@@ -154,7 +154,10 @@ func (m *monitor) changedObject(old, obj any) {
 	if !tracked {
 		return
 	}
-	if o, _ := old.(*unstructured.Unstructured); o != nil && o.GetGeneration() != u.GetGeneration() {
+	// A spec change moves the generation; kinds without one (ConfigMaps,
+	// Secrets, ...) change their resourceVersion only on content changes.
+	if o, _ := old.(*unstructured.Unstructured); o != nil &&
+		(o.GetGeneration() != u.GetGeneration() || u.GetGeneration() == 0 && o.GetResourceVersion() != u.GetResourceVersion()) {
 		m.repair(app, u, "modified")
 	}
 	m.queue.Add(app)
@@ -210,7 +213,8 @@ func (m *monitor) repair(app apply.App, obj *unstructured.Unstructured, change s
 		// Someone else's spec change moved the generation; putting ours back
 		// moves it again. An apply that changes nothing leaves it alone (the
 		// event was our own apply).
-		if change == "modified" && applied.GetGeneration() == obj.GetGeneration() {
+		if change == "modified" && (obj.GetGeneration() != 0 && applied.GetGeneration() == obj.GetGeneration() ||
+			obj.GetGeneration() == 0 && applied.GetResourceVersion() == obj.GetResourceVersion()) {
 			return
 		}
 		m.a.log.Info("drift repaired", "app", app.String(), "object", obj.GetKind()+" "+obj.GetName(), "change", change)
@@ -240,7 +244,7 @@ func (m *monitor) assess(ctx context.Context, app apply.App) error {
 	if err != nil || work == nil || work.Delete {
 		return err
 	}
-	st := &events.ClusterStatusData{AppRef: work.AppRef, Cluster: m.a.opts.Cluster, Phase: events.ClusterApplied, ObservedAt: time.Now().UTC()}
+	st := &events.ClusterStatusData{AppRef: work.AppRef, Cluster: m.a.opts.Cluster, Step: work.Step, Phase: events.ClusterApplied, ObservedAt: time.Now().UTC()}
 	for _, r := range refs {
 		m.mu.Lock()
 		inf := m.informers[r.GVR()]

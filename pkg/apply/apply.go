@@ -58,6 +58,12 @@ func (r Ref) GVR() schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: r.Group, Version: r.Version, Resource: r.Resource}
 }
 
+// Same reports whether two references name the same object: group, kind,
+// namespace and name (another version of the same kind is the same object).
+func (r Ref) Same(o Ref) bool {
+	return r.Group == o.Group && r.Kind == o.Kind && r.Namespace == o.Namespace && r.Name == o.Name
+}
+
 func (r Ref) String() string {
 	if r.Namespace == "" {
 		return r.Kind + " " + r.Name
@@ -90,6 +96,18 @@ func (r *Result) Failed() []Outcome {
 	}
 	return out
 }
+
+// unmappedError is an object whose kind the cluster's discovery did not
+// resolve: not served (NoMatch), or discovery failed.
+type unmappedError struct {
+	ref Ref
+	err error
+}
+
+func (e *unmappedError) Error() string {
+	return fmt.Sprintf("apply %s: kind not served by the cluster: %v", e.ref, e.err)
+}
+func (e *unmappedError) Unwrap() error { return e.err }
 
 // Applier applies applications to one cluster.
 type Applier struct {
@@ -127,6 +145,11 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	for _, obj := range objs {
 		obj = obj.DeepCopy()
 		ref, applied, err := a.applyOne(ctx, app, release, obj, ensured)
+		var unmapped *unmappedError
+		if errors.As(err, &unmapped) && !meta.IsNoMatchError(unmapped.err) {
+			// Discovery failed: pruning now could delete what is still wanted.
+			return res, err
+		}
 		if ref.Resource != "" {
 			desired = append(desired, ref)
 		}
@@ -137,7 +160,7 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 		return res, err
 	}
 	for _, old := range prev {
-		if slices.Contains(desired, old) {
+		if slices.ContainsFunc(desired, old.Same) {
 			continue
 		}
 		if err := a.delete(ctx, old); err != nil {
@@ -164,7 +187,10 @@ func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *un
 	ref := Ref{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
 	m, err := a.Mapping(gvk)
 	if err != nil {
-		return ref, nil, fmt.Errorf("apply %s: kind not served by the cluster: %w", ref, err)
+		if ref.Namespace == "" {
+			ref.Namespace = app.Namespace
+		}
+		return ref, nil, &unmappedError{ref: ref, err: err}
 	}
 	ref.Resource = m.Resource.Resource
 	namespaced := m.Scope.Name() == meta.RESTScopeNameNamespace

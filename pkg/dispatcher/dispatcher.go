@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/dynamic"
@@ -173,9 +174,18 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 	case err != nil:
 		return err
 	case len(placement.Clusters) == 0:
-		result.Reason, result.Error = ReasonNoClusterMatched, "the step's policies select no cluster (allowEmpty)"
+		// allowEmpty: nothing to deploy is a success.
+		result.Clusters = []string{}
 	default:
 		for _, c := range placement.Clusters {
+			// A late redelivery of an older step must not replace newer
+			// desired state (the work stream keeps only the last).
+			if newer, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef); err != nil {
+				return err
+			} else if newer {
+				d.log.Info("stale step not dispatched: the cluster has newer work", "app", step.Namespace+"/"+step.Application, "release", step.Release, "cluster", c)
+				return nil
+			}
 			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, Snapshot: step.Snapshot, TargetNamespace: placement.Namespace}
 			we := events.New(events.WorkID(step.AppRef, step.Step, c), events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
 			we.TraceParent, we.TraceState = e.TraceParent, e.TraceState
@@ -212,6 +222,27 @@ func (d *Dispatcher) remove(ctx context.Context, e *events.Event, app *events.Ap
 		d.log.Info("removal dispatched", "app", app.Namespace+"/"+app.Application, "cluster", cluster)
 	}
 	return nil
+}
+
+// newerWork reports whether subject's last work is of a newer run of the
+// same application (or its removal) than ref.
+func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.AppRef) (bool, error) {
+	raw, err := d.work.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	e, err := events.Decode(&nats.Msg{Subject: raw.Subject, Header: raw.Header, Data: raw.Data})
+	if err != nil {
+		return false, nil // unreadable: replace it
+	}
+	w, ok := e.Data.(*events.WorkData)
+	if !ok || w.UID != ref.UID {
+		return false, nil
+	}
+	return w.Delete || w.Revision > ref.Revision || w.Revision == ref.Revision && w.Attempt > ref.Attempt, nil
 }
 
 func token(s string) string { return strings.ReplaceAll(s, ".", "_") }

@@ -38,6 +38,13 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 	if !ok {
 		return bus.Terminate(fmt.Errorf("dispatcher does not handle %s on the clusters stream", e.Type))
 	}
+	kind := "heartbeat"
+	if e.Type == events.TypeClusterJoin {
+		kind = "join"
+	}
+	if want := bus.ClusterSubject(data.Cluster, kind); e.Topic != want {
+		return bus.Terminate(fmt.Errorf("%s of cluster %s arrived on %s, not %s", kind, data.Cluster, e.Topic, want))
+	}
 	if _, err := d.clusters.Get(data.Cluster); apierrors.IsNotFound(err) {
 		if err := d.createCluster(ctx, data); err != nil {
 			return err
@@ -195,6 +202,15 @@ func (d *Dispatcher) updateStatus(ctx context.Context, name string, now time.Tim
 		}
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return err
+	}
+	// Most checks change nothing: decide on the cached copy, read fresh only to write.
+	if obj, err := d.clusters.Get(name); err == nil {
+		if mc, err := toCluster(obj); err == nil {
+			conds := clusterConditions(mc, last, d.opts.MissedHeartbeats, now)
+			if equality.Semantic.DeepEqual(conds, mc.Status.Conditions) && (last == nil || last.KubernetesVersion == "" || last.KubernetesVersion == mc.Status.Version.Kubernetes) {
+				return nil
+			}
+		}
 	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		u, err := d.dyn.Resource(clusterv1.ManagedClusterResource).Get(ctx, name, metav1.GetOptions{})

@@ -179,8 +179,10 @@ func (d *ApplicationDeletedData) Validate() error {
 // Error is set, why it was sent to none.
 type StepDispatchedData struct {
 	AppRef
-	Step     string   `json:"step"`
-	Clusters []string `json:"clusters,omitempty"`
+	Step string `json:"step"`
+	// Clusters the step went to; an empty list (allowEmpty) is a success
+	// with nothing to deploy.
+	Clusters []string `json:"clusters"`
 	// Reason (CamelCase) and Error say why nothing was dispatched.
 	Reason string `json:"reason,omitempty"`
 	Error  string `json:"error,omitempty"`
@@ -192,7 +194,7 @@ func (d *StepDispatchedData) Validate() error {
 	if d.Step == "" {
 		errs = append(errs, errors.New("step is empty"))
 	}
-	if d.Error == "" && len(d.Clusters) == 0 {
+	if d.Error == "" && d.Clusters == nil {
 		errs = append(errs, errors.New("neither clusters nor error"))
 	}
 	return errors.Join(errs...)
@@ -227,7 +229,9 @@ const (
 // ClusterStatusData is a cluster's report on one application release.
 type ClusterStatusData struct {
 	AppRef
-	Cluster string         `json:"cluster"`
+	Cluster string `json:"cluster"`
+	// Step is the deploy step whose work the cluster applied.
+	Step    string         `json:"step,omitempty"`
 	Phase   ClusterPhase   `json:"phase"`
 	Message string         `json:"message,omitempty"`
 	Objects []ObjectStatus `json:"objects,omitempty"`

@@ -40,6 +40,9 @@ type Event struct {
 	TraceParent string
 	TraceState  string
 	Data        Data
+	// Topic is the NATS subject the event arrived on (set by Decode, never
+	// sent): consumers check it against who the data claims to be.
+	Topic string
 }
 
 // New returns an event stamped now. id must be deterministic for what it
@@ -95,7 +98,12 @@ func Decode(msg *nats.Msg) (*Event, error) {
 	if msg == nil {
 		return nil, fmt.Errorf("decode: %w: no message", ErrInvalid)
 	}
-	return decode(msg.Header, msg.Data)
+	e, err := decode(msg.Header, msg.Data)
+	if err != nil {
+		return nil, err
+	}
+	e.Topic = msg.Subject
+	return e, nil
 }
 
 func decode(h nats.Header, body []byte) (*Event, error) {

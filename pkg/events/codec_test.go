@@ -65,6 +65,10 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 				t.Errorf("time %v, want %v", out.Time, in.Time)
 			}
 			out.Time = in.Time
+			if out.Topic != "flotilla.steps.demo.demo" {
+				t.Errorf("topic %q", out.Topic)
+			}
+			out.Topic = ""
 			if !reflect.DeepEqual(out, in) {
 				t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
 			}

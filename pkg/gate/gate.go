@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -187,7 +188,14 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 		return nil
 	}
 	var p stepProps
-	_ = json.Unmarshal(d.Properties, &p)
+	if len(d.Properties) > 0 {
+		if err := json.Unmarshal(d.Properties, &p); err != nil {
+			// The planner validates these; should one slip through, nobody may
+			// approve rather than anybody.
+			g.log.Error("step properties unreadable: holding the step for nobody", "app", d.Namespace+"/"+d.Application, "step", d.Step, "err", err)
+			p = stepProps{Approvers: []string{"(unreadable approvers property)"}}
+		}
+	}
 	w := waiting{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Approvers: p.Approvers, MinApprovals: max(p.MinApprovals, 1)}
 	data, _ := json.Marshal(w)
 	if _, err := g.kv.Put(ctx, key(d.Namespace, d.Application), data); err != nil {
@@ -219,7 +227,8 @@ func summarize(s *events.Snapshot) []events.ObjectSummary {
 		for _, path := range [][]string{{"spec", "template", "spec", "containers"}, {"spec", "containers"}, {"spec", "jobTemplate", "spec", "template", "spec", "containers"}} {
 			cs, _, _ := unstructured.NestedSlice(u.Object, path...)
 			for _, c := range cs {
-				if img, ok := c.(map[string]any)["image"].(string); ok {
+				m, _ := c.(map[string]any)
+				if img, ok := m["image"].(string); ok {
 					sum.Images = append(sum.Images, img)
 				}
 			}
@@ -298,10 +307,9 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 			typ = events.TypeStepApproved
 		}
 		w.Decided = typ != ""
-		data, _ := json.Marshal(w)
-		if _, err := g.kv.Update(ctx, key(d.Namespace, d.Application), data, entry.Revision()); err != nil {
-			continue // another decision landed first: read again
-		}
+		// The decision goes out before the record says so: if publishing
+		// fails, nothing is recorded and the approval can be sent again. A
+		// second publish after a lost save is dropped by its fixed ID.
 		if typ != "" {
 			dec := &events.StepDecisionData{AppRef: w.AppRef, Step: w.Step, Approvals: w.Approvals, Reason: d.Reason}
 			de := events.New(fmt.Sprintf("%s.%s.decided", events.RunID(w.AppRef), w.Step), events.SourceGate, typ, d.Namespace+"/"+d.Application, dec)
@@ -309,6 +317,10 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 			if _, err := bus.Publish(ctx, g.js, bus.GateSubject("decisions", d.Namespace, d.Application), de); err != nil {
 				return err
 			}
+		}
+		data, _ := json.Marshal(w)
+		if _, err := g.kv.Update(ctx, key(d.Namespace, d.Application), data, entry.Revision()); err != nil {
+			continue // another decision landed first: read again
 		}
 		g.log.Info("decision recorded", "app", d.Namespace+"/"+d.Application, "release", w.Release, "step", w.Step, "approver", approver, "via", via, "decision", d.Decision, "approvals", approvals, "min", w.MinApprovals, "final", typ != "")
 		return nil
@@ -344,7 +356,9 @@ func (g *Gate) audit(ctx context.Context, id string, d *events.ApprovalData, via
 	if !a.Accepted {
 		g.log.Info("decision refused", "app", ns+"/"+app, "via", via, "approver", a.Approver, "code", a.Code, "reason", a.Reason)
 	}
-	if ns == "unknown" {
+	// Unauthenticated callers get an audit record, not an Event on an
+	// Application they name.
+	if ns == "unknown" || a.Code == http.StatusUnauthorized || a.Code == http.StatusRequestEntityTooLarge {
 		return
 	}
 	u, gerr := g.dyn.Resource(v1beta1.ApplicationResource).Namespace(ns).Get(ctx, app, metav1.GetOptions{})
@@ -385,6 +399,13 @@ func (g *Gate) handleNATS(ctx context.Context, m jetstream.Msg) {
 	if err != nil {
 		g.audit(ctx, e.ID, d, ViaNATS, "", refuse(http.StatusUnauthorized, "%v", err))
 		_ = m.TermWithReason(err.Error())
+		return
+	}
+	// The signature covers ce-time: an old signed approval replayed later is stale.
+	if skew := g.now().Sub(e.Time); skew > MaxSkew || skew < -MaxSkew {
+		err := refuse(http.StatusUnauthorized, "ce-time is %v off the gate's clock (at most %v)", skew.Round(time.Second), MaxSkew)
+		g.audit(ctx, e.ID, d, ViaNATS, ident.Name, err)
+		_ = m.TermWithReason(err.Reason)
 		return
 	}
 	if err := g.decide(ctx, e.ID, d, ViaNATS, ident.Name, ident.Groups, ident.Delegate, e.TraceParent); err != nil {
@@ -431,7 +452,29 @@ func (g *Gate) handleResume(ctx context.Context, obj any) {
 	} else if d.PublishVersion == "" {
 		d.PublishVersion = w.Release // without the annotation, the release binds it
 	}
+	// The request names its writer; check that this identity may indeed
+	// update the Application's status, as the request's write required.
+	if err := g.mayUpdateStatus(ctx, req.User, req.Groups, d.Namespace, d.Application); err != nil {
+		g.audit(ctx, "cli."+req.ID, d, ViaCLI, req.User, err)
+		return
+	}
 	_ = g.decide(ctx, "cli."+req.ID, d, ViaCLI, req.User, req.Groups, false, "")
+}
+
+func (g *Gate) mayUpdateStatus(ctx context.Context, user string, groups []string, ns, app string) error {
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: user, Groups: groups,
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Group: v1beta1.GroupVersion.Group,
+			Resource: "applications", Subresource: "status", Name: app},
+	}}
+	res, err := g.cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	if !res.Status.Allowed {
+		return refuse(http.StatusForbidden, "%s may not update applications/status of %s/%s, so may not resume it", user, ns, app)
+	}
+	return nil
 }
 
 func orText(s, def string) string {

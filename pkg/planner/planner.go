@@ -446,7 +446,12 @@ func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
 	case *events.StepDispatchedData:
 		ref, in = d.AppRef, workflow.Dispatched{Step: d.Step, Clusters: d.Clusters, Reason: d.Reason, Error: d.Error}
 	case *events.ClusterStatusData:
-		ref, in = d.AppRef, workflow.ClusterReport{Cluster: d.Cluster, Phase: d.Phase, Healthy: d.Healthy(), Message: reportMessage(d), ObservedAt: d.ObservedAt}
+		// A cluster speaks only on its own subjects (which its NATS user
+		// alone may publish to).
+		if want := bus.StatusSubject(d.Cluster, d.Namespace, d.Application); e.Topic != want {
+			return bus.Terminate(fmt.Errorf("report for cluster %s arrived on %s, not %s", d.Cluster, e.Topic, want))
+		}
+		ref, in = d.AppRef, workflow.ClusterReport{Cluster: d.Cluster, Step: d.Step, Phase: d.Phase, Healthy: d.Healthy(), Message: reportMessage(d), ObservedAt: d.ObservedAt}
 	case *events.StepDecisionData:
 		dec := workflow.Decision{Step: d.Step, Approve: e.Type == events.TypeStepApproved, Reason: d.Reason, Approvals: d.Approvals}
 		if n := len(d.Approvals); n > 0 {
@@ -532,6 +537,12 @@ func reportMessage(d *events.ClusterStatusData) string {
 func (p *Planner) finalize(ctx context.Context, app *v1beta1.Application, rec *Record, rev uint64) error {
 	if !slices.Contains(app.Finalizers, Finalizer) {
 		return nil
+	}
+	if rec != nil && rec.dispatchInFlight() {
+		// A deploy step started and the dispatcher has not said where it
+		// went: letting go now could leave its objects behind.
+		p.queue.AddAfter(app.Namespace+"/"+app.Name, time.Second)
+		return p.writeStatus(ctx, app, computeStatus(app, rec, nil))
 	}
 	if rec != nil && len(rec.Placed) > 0 && !rec.deletedEverywhere() {
 		if !rec.Deleting {

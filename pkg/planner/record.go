@@ -81,6 +81,20 @@ func (r *Record) place(clusters []string) {
 	slices.Sort(r.Placed)
 }
 
+// dispatchInFlight reports whether a deploy step started and the dispatcher
+// has not answered yet (its clusters are unknown).
+func (r *Record) dispatchInFlight() bool {
+	if r.Run == nil {
+		return false
+	}
+	for _, s := range r.Run.Steps {
+		if s.Type == workflow.StepTypeDeploy && s.Phase == workflow.StepRunning && s.Clusters == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // deletedEverywhere reports whether every cluster that held the application confirmed its removal.
 func (r *Record) deletedEverywhere() bool {
 	for _, c := range r.Placed {

@@ -69,13 +69,14 @@ type Step struct {
 	// Approved is set once a person approved a manual step.
 	Approved bool `json:"approved,omitempty"`
 	// Clusters a deploy step was dispatched to; nil until the dispatcher answered.
-	Clusters []string `json:"clusters,omitempty"`
+	Clusters []string `json:"clusters"`
 	// Approvals are the decisions the gate recorded for a manual step.
 	Approvals []events.Approval `json:"approvals,omitempty"`
 }
 
 // ClusterHealth is a cluster's report on this release.
 type ClusterHealth struct {
+	Step    string              `json:"step,omitempty"`
 	Phase   events.ClusterPhase `json:"phase"`
 	Healthy bool                `json:"healthy"`
 	Message string              `json:"message,omitempty"`
@@ -118,6 +119,9 @@ type ClusterReport struct {
 	Phase   events.ClusterPhase
 	Healthy bool
 	Message string
+	// Step is the deploy step whose work the report is about; empty counts
+	// for any step that targets the cluster.
+	Step string
 	// ObservedAt is when the cluster assessed it: an older report than the
 	// one recorded (redelivered late) changes nothing.
 	ObservedAt time.Time
@@ -182,7 +186,7 @@ func (r *Run) Apply(now time.Time, in Input) []Transition {
 		if !r.record(now, in) {
 			return nil
 		}
-		if s := r.step(cur); s != nil && s.Phase == StepRunning && slices.Contains(s.Clusters, in.Cluster) && in.Phase == events.ClusterFailed {
+		if s := r.step(cur); s != nil && s.Phase == StepRunning && slices.Contains(s.Clusters, in.Cluster) && in.Phase == events.ClusterFailed && (in.Step == "" || in.Step == s.Name) {
 			out = append(out, r.fail(now, cur, ReasonApplyFailed, fmt.Sprintf("cluster %s: %s", in.Cluster, in.Message))...)
 			return out
 		}
@@ -272,7 +276,7 @@ func (r *Run) advance(now time.Time) []Transition {
 		case s.Type == StepTypeSuspend && s.Phase == StepSuspending && s.Duration > 0 && now.Sub(s.FirstExecuteTime) >= s.Duration:
 			s.Phase, s.Message, s.Reason, s.LastExecuteTime = StepSucceeded, "", "", now
 			out = append(out, Transition{events.TypeStepSucceeded, i})
-		case s.Type == StepTypeDeploy && s.Phase == StepRunning && s.Clusters != nil && r.allHealthy(s.Clusters):
+		case s.Type == StepTypeDeploy && s.Phase == StepRunning && s.Clusters != nil && r.allHealthy(s.Name, s.Clusters):
 			s.Phase, s.Message, s.Reason, s.LastExecuteTime = StepSucceeded, "", "", now
 			out = append(out, Transition{events.TypeStepSucceeded, i})
 		}
@@ -309,13 +313,15 @@ func (r *Run) record(now time.Time, rep ClusterReport) bool {
 	if prev, ok := r.Health[rep.Cluster]; ok && prev.At.After(at) {
 		return false
 	}
-	r.Health[rep.Cluster] = ClusterHealth{Phase: rep.Phase, Healthy: rep.Healthy && rep.Phase == events.ClusterApplied, Message: rep.Message, At: at}
+	r.Health[rep.Cluster] = ClusterHealth{Step: rep.Step, Phase: rep.Phase, Healthy: rep.Healthy && rep.Phase == events.ClusterApplied, Message: rep.Message, At: at}
 	return true
 }
 
-func (r *Run) allHealthy(clusters []string) bool {
+// allHealthy: every cluster reported the step's work applied and healthy
+// (a cluster healthy from an earlier step's work does not count).
+func (r *Run) allHealthy(step string, clusters []string) bool {
 	for _, c := range clusters {
-		if h, ok := r.Health[c]; !ok || !h.Healthy {
+		if h, ok := r.Health[c]; !ok || !h.Healthy || h.Step != "" && h.Step != step {
 			return false
 		}
 	}

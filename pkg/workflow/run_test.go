@@ -261,3 +261,23 @@ func TestHoldTerminateRestart(t *testing.T) {
 		t.Errorf("terminate: %v, run %s, step %+v", got, r.Phase, r.Steps[1])
 	}
 }
+
+// A cluster healthy from an earlier step's work does not finish a later
+// step that deploys to it again.
+func TestHealthCountsForItsStep(t *testing.T) {
+	specs := []StepSpec{
+		{Name: "first", Type: StepTypeDeploy, Auto: true},
+		{Name: "second", Type: StepTypeDeploy, Auto: true},
+	}
+	r := NewRun(ref(), specs, t0)
+	r.Apply(t0, Tick{})
+	r.Apply(t0, Dispatched{Step: "first", Clusters: []string{"c"}})
+	r.Apply(t0.Add(time.Second), ClusterReport{Cluster: "c", Step: "first", Phase: events.ClusterApplied, Healthy: true, ObservedAt: t0.Add(time.Second)})
+	if got := r.Apply(t0.Add(2*time.Second), Dispatched{Step: "second", Clusters: []string{"c"}}); len(got) != 0 {
+		t.Fatalf("second step finished on the first step's report: %v", got)
+	}
+	got := r.Apply(t0.Add(3*time.Second), ClusterReport{Cluster: "c", Step: "second", Phase: events.ClusterApplied, Healthy: true, ObservedAt: t0.Add(3 * time.Second)})
+	if len(got) != 1 || got[0].Type != events.TypeStepSucceeded || r.Phase != RunSucceeded {
+		t.Fatalf("second step's own report: %v, run %s", got, r.Phase)
+	}
+}

@@ -69,11 +69,31 @@ const (
 type deployProps struct {
 	Policies []string `json:"policies"`
 	Auto     *bool    `json:"auto"`
+	approvalProps
 }
 
 type suspendProps struct {
 	Duration string `json:"duration"`
 	Message  string `json:"message"`
+	approvalProps
+}
+
+// approvalProps say who decides a manual step (read by the gate).
+type approvalProps struct {
+	Approvers    []string `json:"approvers"`
+	MinApprovals *int     `json:"minApprovals"`
+}
+
+func (a approvalProps) check(step string) error {
+	if a.MinApprovals != nil && *a.MinApprovals < 1 {
+		return &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: minApprovals %d must be at least 1", step, *a.MinApprovals)}
+	}
+	for _, ap := range a.Approvers {
+		if ap == "" {
+			return &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: approvers has an empty name", step)}
+		}
+	}
+	return nil
 }
 
 // Parse turns a workflow's steps into what the engine runs, or says exactly
@@ -119,11 +139,17 @@ func Parse(mode *v1alpha1.WorkflowExecuteMode, steps []v1alpha1.WorkflowStep) ([
 			if len(p.Policies) == 0 {
 				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: deploy needs properties.policies naming at least one topology policy", name)}
 			}
+			if err := p.check(name); err != nil {
+				return nil, err
+			}
 			s.Policies, s.Auto = p.Policies, p.Auto == nil || *p.Auto
 		case StepTypeSuspend:
 			var p suspendProps
 			if err := decodeProps(s.Properties, &p); err != nil {
 				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: properties: %v", name, err)}
+			}
+			if err := p.check(name); err != nil {
+				return nil, err
 			}
 			if p.Duration != "" {
 				d, err := time.ParseDuration(p.Duration)

@@ -55,6 +55,9 @@ func TestParseRejects(t *testing.T) {
 		{"auto not bool", nil, []v1alpha1.WorkflowStep{ws("d", "deploy", `{"auto":"no","policies":["p"]}`)}, ReasonInvalidStep, "auto must be bool"},
 		{"bad duration", nil, []v1alpha1.WorkflowStep{ws("s", "suspend", `{"duration":"soon"}`)}, ReasonInvalidStep, `duration "soon"`},
 		{"bad timeout", nil, []v1alpha1.WorkflowStep{func() v1alpha1.WorkflowStep { s := ws("s", "suspend", ""); s.Timeout = "-1s"; return s }()}, ReasonInvalidStep, `timeout "-1s"`},
+		{"approvers not a list", nil, []v1alpha1.WorkflowStep{ws("d", "deploy", `{"auto":false,"policies":["p"],"approvers":"alice"}`)}, ReasonInvalidStep, "approvers must be []string"},
+		{"minApprovals not a number", nil, []v1alpha1.WorkflowStep{ws("d", "deploy", `{"auto":false,"policies":["p"],"minApprovals":"2"}`)}, ReasonInvalidStep, "minApprovals must be int"},
+		{"minApprovals zero", nil, []v1alpha1.WorkflowStep{ws("s", "suspend", `{"minApprovals":0}`)}, ReasonInvalidStep, "minApprovals 0 must be at least 1"},
 		{"DAG", &v1alpha1.WorkflowExecuteMode{Steps: v1alpha1.WorkflowModeDAG}, []v1alpha1.WorkflowStep{ws("s", "suspend", "")}, ReasonUnsupportedFeature, "DAG"},
 	}
 	for _, tt := range tests {

@@ -64,5 +64,5 @@ func run(hubOpts hub.Options, natsOpts bus.ConnectOptions, logOpts telemetry.Log
 	if err != nil {
 		return err
 	}
-	return g.Run(ctx, &http.Server{Addr: opts.Listen, ReadHeaderTimeout: 5 * time.Second})
+	return g.Run(ctx, &http.Server{Addr: opts.Listen, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
 }
