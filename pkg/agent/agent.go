@@ -312,6 +312,14 @@ func (a *Agent) objects(ctx context.Context, s *events.Snapshot) ([]*unstructure
 			return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
 		}
 	}
+	// Apply only what the release's digest vouches for.
+	digest, err := events.SnapshotDigest(raws)
+	if err != nil {
+		return nil, bus.Terminate(fmt.Errorf("snapshot: %w", err))
+	}
+	if digest != s.Digest {
+		return nil, bus.Terminate(fmt.Errorf("snapshot does not match its digest %s: refusing to apply it", s.Digest))
+	}
 	out := make([]*unstructured.Unstructured, 0, len(raws))
 	for i, raw := range raws {
 		u := &unstructured.Unstructured{}

@@ -303,3 +303,20 @@ func conditionIs(ctx context.Context, cluster, typ, status string) bool {
 	}
 	return false
 }
+
+// Objects that do not match their release's digest are not applied.
+func TestSnapshotMustMatchItsDigest(t *testing.T) {
+	f := newFixture(t, "digest")
+	f.deployWithDigest(1, []string{"c1"}, "sha256:0000000000000000000000000000000000000000000000000000000000000000", configMap)
+	f.dispatched(1)
+	f.deploy(2, []string{"c1"}, deployment("web", "nginx:1", 1))
+	f.waitReport("c1", "release 2 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 2 })
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
+		t.Errorf("the agent applied a snapshot that does not match its digest: %v", err)
+	}
+	for _, e := range f.reports("c1") {
+		if d, ok := e.Data.(*events.ClusterStatusData); ok && d.Revision == 1 {
+			t.Errorf("reported on the refused release: %+v", d)
+		}
+	}
+}

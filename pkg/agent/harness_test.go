@@ -200,6 +200,12 @@ func (f *fixture) ref(rev int64) events.AppRef {
 // the named clusters, with the objects (YAML documents).
 func (f *fixture) deploy(rev int64, clusters []string, manifests ...string) {
 	f.t.Helper()
+	f.deployWithDigest(rev, clusters, "", manifests...)
+}
+
+// deployWithDigest is deploy with a snapshot digest of the caller's (empty: the right one).
+func (f *fixture) deployWithDigest(rev int64, clusters []string, forcedDigest string, manifests ...string) {
+	f.t.Helper()
 	var objs []json.RawMessage
 	for _, m := range manifests {
 		data, err := yaml.YAMLToJSON([]byte(m))
@@ -209,9 +215,16 @@ func (f *fixture) deploy(rev int64, clusters []string, manifests ...string) {
 		objs = append(objs, data)
 	}
 	props, _ := json.Marshal(map[string]any{"clusters": clusters})
+	digest, err := events.SnapshotDigest(objs)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if forcedDigest != "" {
+		digest = forcedDigest
+	}
 	step := &events.StepData{AppRef: f.ref(rev), Step: "deploy", StepType: "deploy",
 		Policies: []events.Policy{{Name: "where", Type: "topology", Properties: props}},
-		Snapshot: &events.Snapshot{Digest: fmt.Sprintf("sha256:%d", rev), Objects: objs}}
+		Snapshot: &events.Snapshot{Digest: digest, Objects: objs}}
 	e := events.New(events.StepEventID(f.ref(rev), "deploy", events.TypeStepStarted), events.SourcePlanner, events.TypeStepStarted, "", step)
 	if _, err := bus.Publish(f.ctx, js, bus.StepSubject(f.ns, "demo"), e); err != nil {
 		f.t.Fatal(err)

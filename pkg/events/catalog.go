@@ -8,6 +8,8 @@
 package events
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,6 +131,17 @@ type Snapshot struct {
 	Objects []json.RawMessage `json:"objects,omitempty"`
 	// ObjectStore names the object in the object store when Objects is empty.
 	ObjectStore string `json:"objectStore,omitempty"`
+}
+
+// SnapshotDigest is "sha256:<hex>" of the JSON array of objects: what a
+// Snapshot's Digest vouches for.
+func SnapshotDigest(objects []json.RawMessage) (string, error) {
+	all, err := json.Marshal(objects)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(all)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 // Validate implements Data.

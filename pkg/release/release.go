@@ -7,8 +7,6 @@ package release
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -200,12 +198,11 @@ func Snapshot(objs []*unstructured.Unstructured) ([]json.RawMessage, string, err
 		}
 		out = append(out, data)
 	}
-	all, err := json.Marshal(out)
+	digest, err := events.SnapshotDigest(out)
 	if err != nil {
 		return nil, "", err
 	}
-	sum := sha256.Sum256(all)
-	return out, "sha256:" + hex.EncodeToString(sum[:]), nil
+	return out, digest, nil
 }
 
 // Clean returns a copy of obj without what belongs to the hub's copy
