@@ -19,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -67,6 +69,9 @@ type Gate struct {
 	cs   kubernetes.Interface
 	now  func() time.Time
 	opts Options
+
+	metrics   *prometheus.Registry
+	decisions *prometheus.CounterVec
 }
 
 // New builds a gate.
@@ -82,7 +87,13 @@ func New(restCfg *rest.Config, js jetstream.JetStream, log *slog.Logger, cfg *Co
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	return &Gate{cfg: cfg, log: log, js: js, dyn: dyn, cs: cs, now: time.Now, opts: opts}, nil
+	g := &Gate{cfg: cfg, log: log, js: js, dyn: dyn, cs: cs, now: time.Now, opts: opts, metrics: prometheus.NewRegistry()}
+	g.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flotilla_gate_decisions_total",
+		Help: "Decisions received, by way in and outcome (recorded, or the refusal's reason).",
+	}, []string{"via", "outcome"})
+	g.metrics.MustRegister(g.decisions, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return g, nil
 }
 
 // Run serves until ctx ends; srv, when not nil, serves the webhook.
@@ -345,6 +356,7 @@ func (g *Gate) audit(ctx context.Context, id string, d *events.ApprovalData, via
 	case err != nil:
 		a.Code, a.Reason = http.StatusInternalServerError, err.Error()
 	}
+	g.decisions.WithLabelValues(via, outcome(a.Code)).Inc()
 	ns, app := "unknown", "unknown"
 	if d != nil && d.Namespace != "" && d.Application != "" {
 		ns, app = d.Namespace, d.Application
@@ -475,6 +487,27 @@ func (g *Gate) mayUpdateStatus(ctx context.Context, user string, groups []string
 		return refuse(http.StatusForbidden, "%s may not update applications/status of %s/%s, so may not resume it", user, ns, app)
 	}
 	return nil
+}
+
+// outcome is a bounded label for a decision's answer.
+func outcome(code int) string {
+	switch code {
+	case http.StatusAccepted:
+		return "recorded"
+	case http.StatusUnauthorized:
+		return "unauthenticated"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusNotFound:
+		return "not_waiting"
+	case http.StatusConflict:
+		return "stale_or_replayed"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusUnprocessableEntity:
+		return "malformed"
+	}
+	return "error"
 }
 
 func orText(s, def string) string {

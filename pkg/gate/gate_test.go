@@ -165,4 +165,17 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 	if len(audits) < 6 || refused < 2 {
 		t.Errorf("%d audit records, %d refused; want every decision recorded", len(audits), refused)
 	}
+	// Refusals are counted by reason.
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m bytes.Buffer
+	_, _ = m.ReadFrom(resp.Body)
+	for _, want := range []string{`flotilla_gate_decisions_total{outcome="forbidden",via="http"} 1`, `flotilla_gate_decisions_total{outcome="stale_or_replayed",via="http"} 1`, `flotilla_gate_decisions_total{outcome="recorded",via="http"} 4`} {
+		if !bytes.Contains(m.Bytes(), []byte(want)) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
