@@ -213,12 +213,18 @@ func (a *Agent) beat(ctx context.Context, typ string) error {
 		kind = "join"
 	}
 	id := fmt.Sprintf("%s.%s.%d", a.opts.Cluster, kind, time.Now().UnixNano())
-	e := events.New(id, events.SourceAgent(a.opts.Cluster), typ, a.opts.Cluster, &events.ClusterJoinData{
-		Cluster: a.opts.Cluster, KubernetesVersion: a.version,
-		HeartbeatMillis: max(a.opts.Heartbeat.Milliseconds(), 1), Labels: a.opts.Labels,
-	})
 	ctx, cancel := context.WithTimeout(ctx, a.opts.Heartbeat)
 	defer cancel()
+	// Each beat says whether the cluster's API server answers, so the hub
+	// shows why a cluster that is connected cannot work.
+	problem := ""
+	if _, err := a.cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err != nil {
+		problem = "the cluster's API server is not ready: " + err.Error()
+	}
+	e := events.New(id, events.SourceAgent(a.opts.Cluster), typ, a.opts.Cluster, &events.ClusterJoinData{
+		Cluster: a.opts.Cluster, KubernetesVersion: a.version,
+		HeartbeatMillis: max(a.opts.Heartbeat.Milliseconds(), 1), Labels: a.opts.Labels, Problem: problem,
+	})
 	_, err := bus.Publish(ctx, a.js, bus.ClusterSubject(a.opts.Cluster, kind), e)
 	return err
 }

@@ -89,6 +89,11 @@ func TestClusterConditions(t *testing.T) {
 	if !meta.IsStatusConditionTrue(conds, clusterv1.ConditionJoined) {
 		t.Error("a joined cluster stays joined while away")
 	}
+	// Connected, but its API server does not answer: not available, and why.
+	sick := &seen{At: now, HeartbeatMillis: 1000, Problem: "the cluster's API server is not ready: connection refused"}
+	if c := meta.FindStatusCondition(clusterConditions(mc, sick, 3, now), clusterv1.ConditionAvailable); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "connection refused") {
+		t.Errorf("available with an unreachable API server: %+v", c)
+	}
 	// The message does not change with every check (no status write per tick).
 	if a, b := clusterConditions(mc, hb, 3, later), clusterConditions(mc, hb, 3, later.Add(time.Minute)); meta.FindStatusCondition(a, clusterv1.ConditionAvailable).Message != meta.FindStatusCondition(b, clusterv1.ConditionAvailable).Message {
 		t.Error("unavailable message changes over time")

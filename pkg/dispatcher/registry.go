@@ -29,6 +29,7 @@ type seen struct {
 	At                time.Time `json:"at"`
 	HeartbeatMillis   int64     `json:"heartbeatMillis"`
 	KubernetesVersion string    `json:"kubernetesVersion,omitempty"`
+	Problem           string    `json:"problem,omitempty"`
 }
 
 // handleCluster records a join or heartbeat; a join of an unknown cluster
@@ -50,7 +51,7 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 			return err
 		}
 	}
-	s, _ := json.Marshal(seen{At: e.Time, HeartbeatMillis: data.HeartbeatMillis, KubernetesVersion: data.KubernetesVersion})
+	s, _ := json.Marshal(seen{At: e.Time, HeartbeatMillis: data.HeartbeatMillis, KubernetesVersion: data.KubernetesVersion, Problem: data.Problem})
 	if _, err := d.kv.Put(ctx, bus.SeenKey(data.Cluster), s); err != nil {
 		return err
 	}
@@ -174,9 +175,12 @@ func clusterConditions(mc *clusterv1.ManagedCluster, last *seen, missed int, now
 		interval := time.Duration(last.HeartbeatMillis) * time.Millisecond
 		window := time.Duration(missed) * interval
 		alive = now.Sub(last.At) <= window
-		if alive {
+		switch {
+		case alive && last.Problem != "":
+			set(clusterv1.ConditionAvailable, metav1.ConditionFalse, "ManagedClusterKubeAPIServerUnavailable", last.Problem)
+		case alive:
 			set(clusterv1.ConditionAvailable, metav1.ConditionTrue, "ManagedClusterAvailable", "heartbeats arrive")
-		} else {
+		default:
 			set(clusterv1.ConditionAvailable, metav1.ConditionUnknown, "ManagedClusterLeaseUpdateStopped",
 				fmt.Sprintf("no heartbeat since %s (one every %v expected)", last.At.UTC().Format(time.RFC3339), interval))
 		}

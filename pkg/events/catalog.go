@@ -324,6 +324,9 @@ type ClusterJoinData struct {
 	HeartbeatMillis int64 `json:"heartbeatMillis"`
 	// Labels the agent proposes for its ManagedCluster (set only on creation).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Problem says why the agent cannot work with its cluster (its API
+	// server does not answer); empty when all is well.
+	Problem string `json:"problem,omitempty"`
 }
 
 // Validate implements Data.
