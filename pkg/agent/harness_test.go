@@ -93,6 +93,17 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 		}
+		// As `make up` does: start once the hub shows both joined.
+		for _, c := range []string{"c1", "c2"} {
+			deadline := time.Now().Add(30 * time.Second)
+			for !conditionIs(ctx, c, clusterv1.ConditionJoined, "True") {
+				if time.Now().After(deadline) {
+					fmt.Fprintln(os.Stderr, "cluster", c, "never joined")
+					return 1
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
 		code := m.Run()
 		cancel() // services stop before NATS and the clusters do
 		time.Sleep(300 * time.Millisecond)

@@ -83,7 +83,7 @@ func (p *Planner) rollback(ctx context.Context, app *v1beta1.Application, rec *R
 		return nil
 	}
 	revision := rec.Run.Revision + 1
-	objName := fmt.Sprintf("%s/%s/v%d", app.Namespace, app.Name, revision)
+	objName := snapshotName(app.Namespace, app.Name, revision, target.Snapshot.Digest)
 	if _, err := p.snaps.PutBytes(ctx, objName, data); err != nil {
 		result.Succeeded, result.Message = false, fmt.Sprintf("store snapshot %s: %v", objName, err)
 		return nil

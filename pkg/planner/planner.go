@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -347,9 +348,7 @@ func (p *Planner) cut(ctx context.Context, app *v1beta1.Application, prev *Recor
 	if err != nil {
 		return nil, err
 	}
-	// Named by application and revision: a planner that cuts the same
-	// release twice (crash, second replica) writes the same bytes.
-	objName := fmt.Sprintf("%s/%s/v%d", app.Namespace, app.Name, revision)
+	objName := snapshotName(app.Namespace, app.Name, revision, digest)
 	if _, err := p.snaps.PutBytes(ctx, objName, data); err != nil {
 		return nil, fmt.Errorf("store snapshot %s: %w", objName, err)
 	}
@@ -371,6 +370,14 @@ func (p *Planner) cut(ctx context.Context, app *v1beta1.Application, prev *Recor
 	}
 	p.log.Info("release cut", "app", app.Namespace+"/"+app.Name, "release", ref.Release, "digest", digest)
 	return rec, nil
+}
+
+// snapshotName names a release's snapshot by application, revision and
+// content: two replicas racing to cut the same revision from different hub
+// states never overwrite each other's bytes (the loser's is left unused).
+func snapshotName(ns, app string, revision int64, digest string) string {
+	hexPart := strings.TrimPrefix(digest, "sha256:")
+	return fmt.Sprintf("%s/%s/v%d-%s", ns, app, revision, hexPart[:min(12, len(hexPart))])
 }
 
 // commit publishes the events of transitions, then saves rec by
