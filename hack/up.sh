@@ -9,6 +9,12 @@ pidfile="$dir/supervisor.pid"
 
 if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && [ -f "$dir/ready" ]; then
   echo "Flotilla is already up (supervisor pid $(cat "$pidfile")). source $dir/env"
+  # The supervisor notes every process that died since, with the end of its log.
+  if grep -q 'process died' "$dir/supervisor.log" 2>/dev/null; then
+    echo "but some processes died (make down && make up restarts everything):" >&2
+    sed -n '/process died/,$p' "$dir/supervisor.log" >&2
+    exit 1
+  fi
   exit 0
 fi
 if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
