@@ -137,14 +137,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer watcher.Stop()
 	var consuming jetstream.ConsumeContext
-	stop := func() {
+	stop := func(why string) {
 		if consuming != nil {
 			consuming.Stop()
 			consuming = nil
-			a.log.Info("not accepted by the hub: applying nothing")
+			a.log.Info(why)
 		}
 	}
-	defer stop()
+	defer stop("stopping")
 	for {
 		select {
 		case <-ctx.Done():
@@ -164,7 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				}
 				a.log.Info("accepted by the hub: pulling work")
 			case !accepted:
-				stop()
+				stop("not accepted by the hub: applying nothing")
 			}
 		}
 	}
