@@ -110,12 +110,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		a.log.Warn("cluster version unknown", "err", err)
 	}
-	if err := bus.Setup(ctx, a.js, bus.SetupOptions{}); err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	kv, err := a.js.KeyValue(ctx, bus.BucketClusters)
+	// The hub's services own the streams; an agent's NATS user may not
+	// create them, only wait for them.
+	kv, err := a.clustersBucket(ctx)
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return err
 	}
 	sub, err := a.nc.Subscribe(query.Subject(a.opts.Cluster), a.answer)
 	if err != nil {
@@ -130,12 +129,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.heartbeats(ctx)
 	go a.monitor.run(ctx)
 
-	// Work flows only while the hub accepts this cluster.
-	watcher, err := kv.Watch(ctx, bus.AcceptedKey(a.opts.Cluster))
-	if err != nil {
-		return fmt.Errorf("agent: watch acceptance: %w", err)
-	}
-	defer watcher.Stop()
+	// Work flows only while the hub accepts this cluster. The agent reads
+	// its own acceptance key (its permissions name that key alone).
 	var consuming jetstream.ConsumeContext
 	stop := func(why string) {
 		if consuming != nil {
@@ -145,27 +140,48 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	defer stop("stopping")
+	poll := time.NewTicker(min(a.opts.Heartbeat, time.Second))
+	defer poll.Stop()
 	for {
+		accepted := false
+		if entry, err := kv.Get(ctx, bus.AcceptedKey(a.opts.Cluster)); err == nil {
+			accepted = string(entry.Value()) == "true"
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) && ctx.Err() == nil {
+			a.log.Warn("read acceptance", "err", err)
+			accepted = consuming != nil // keep doing what we did
+		}
+		switch {
+		case accepted && consuming == nil:
+			if consuming, err = a.consume(ctx); err != nil {
+				return err
+			}
+			a.log.Info("accepted by the hub: pulling work")
+		case !accepted:
+			stop("not accepted by the hub: applying nothing")
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case entry, ok := <-watcher.Updates():
-			if !ok {
-				return nil
-			}
-			if entry == nil {
-				continue // the end of the initial values, not a change
-			}
-			accepted := entry.Operation() == jetstream.KeyValuePut && string(entry.Value()) == "true"
-			switch {
-			case accepted && consuming == nil:
-				if consuming, err = a.consume(ctx); err != nil {
-					return err
-				}
-				a.log.Info("accepted by the hub: pulling work")
-			case !accepted:
-				stop("not accepted by the hub: applying nothing")
-			}
+		case <-poll.C:
+		}
+	}
+}
+
+// clustersBucket waits for the hub's services to have created the clusters bucket.
+func (a *Agent) clustersBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	for {
+		kv, err := a.js.KeyValue(ctx, bus.BucketClusters)
+		if err == nil {
+			return kv, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("agent: clusters bucket: %w", err)
+		}
+		a.log.Info("waiting for the hub's streams")
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
 		}
 	}
 }

@@ -119,6 +119,9 @@ func Streams(o SetupOptions) []jetstream.StreamConfig {
 			Description: "dispatcher → agent: desired state per cluster and application, last value per subject",
 			// An agent offline for a week gets the newest desired state, not every release in between.
 			MaxMsgsPerSubject: 1, Duplicates: 10 * time.Minute,
+			// Agents read their own newest work by direct get, on subjects
+			// their permissions can name.
+			AllowDirect: true,
 		},
 		{
 			Name: StreamStatus, Subjects: []string{prefixStatus + ".>", prefixDispatch + ".>"},

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,6 +16,11 @@ type ConnectOptions struct {
 	URL string
 	// Creds is a NATS credentials file (JWT + NKey seed); empty for none.
 	Creds string
+	// NKey is a file holding the user's NKey seed (SU...), to authenticate with.
+	NKey string
+	// InboxPrefix, when set, is the prefix of reply subjects (an agent may
+	// subscribe to its own inboxes only).
+	InboxPrefix string
 	// Name identifies the connection in the server's monitoring.
 	Name string
 }
@@ -22,7 +28,8 @@ type ConnectOptions struct {
 // BindFlags binds --nats-url and --nats-creds, defaulting to $NATS_URL.
 func (o *ConnectOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.URL, "nats-url", envOr("NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated ($NATS_URL)")
-	fs.StringVar(&o.Creds, "nats-creds", "", "NATS credentials file")
+	fs.StringVar(&o.Creds, "nats-creds", "", "NATS credentials file (JWT + seed)")
+	fs.StringVar(&o.NKey, "nats-nkey", os.Getenv("NATS_NKEY"), "file with the NATS user's NKey seed ($NATS_NKEY)")
 }
 
 // Connect connects and returns the connection and its JetStream context. The
@@ -31,6 +38,16 @@ func (o *ConnectOptions) Connect() (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{nats.Name(o.Name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
 	if o.Creds != "" {
 		opts = append(opts, nats.UserCredentials(o.Creds))
+	}
+	if o.NKey != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.NKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("NATS nkey %s: %w", o.NKey, err)
+		}
+		opts = append(opts, opt)
+	}
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
 	}
 	nc, err := nats.Connect(o.URL, opts...)
 	if err != nil {

@@ -20,7 +20,9 @@ import (
 type Options struct {
 	Kube    *genericclioptions.ConfigFlags
 	NATSURL string
-	IO      genericiooptions.IOStreams
+	// NATSNKey is a file with the CLI's NATS NKey seed, when NATS requires one.
+	NATSNKey string
+	IO       genericiooptions.IOStreams
 }
 
 func (o *Options) namespace() (string, error) {
@@ -63,6 +65,7 @@ func New(name string, streams genericiooptions.IOStreams) *cobra.Command {
 		natsURL = "nats://127.0.0.1:4222"
 	}
 	root.PersistentFlags().StringVar(&o.NATSURL, "nats-url", natsURL, "NATS URL for live reads from clusters ($NATS_URL)")
+	root.PersistentFlags().StringVar(&o.NATSNKey, "nats-nkey", os.Getenv("NATS_NKEY"), "file with the NATS NKey seed to log in with ($NATS_NKEY)")
 	root.AddCommand(newGet(o), newWorkflow(o), newCluster(o))
 	return root
 }

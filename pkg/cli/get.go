@@ -66,7 +66,15 @@ func (o *Options) get(cmd *cobra.Command, kind, name string, clusters []string, 
 	if mapping.Scope.Name() != "namespace" {
 		ns = ""
 	}
-	nc, err := nats.Connect(o.NATSURL, nats.Name("kubectl-flotilla"))
+	opts := []nats.Option{nats.Name("kubectl-flotilla")}
+	if o.NATSNKey != "" {
+		auth, err := nats.NkeyOptionFromSeed(o.NATSNKey)
+		if err != nil {
+			return fmt.Errorf("NATS nkey %s: %w", o.NATSNKey, err)
+		}
+		opts = append(opts, auth)
+	}
+	nc, err := nats.Connect(o.NATSURL, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s (live reads go through the agents; set --nats-url or NATS_URL): %w", o.NATSURL, err)
 	}

@@ -6,9 +6,11 @@
 package devenv
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +30,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/deploy/crds"
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/gate"
 	"github.com/flotilla-dev/flotilla/pkg/proc"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
@@ -108,7 +111,7 @@ func Up(ctx context.Context, o Options) (*Env, error) {
 		}
 	}
 	// Every `up` is a new fleet (new cluster IDs): no state from an earlier one.
-	for _, d := range []string{"testbed", "nats", "kubeconfig", "logs"} {
+	for _, d := range []string{"testbed", "nats", "nats-keys", "kubeconfig", "logs"} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, d)); err != nil {
 			return nil, fmt.Errorf("devenv: %w", err)
 		}
@@ -154,19 +157,23 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	}
 	e.NATSURL = "nats://127.0.0.1:" + strconv.Itoa(ports[0])
 	e.GateURL = "http://127.0.0.1:" + strconv.Itoa(ports[1])
-	natsProc, err := e.start(o, "nats-server", "nats-server", []string{"-js", "-a", "127.0.0.1", "-p", strconv.Itoa(ports[0]), "-sd", filepath.Join(o.Dir, "nats"), "-n", "flotilla-dev"}, nil)
+	gateCfg, botPub, err := writeGateConfig(o.Dir)
 	if err != nil {
 		return err
 	}
-	if err := waitNATS(ctx, natsProc, e.NATSURL); err != nil {
+	natsConf, err := e.writeNATSConfig(o, ports[0], botPub)
+	if err != nil {
+		return err
+	}
+	natsProc, err := e.start(o, "nats-server", "nats-server", []string{"-c", natsConf}, nil)
+	if err != nil {
+		return err
+	}
+	if err := waitNATS(ctx, natsProc, e.NATSURL, e.NKey("services")); err != nil {
 		return err
 	}
 
-	gateCfg, err := writeGateConfig(o.Dir)
-	if err != nil {
-		return err
-	}
-	hubArgs := []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--log-format", "text"}
+	hubArgs := []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-nkey", e.NKey("services"), "--log-format", "text"}
 	services := []struct {
 		name string
 		args []string
@@ -183,7 +190,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	for _, c := range o.Clusters {
 		// Only its own cluster's kubeconfig.
 		if _, err := e.start(o, "agent-"+c, "cluster-agent", []string{"--cluster-name", c, "--kubeconfig", filepath.Join(o.Dir, "kubeconfig", c),
-			"--nats-url", e.NATSURL, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text"}, nil); err != nil {
+			"--nats-url", e.NATSURL, "--nats-nkey", e.NKey("agent-" + c), "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text"}, nil); err != nil {
 			return err
 		}
 	}
@@ -378,45 +385,29 @@ func (e *Env) writeEnv(o Options) error {
 export KUBECONFIG=%s
 export PATH=%s:%s:$PATH
 export NATS_URL=%s
+export NATS_NKEY=%s
 export FLOTILLA_GATE_URL=%s
 export FLOTILLA_CLUSTERS="%s"
-`, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, e.GateURL, strings.Join(e.Clusters, " "))
+`, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, abs(e.NKey("cli")), e.GateURL, strings.Join(e.Clusters, " "))
 	return os.WriteFile(filepath.Join(o.Dir, "env"), []byte(content), 0o644)
 }
 
 // writeGateConfig trusts two demo bots: demo-bot signs webhook calls with the
 // HMAC secret in Dir/bot-secret; demo-nats-bot signs NATS events with the
 // NKey seed in Dir/bot.nk. Both may name the person who decided.
-func writeGateConfig(dir string) (string, error) {
+func writeGateConfig(dir string) (path, botPub string, err error) {
 	secretPath := filepath.Join(dir, "bot-secret")
 	if _, err := os.Stat(secretPath); err != nil {
 		b := make([]byte, 32)
 		_, _ = rand.Read(b)
 		if err := os.WriteFile(secretPath, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
-	seedPath := filepath.Join(dir, "bot.nk")
-	seed, err := os.ReadFile(seedPath)
+	// The NATS bot's key both signs approvals and logs in to NATS.
+	pub, err := userKey(filepath.Join(dir, "bot.nk"))
 	if err != nil {
-		kp, err := nkeys.CreateUser()
-		if err != nil {
-			return "", err
-		}
-		if seed, err = kp.Seed(); err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(seedPath, append(seed, '\n'), 0o600); err != nil {
-			return "", err
-		}
-	}
-	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
-	if err != nil {
-		return "", err
-	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	abs, _ := filepath.Abs(secretPath)
 	cfg := gate.Config{Identities: []gate.Identity{
@@ -425,16 +416,98 @@ func writeGateConfig(dir string) (string, error) {
 	}}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	path := filepath.Join(dir, "gate.yaml")
-	return path, os.WriteFile(path, data, 0o600)
+	path = filepath.Join(dir, "gate.yaml")
+	return path, pub, os.WriteFile(path, data, 0o600)
 }
 
-func waitNATS(ctx context.Context, p *proc.Process, url string) error {
+// userKey returns the public key of the NKey seed in path, creating it first if missing.
+func userKey(path string) (string, error) {
+	seed, err := os.ReadFile(path)
+	if err != nil {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return "", err
+		}
+		if seed, err = kp.Seed(); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
+			return "", err
+		}
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
+	if err != nil {
+		return "", err
+	}
+	return kp.PublicKey()
+}
+
+// NKey is the seed file of a NATS user of the environment: "services",
+// "cli", or "agent-<cluster>".
+func (e *Env) NKey(user string) string { return filepath.Join(e.Dir, "nats-keys", user+".nk") }
+
+// writeNATSConfig writes the NATS server's configuration: JetStream on
+// loopback, and one NKey user each for the hub services (everything), the
+// CLI (live queries), the demo bot (approvals) and every agent (its own
+// subjects only, bus.AgentPermissions).
+func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error) {
+	if err := os.MkdirAll(filepath.Join(o.Dir, "nats-keys"), 0o700); err != nil {
+		return "", err
+	}
+	type user struct {
+		NKey        string         `json:"nkey"`
+		Permissions map[string]any `json:"permissions,omitempty"`
+	}
+	perms := func(p bus.Permissions) map[string]any {
+		m := map[string]any{"publish": map[string]any{"allow": p.Publish}, "subscribe": map[string]any{"allow": p.Subscribe}}
+		if p.AllowResponses {
+			m["allow_responses"] = true
+		}
+		return m
+	}
+	services, err := userKey(e.NKey("services"))
+	if err != nil {
+		return "", err
+	}
+	cli, err := userKey(e.NKey("cli"))
+	if err != nil {
+		return "", err
+	}
+	users := []user{{NKey: services}, {NKey: cli, Permissions: perms(bus.CLIPermissions())}, {NKey: botPub, Permissions: perms(bus.BotPermissions())}}
+	for _, c := range o.Clusters {
+		pub, err := userKey(e.NKey("agent-" + c))
+		if err != nil {
+			return "", err
+		}
+		users = append(users, user{NKey: pub, Permissions: perms(bus.AgentPermissions(c))})
+	}
+	conf := map[string]any{
+		"host": "127.0.0.1", "port": port, "server_name": "flotilla-dev",
+		"jetstream":     map[string]any{"store_dir": filepath.Join(o.Dir, "nats")},
+		"authorization": map[string]any{"users": users},
+	}
+	// NATS's config parser reads JSON but not \u escapes: keep '>' as is.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(conf); err != nil {
+		return "", err
+	}
+	path := filepath.Join(o.Dir, "nats.conf")
+	return path, os.WriteFile(path, b.Bytes(), 0o600)
+}
+
+func waitNATS(ctx context.Context, p *proc.Process, url, seed string) error {
 	deadline := time.Now().Add(20 * time.Second)
+	auth, err := nats.NkeyOptionFromSeed(seed)
+	if err != nil {
+		return err
+	}
 	for {
-		nc, err := nats.Connect(url)
+		nc, err := nats.Connect(url, auth)
 		if err == nil {
 			nc.Close()
 			return nil

@@ -33,6 +33,7 @@ func main() {
 	opts.BindFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	natsOpts.Name = "flotilla-agent-" + opts.Cluster
+	natsOpts.InboxPrefix = bus.InboxPrefix(opts.Cluster)
 	if err := run(clusterOpts, natsOpts, logOpts, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster-agent:", err)
 		os.Exit(1)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/flotilla-dev/flotilla/pkg/bus"
@@ -75,7 +76,7 @@ func setup(t *testing.T) *suite {
 func (s *suite) run(name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(s.ctx, name, args...)
 	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL, "NATS_NKEY="+s.env.NKey("cli"))
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -152,6 +153,9 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 		t.Error("get of production's absent Deployment exited 0")
 	}
 	matchLines(t, out, "Run on ManagedCluster "+prodC, `Error from server \(NotFound\): deployments.apps "demo" not found`)
+	// Each agent's NATS user reaches only its own cluster's work and subjects.
+	s.agentIsolation(t, testC, prodC)
+
 	// 11-12: resume, production runs it.
 	resumed := time.Now()
 	matchLines(t, s.must("kubectl", "amc", "workflow", "resume", "demo", "-n", "demo"), `Successfully resume workflow: demo`)
@@ -313,7 +317,12 @@ func (s *suite) natsApprove(t *testing.T, publishVersion, step, approver string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.env.NATSURL)
+	// The bot's key also logs it in to NATS, where it may publish approvals only.
+	auth, err := nats.NkeyOptionFromSeed(filepath.Join(s.dir, "bot.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.env.NATSURL, auth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,4 +360,50 @@ func writeFile(t *testing.T, dir, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// agentIsolation logs in as cluster mine's agent and checks it can read its
+// own newest work but neither read nor consume other's work, nor speak for it.
+func (s *suite) agentIsolation(t *testing.T, mine, other string) {
+	t.Helper()
+	auth, err := nats.NkeyOptionFromSeed(s.env.NKey("agent-" + mine))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.env.NATSURL, auth, nats.CustomInboxPrefix(bus.InboxPrefix(mine)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	work, err := js.Stream(ctx, bus.StreamWork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := work.GetLastMsgForSubject(ctx, bus.WorkSubject(mine, "demo", "demo")); err != nil {
+		t.Errorf("agent of %s cannot read its own work: %v", mine, err)
+	}
+	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
+	c1, cancel1 := short()
+	defer cancel1()
+	if _, err := work.GetLastMsgForSubject(c1, bus.WorkSubject(other, "demo", "demo")); err == nil {
+		t.Errorf("agent of %s read %s's work", mine, other)
+	}
+	c2, cancel2 := short()
+	defer cancel2()
+	if _, err := js.CreateOrUpdateConsumer(c2, bus.StreamWork, jetstream.ConsumerConfig{Durable: bus.AgentConsumer(other), FilterSubject: bus.WorkFilter(other)}); err == nil {
+		t.Errorf("agent of %s created a consumer of %s's work", mine, other)
+	}
+	c3, cancel3 := short()
+	defer cancel3()
+	st := events.New("forged", events.SourceAgent(other), events.TypeClusterStatus, "", &events.ClusterStatusData{
+		AppRef: events.AppRef{Namespace: "demo", Application: "demo", UID: "x", Release: "demo-v1", Revision: 1}, Cluster: other, Phase: events.ClusterApplied})
+	if _, err := bus.Publish(c3, js, bus.StatusSubject(other, "demo", "demo"), st); err == nil {
+		t.Errorf("agent of %s published status for %s", mine, other)
+	}
 }
