@@ -237,12 +237,15 @@ func (p *Planner) processNext(ctx context.Context) bool {
 	}
 	defer p.queue.Done(key)
 	if err := p.reconcile(ctx, key); err != nil {
+		if errors.Is(err, errConflict) {
+			// Another replica (or this one's report handler) saved first: that
+			// is progress, not failure. Re-read soon, without backing off.
+			p.queue.Forget(key)
+			p.queue.AddAfter(key, 20*time.Millisecond)
+			return true
+		}
 		if ctx.Err() == nil {
-			level := slog.LevelWarn
-			if errors.Is(err, errConflict) {
-				level = slog.LevelDebug
-			}
-			p.log.Log(ctx, level, "reconcile failed, retrying", "app", key, "err", err)
+			p.log.Warn("reconcile failed, retrying", "app", key, "err", err)
 		}
 		p.queue.AddRateLimited(key)
 		return true
