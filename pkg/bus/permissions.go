@@ -41,15 +41,22 @@ func AgentPermissions(cluster string) Permissions {
 	}
 }
 
+// Inbox prefixes of the CLI and of bots: like agents, they may read only
+// their own replies, never the services' (which carry manifests).
+const (
+	CLIInboxPrefix = "_INBOX_cli"
+	BotInboxPrefix = "_INBOX_bot"
+)
+
 // CLIPermissions: live queries to agents.
 func CLIPermissions() Permissions {
-	return Permissions{Publish: []string{"flotilla.query.>"}, Subscribe: []string{"_INBOX.>"}}
+	return Permissions{Publish: []string{"flotilla.query.>"}, Subscribe: []string{CLIInboxPrefix + ".>"}}
 }
 
 // BotPermissions: a chat bot publishes approvals and reads what waits.
 func BotPermissions() Permissions {
 	return Permissions{
 		Publish:   []string{prefixApprovals + ".>"},
-		Subscribe: []string{prefixGate + ".requested.>", "_INBOX.>"},
+		Subscribe: []string{prefixGate + ".requested.>", BotInboxPrefix + ".>"},
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/query"
 )
 
@@ -66,7 +67,7 @@ func (o *Options) get(cmd *cobra.Command, kind, name string, clusters []string, 
 	if mapping.Scope.Name() != "namespace" {
 		ns = ""
 	}
-	opts := []nats.Option{nats.Name("kubectl-flotilla")}
+	opts := []nats.Option{nats.Name("kubectl-flotilla"), nats.CustomInboxPrefix(bus.CLIInboxPrefix)}
 	if o.NATSNKey != "" {
 		auth, err := nats.NkeyOptionFromSeed(o.NATSNKey)
 		if err != nil {

@@ -177,15 +177,18 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 		// allowEmpty: nothing to deploy is a success.
 		result.Clusters = []string{}
 	default:
+		// A late redelivery of an older step must not replace newer desired
+		// state (the work stream keeps only the last): check every cluster
+		// before sending to any.
 		for _, c := range placement.Clusters {
-			// A late redelivery of an older step must not replace newer
-			// desired state (the work stream keeps only the last).
 			if newer, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef); err != nil {
 				return err
 			} else if newer {
-				d.log.Info("stale step not dispatched: the cluster has newer work", "app", step.Namespace+"/"+step.Application, "release", step.Release, "cluster", c)
+				d.log.Info("stale step not dispatched: a cluster has newer work", "app", step.Namespace+"/"+step.Application, "release", step.Release, "cluster", c)
 				return nil
 			}
+		}
+		for _, c := range placement.Clusters {
 			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, Snapshot: step.Snapshot, TargetNamespace: placement.Namespace}
 			we := events.New(events.WorkID(step.AppRef, step.Step, c), events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
 			we.TraceParent, we.TraceState = e.TraceParent, e.TraceState

@@ -413,8 +413,14 @@ func (g *Gate) handleNATS(ctx context.Context, m jetstream.Msg) {
 		_ = m.TermWithReason(err.Error())
 		return
 	}
-	// The signature covers ce-time: an old signed approval replayed later is stale.
-	if skew := g.now().Sub(e.Time); skew > MaxSkew || skew < -MaxSkew {
+	// The signature covers ce-time: an old signed approval republished later
+	// is stale. Judge it by when NATS stored it, so a gate that was down
+	// still counts approvals sent meanwhile.
+	stored := g.now()
+	if md, err := m.Metadata(); err == nil {
+		stored = md.Timestamp
+	}
+	if skew := stored.Sub(e.Time); skew > MaxSkew || skew < -MaxSkew {
 		err := refuse(http.StatusUnauthorized, "ce-time is %v off the gate's clock (at most %v)", skew.Round(time.Second), MaxSkew)
 		g.audit(ctx, e.ID, d, ViaNATS, ident.Name, err)
 		_ = m.TermWithReason(err.Reason)

@@ -496,12 +496,20 @@ func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
 		in = nil
 	}
 	var transitions []workflow.Transition
+	if d, ok := in.(workflow.Dispatched); ok {
+		// Even an older release's clusters hold objects to remove on deletion.
+		rec.place(d.Clusters)
+	}
 	if in != nil {
 		if ref.Revision != rec.Run.Revision {
-			return nil // about an older release
-		}
-		if d, ok := in.(workflow.Dispatched); ok {
-			rec.place(d.Clusters)
+			if _, ok := in.(workflow.Dispatched); !ok {
+				return nil // about an older release
+			}
+			_, err := p.commit(ctx, rec, rev, nil) // keep what was placed
+			if errors.Is(err, errConflict) {
+				return bus.Retry(50*time.Millisecond, err)
+			}
+			return err
 		}
 		transitions = rec.Run.Apply(p.now(), in)
 		rec.noteOutcome()
@@ -631,6 +639,13 @@ func (p *Planner) writeStatus(ctx context.Context, app *v1beta1.Application, st 
 		fresh := &v1beta1.Application{}
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, fresh); err != nil {
 			return err
+		}
+		// An operation the CLI wrote after our read is not ours to erase:
+		// keep it, and carry it out on the next pass.
+		if fw := fresh.Status.Workflow; fw != nil && fw.Operation != nil && st.Workflow != nil &&
+			(st.Workflow.LastOperation == nil || st.Workflow.LastOperation.ID != fw.Operation.ID) {
+			st.Workflow.Operation = fw.Operation.DeepCopy()
+			p.queue.Add(app.Namespace + "/" + app.Name)
 		}
 		if equality.Semantic.DeepEqual(fresh.Status, st) {
 			return nil
