@@ -267,7 +267,16 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) error {
 	}
 	objs, err := a.objects(ctx, d.Snapshot)
 	if err != nil {
-		return bus.Retry(5*time.Second, err)
+		// A snapshot this agent cannot read (too large to travel inline and
+		// its NATS user may not read the object store, or one that does not
+		// match its digest) fails the release here, visibly, rather than
+		// blocking this cluster's other work with endless retries.
+		log.Warn("cannot read the release's snapshot", "err", err)
+		if rerr := a.report(ctx, &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Step: d.Step, Phase: events.ClusterFailed,
+			Message: "cannot read the release's snapshot: " + err.Error(), ObservedAt: time.Now().UTC()}); rerr != nil {
+			return bus.Retry(5*time.Second, rerr)
+		}
+		return bus.Terminate(err)
 	}
 	if d.TargetNamespace != "" {
 		for _, o := range objs {

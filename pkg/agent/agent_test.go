@@ -314,9 +314,9 @@ func TestSnapshotMustMatchItsDigest(t *testing.T) {
 	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
 		t.Errorf("the agent applied a snapshot that does not match its digest: %v", err)
 	}
-	for _, e := range f.reports("c1") {
-		if d, ok := e.Data.(*events.ClusterStatusData); ok && d.Revision == 1 {
-			t.Errorf("reported on the refused release: %+v", d)
-		}
+	// The refused release is reported failed, saying why.
+	st := f.waitReport("c1", "release 1 failed", func(d *events.ClusterStatusData) bool { return d.Revision == 1 })
+	if st.Phase != events.ClusterFailed || !strings.Contains(st.Message, "does not match its digest") {
+		t.Errorf("report on the refused release: %s %q", st.Phase, st.Message)
 	}
 }
