@@ -53,6 +53,18 @@ func StepSubject(ns, app string) string { return join(prefixSteps, ns, app) }
 // of one application. The work stream keeps only the last message of each.
 func WorkSubject(cluster, ns, app string) string { return join(prefixWork, cluster, ns, app) }
 
+// WorkAppFilter matches one application's work in every cluster.
+func WorkAppFilter(ns, app string) string { return prefixWork + ".*." + token(ns) + "." + token(app) }
+
+// WorkCluster is the cluster a work subject is for.
+func WorkCluster(subject string) string {
+	parts := strings.SplitN(subject, ".", 4)
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[2]
+}
+
 // WorkFilter matches every work subject of one cluster.
 func WorkFilter(cluster string) string { return prefixWork + "." + token(cluster) + ".>" }
 

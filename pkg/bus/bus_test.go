@@ -20,6 +20,8 @@ func TestSubjects(t *testing.T) {
 		{StepSubject("demo", "demo"), "flotilla.steps.demo.demo"},
 		{WorkSubject("managedcluster-c5", "demo", "web.v2"), "flotilla.work.managedcluster-c5.demo.web_v2"},
 		{WorkFilter("c1"), "flotilla.work.c1.>"},
+		{WorkAppFilter("demo", "web.v2"), "flotilla.work.*.demo.web_v2"},
+		{WorkCluster(WorkSubject("c1", "demo", "a")), "c1"},
 		{StatusSubject("c1", "ns", "app"), "flotilla.status.c1.ns.app"},
 		{DispatchSubject("ns", "app"), "flotilla.dispatch.ns.app"},
 		{ApprovalSubject("ns", "app"), "flotilla.approvals.ns.app"},

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -209,13 +208,12 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 func (d *Dispatcher) remove(ctx context.Context, e *events.Event, app *events.ApplicationDeletedData) error {
 	// The work stream keeps one message per cluster and application: its
 	// subjects say which clusters hold the application.
-	filter := fmt.Sprintf("flotilla.work.*.%s.%s", token(app.Namespace), token(app.Application))
-	info, err := d.work.Info(ctx, jetstream.WithSubjectFilter(filter))
+	info, err := d.work.Info(ctx, jetstream.WithSubjectFilter(bus.WorkAppFilter(app.Namespace, app.Application)))
 	if err != nil {
 		return err
 	}
 	for subject := range info.State.Subjects {
-		cluster := strings.Split(subject, ".")[2]
+		cluster := bus.WorkCluster(subject)
 		work := &events.WorkData{AppRef: events.AppRef{Namespace: app.Namespace, Application: app.Application, UID: app.UID}, Cluster: cluster, Delete: true}
 		we := events.New(app.UID+".delete."+cluster, events.SourceDispatcher, events.TypeWork, app.Namespace+"/"+app.Application, work)
 		we.TraceParent, we.TraceState = e.TraceParent, e.TraceState
@@ -247,5 +245,3 @@ func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.A
 	}
 	return w.Delete || w.Revision > ref.Revision || w.Revision == ref.Revision && w.Attempt > ref.Attempt, nil
 }
-
-func token(s string) string { return strings.ReplaceAll(s, ".", "_") }

@@ -19,7 +19,7 @@ func SourceAgent(cluster string) string { return "/flotilla/cluster-agent/" + cl
 // release, so a planner that crashes after publishing and republishes
 // produces a duplicate that JetStream drops (Nats-Msg-Id).
 func StepEventID(ref AppRef, step, eventType string) string {
-	return fmt.Sprintf("%s.%s.%s", RunID(ref), step, verb(eventType))
+	return fmt.Sprintf("%s.%s.%s", RunID(ref), step, Verb(eventType))
 }
 
 // DispatchID is deterministic for the dispatch of one step of one run.
@@ -41,8 +41,8 @@ func RunID(ref AppRef) string {
 	return fmt.Sprintf("%s.v%d", ref.UID, ref.Revision)
 }
 
-// verb is the <verb> of dev.flotilla.<noun>.<verb>.v1.
-func verb(eventType string) string {
+// Verb is the <verb> of dev.flotilla.<noun>.<verb>.v1 ("started", ...).
+func Verb(eventType string) string {
 	parts := strings.Split(eventType, ".")
 	if len(parts) >= 2 {
 		return parts[len(parts)-2]

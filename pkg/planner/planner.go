@@ -397,7 +397,7 @@ func (p *Planner) commit(ctx context.Context, rec *Record, rev uint64, transitio
 			return rev, err
 		}
 		s := rec.Run.Steps[t.Index]
-		p.log.Info("step "+verb(t.Type), "app", rec.Run.Namespace+"/"+rec.Run.Application, "release", rec.Run.Release, "step", s.Name, "message", s.Message, "trace_id", rec.TraceID)
+		p.log.Info("step "+events.Verb(t.Type), "app", rec.Run.Namespace+"/"+rec.Run.Application, "release", rec.Run.Release, "step", s.Name, "message", s.Message, "trace_id", rec.TraceID)
 	}
 	if p.hooks.AfterPublish != nil {
 		if err := p.hooks.AfterPublish(); err != nil {
@@ -682,15 +682,6 @@ func traceParent(traceID, eventID string) string {
 		span[7] = 1
 	}
 	return "00-" + traceID + "-" + hex.EncodeToString(span) + "-01"
-}
-
-func verb(eventType string) string {
-	for _, v := range []string{"started", "suspended", "succeeded", "failed"} {
-		if eventType == "dev.flotilla.step."+v+".v1" {
-			return v
-		}
-	}
-	return eventType
 }
 
 var everything = labels.Everything()
