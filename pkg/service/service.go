@@ -1,19 +1,24 @@
 // Package service owns the life of a Flotilla service process: the flags
-// every service shares (hub client, NATS, logging), signal handling, and
-// the connections handed to the service's Run.
+// every service shares (hub client, NATS, logging, metrics), signal
+// handling, tracing set up from the OTEL_* environment, the /metrics
+// endpoint, and the connections handed to the service's Run.
 package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/attribute"
 	"k8s.io/client-go/rest"
 
 	"github.com/flotilla-dev/flotilla/pkg/bus"
@@ -26,6 +31,10 @@ type Common struct {
 	Kube hub.Options
 	NATS bus.ConnectOptions
 	Log  telemetry.LogOptions
+	// MetricsAddr serves /metrics; "0" turns it off.
+	MetricsAddr string
+	// TraceAttrs join the service's trace resource (the agent's cluster).
+	TraceAttrs []attribute.KeyValue
 	// AfterParse, if set, runs once flags are parsed (to derive options
 	// from others, such as an agent's inbox prefix from its cluster name).
 	AfterParse func()
@@ -37,6 +46,10 @@ type Deps struct {
 	Kube *rest.Config
 	NC   *nats.Conn
 	JS   jetstream.JetStream
+	// Instruments are the service's tracer and metrics registry.
+	Instruments telemetry.Instruments
+	// Metrics is the registry /metrics serves (for a service serving it elsewhere too).
+	Metrics *prometheus.Registry
 }
 
 // Main parses os.Args with the common flags and those bind adds, connects,
@@ -46,6 +59,7 @@ func Main(name string, c *Common, bind func(*pflag.FlagSet), run func(context.Co
 	c.Kube.BindFlags(fs)
 	c.NATS.BindFlags(fs)
 	c.Log.BindFlags(fs)
+	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0: off)")
 	if bind != nil {
 		bind(fs)
 	}
@@ -73,10 +87,48 @@ func start(name string, c *Common, run func(context.Context, Deps) error) error 
 	if err != nil {
 		return err
 	}
+	tracing, err := telemetry.NewTracing(ctx, "flotilla-"+name, c.TraceAttrs...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Spans of the last moments still go out, but a missing collector
+		// does not hold the exit for long.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(sctx); err != nil {
+			log.Warn("flush spans", "err", err)
+		}
+	}()
+	reg := telemetry.NewRegistry()
+	errc := make(<-chan error)
+	if c.MetricsAddr != "0" && c.MetricsAddr != "" {
+		addr, ec, err := telemetry.ServeMetrics(ctx, c.MetricsAddr, reg)
+		if err != nil {
+			return err
+		}
+		errc = ec
+		log.Info("serving metrics", "addr", "http://"+addr.String()+"/metrics")
+	}
 	nc, js, err := c.NATS.Connect()
 	if err != nil {
 		return err
 	}
 	defer nc.Drain()
-	return run(ctx, Deps{Log: log, Kube: cfg, NC: nc, JS: js})
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		if err := <-errc; err != nil {
+			cancel(err)
+		}
+	}()
+	deps := Deps{Log: log, Kube: cfg, NC: nc, JS: js, Metrics: reg,
+		Instruments: telemetry.Instruments{Tracer: tracing.Tracer(), Metrics: reg}}
+	if err := run(ctx, deps); err != nil {
+		return err
+	}
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
 }
