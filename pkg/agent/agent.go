@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -33,6 +35,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/query"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
 // Options of one agent.
@@ -44,6 +47,8 @@ type Options struct {
 	Heartbeat time.Duration
 	// Labels proposed for the ManagedCluster when it is created.
 	Labels map[string]string
+	// Instruments record the agent's spans and metrics.
+	Instruments telemetry.Instruments
 }
 
 // BindFlags binds the agent's flags.
@@ -68,6 +73,11 @@ type Agent struct {
 	mu      sync.Mutex
 	// desired is the newest work per application, for drift repair.
 	desired map[apply.App]*events.WorkData
+	// traces is where each application's newest work sits in its trace.
+	traces map[apply.App]workTrace
+
+	tracer  trace.Tracer
+	metrics *metrics
 }
 
 // New builds an agent for the cluster at cfg (its own cluster only).
@@ -97,9 +107,13 @@ func New(cfg *rest.Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logg
 	a := &Agent{
 		opts: opts, log: log.With("cluster", opts.Cluster), nc: nc, js: js, dyn: dyn, cs: cs,
 		applier: apply.NewApplier(dyn, cs, mapper),
-		desired: map[apply.App]*events.WorkData{},
+		desired: map[apply.App]*events.WorkData{}, traces: map[apply.App]workTrace{},
+		tracer: opts.Instruments.T(), metrics: newMetrics(),
 	}
 	a.monitor = newMonitor(a)
+	if err := opts.Instruments.Register(a.metrics.collectors()...); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	return a, nil
 }
 
@@ -200,6 +214,7 @@ func (a *Agent) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: work consumer: %w", err)
 	}
+	a.metrics.consumers.Watch(cons)
 	// The monitor learns what is already applied, so drift is repaired
 	// after a restart too.
 	if err := a.monitor.adopt(ctx); err != nil {
@@ -245,14 +260,43 @@ func (a *Agent) beat(ctx context.Context, typ string) error {
 	return err
 }
 
-// handleWork applies one work message: the release's objects, or removal.
-func (a *Agent) handleWork(ctx context.Context, e *events.Event) error {
+// handleWork applies one work message (the release's objects, or removal)
+// in a span under the dispatcher's, with a child per object applied.
+func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	d, ok := e.Data.(*events.WorkData)
 	if !ok || d.Cluster != a.opts.Cluster {
 		return bus.Terminate(fmt.Errorf("work %s is not for cluster %s", e.ID, a.opts.Cluster))
 	}
+	kind, name := "apply", "apply release"
+	if d.Delete {
+		kind, name = "delete", "remove application"
+	}
+	ctx, span := a.tracer.Start(telemetry.Extract(ctx, e.TraceParent, e.TraceState), name, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(telemetry.AttrCluster.String(a.opts.Cluster), telemetry.AttrApplication.String(d.Application),
+			telemetry.AttrNamespace.String(d.Namespace), telemetry.AttrRelease.String(d.Release), telemetry.AttrStep.String(d.Step),
+			telemetry.AttrEventID.String(e.ID)))
+	start := time.Now()
+	defer func() {
+		result := "applied"
+		switch {
+		case bus.IsRetry(err):
+			result = "retry"
+			a.metrics.applyErrors.WithLabelValues(a.opts.Cluster, "transient").Inc()
+		case err != nil:
+			result = "failed"
+		}
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		if !d.Delete {
+			a.metrics.applyDuration.WithLabelValues(a.opts.Cluster).Observe(time.Since(start).Seconds())
+		}
+		a.metrics.work.WithLabelValues(a.opts.Cluster, kind, result).Inc()
+		span.End()
+	}()
 	app := apply.App{Namespace: d.Namespace, Name: d.Application, UID: d.UID}
-	log := a.log.With("app", app.String(), "release", d.Release, "trace_id", traceID(e.TraceParent))
+	a.setTrace(app, workTrace{release: d.Release, span: span.SpanContext()})
+	log := a.log.With("app", app.String(), "release", d.Release)
 	if d.Delete {
 		a.mu.Lock()
 		delete(a.desired, app)
@@ -288,6 +332,9 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) error {
 	a.desired[app] = d
 	a.mu.Unlock()
 	res, err := a.applier.Apply(ctx, app, d.Release, objs)
+	if res != nil {
+		a.recordApplies(ctx, res)
+	}
 	if err == nil {
 		for _, o := range res.Failed() {
 			if transient(o.Err) {
@@ -321,7 +368,8 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) error {
 		st.Phase, st.Message = events.ClusterFailed, strings.Join(failures, "; ")
 		log.Warn("release not fully applied", "failures", st.Message)
 	} else {
-		log.Info("release applied", "objects", len(res.Objects))
+		log.InfoContext(ctx, "release applied", "objects", len(res.Objects))
+		a.setTrace(app, workTrace{release: d.Release, span: span.SpanContext(), waitingSince: time.Now()})
 	}
 	a.monitor.track(app, res.Objects)
 	return a.report(ctx, st)
@@ -369,6 +417,12 @@ func (a *Agent) report(ctx context.Context, st *events.ClusterStatusData) error 
 	}
 	id := fmt.Sprintf("%s.%s.v%d.%d", a.opts.Cluster, st.UID, st.Revision, time.Now().UnixNano())
 	e := events.New(id, events.SourceAgent(a.opts.Cluster), events.TypeClusterStatus, st.Namespace+"/"+st.Application, st)
+	// A report answers the work it is about: under that work's span.
+	if w, ok := a.traceOf(apply.App{Namespace: st.Namespace, Name: st.Application, UID: st.UID}); ok && w.release == st.Release {
+		ctx = trace.ContextWithSpanContext(ctx, w.span)
+	}
+	e.TraceParent, e.TraceState = telemetry.Inject(ctx)
+	a.noteHealth(ctx, st)
 	if _, err := bus.Publish(ctx, a.js, bus.StatusSubject(a.opts.Cluster, st.Namespace, st.Application), e); err != nil {
 		a.monitor.unreport(st)
 		return err
@@ -388,11 +442,4 @@ func transient(err error) bool {
 	}
 	return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
 		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err)
-}
-
-func traceID(traceparent string) string {
-	if len(traceparent) >= 35 {
-		return traceparent[3:35]
-	}
-	return ""
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -18,6 +20,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/apply"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
 // monitor watches what the agent applied (one informer per resource, on
@@ -217,13 +220,22 @@ func (m *monitor) repair(app apply.App, obj *unstructured.Unstructured, change s
 			obj.GetGeneration() == 0 && applied.GetResourceVersion() == obj.GetResourceVersion()) {
 			return
 		}
-		m.a.log.Info("drift repaired", "app", app.String(), "object", obj.GetKind()+" "+obj.GetName(), "change", change)
+		m.a.metrics.drift.WithLabelValues(m.a.opts.Cluster, change).Inc()
+		// The repair belongs to the release whose objects it put back.
+		if w, ok := m.a.traceOf(app); ok && w.release == work.Release {
+			ctx = trace.ContextWithSpanContext(ctx, w.span)
+		}
+		ctx, span := m.a.tracer.Start(ctx, "repair drift", trace.WithAttributes(telemetry.AttrCluster.String(m.a.opts.Cluster),
+			telemetry.AttrObject.String(obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName()), attribute.String("flotilla.drift.change", change)))
+		defer span.End()
+		m.a.log.InfoContext(ctx, "drift repaired", "app", app.String(), "object", obj.GetKind()+" "+obj.GetName(), "change", change)
 		gvk := obj.GroupVersionKind()
 		d := &events.ClusterDriftData{AppRef: work.AppRef, Cluster: m.a.opts.Cluster, Change: change,
 			Object: events.ObjectStatus{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName(),
 				Generation: applied.GetGeneration(), Health: events.HealthInProgress}}
 		id := fmt.Sprintf("%s.drift.%s.%d", m.a.opts.Cluster, app.UID, time.Now().UnixNano())
 		e := events.New(id, events.SourceAgent(m.a.opts.Cluster), events.TypeClusterDrift, app.String(), d)
+		e.TraceParent, e.TraceState = telemetry.Inject(ctx)
 		if _, err := bus.Publish(ctx, m.a.js, bus.StatusSubject(m.a.opts.Cluster, app.Namespace, app.Name), e); err != nil {
 			m.a.log.Warn("report drift", "err", err)
 		}

@@ -76,6 +76,8 @@ type Outcome struct {
 	Ref    Ref
 	Object *unstructured.Unstructured // as the API server returned it; nil on error
 	Err    error
+	// Start and End bound the object's apply (for its span).
+	Start, End time.Time
 }
 
 // Result of applying one release.
@@ -144,6 +146,7 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	var desired []Ref
 	for _, obj := range objs {
 		obj = obj.DeepCopy()
+		start := time.Now()
 		ref, applied, err := a.applyOne(ctx, app, release, obj, ensured)
 		var unmapped *unmappedError
 		if errors.As(err, &unmapped) && !meta.IsNoMatchError(unmapped.err) {
@@ -153,7 +156,7 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 		if ref.Resource != "" {
 			desired = append(desired, ref)
 		}
-		res.Objects = append(res.Objects, Outcome{Ref: ref, Object: applied, Err: err})
+		res.Objects = append(res.Objects, Outcome{Ref: ref, Object: applied, Err: err, Start: start, End: time.Now()})
 	}
 	prev, err := a.Inventory(ctx, app)
 	if err != nil {

@@ -53,6 +53,12 @@ func (r *retryError) Unwrap() error { return r.err }
 // Retry asks for redelivery after d.
 func Retry(d time.Duration, err error) error { return &retryError{after: d, err: err} }
 
+// IsRetry says whether err asks for redelivery (made by Retry).
+func IsRetry(err error) bool {
+	var r *retryError
+	return errors.As(err, &r)
+}
+
 type terminalError struct{ err error }
 
 func (t *terminalError) Error() string { return t.err.Error() }

@@ -16,6 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
@@ -24,6 +27,7 @@ import (
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
 // Options tune the dispatcher.
@@ -34,6 +38,8 @@ type Options struct {
 	MissedHeartbeats int
 	// CheckInterval is how often availability is re-evaluated.
 	CheckInterval time.Duration
+	// Instruments record the dispatcher's spans and metrics.
+	Instruments telemetry.Instruments
 }
 
 // BindFlags binds the dispatcher's flags.
@@ -56,6 +62,9 @@ type Dispatcher struct {
 
 	mu       sync.Mutex
 	accepted map[string]bool // last acceptance relayed to each agent
+
+	tracer  trace.Tracer
+	metrics *metrics
 }
 
 // New builds a dispatcher for the hub at cfg.
@@ -71,11 +80,16 @@ func New(cfg *rest.Config, js jetstream.JetStream, log *slog.Logger, opts Option
 		return nil, fmt.Errorf("dispatcher: hub client: %w", err)
 	}
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	return &Dispatcher{
+	d := &Dispatcher{
 		opts: opts, log: log, js: js, dyn: dyn, factory: factory,
 		clusters: factory.ForResource(clusterv1.ManagedClusterResource).Lister(),
-		accepted: map[string]bool{},
-	}, nil
+		accepted: map[string]bool{}, tracer: opts.Instruments.T(),
+	}
+	d.metrics = newMetrics(d)
+	if err := opts.Instruments.Register(d.metrics.collectors()...); err != nil {
+		return nil, fmt.Errorf("dispatcher: %w", err)
+	}
+	return d, nil
 }
 
 // Run works until ctx ends.
@@ -108,6 +122,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatcher: steps consumer: %w", err)
 	}
+	d.metrics.consumers.Watch(steps)
 	sc, err := bus.Consume(ctx, steps, d.log, d.handleStep)
 	if err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
@@ -157,7 +172,17 @@ func (d *Dispatcher) handleStep(ctx context.Context, e *events.Event) error {
 	return nil
 }
 
-func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events.StepData) error {
+// dispatch sends a deploy step's work, in a span (under the step's) with a
+// child per cluster whose context the cluster's work message carries.
+func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events.StepData) (err error) {
+	ctx, span := d.tracer.Start(telemetry.Extract(ctx, e.TraceParent, e.TraceState), "dispatch "+step.Step,
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(stepAttrs(step.AppRef, step.Step)...))
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	known, err := d.knownClusters()
 	if err != nil {
 		return err
@@ -169,7 +194,9 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 	case errors.As(err, &perr):
 		// Nothing goes to any cluster of this step.
 		result.Reason, result.Error = perr.Reason, perr.Message
-		d.log.Info("step not dispatched", "app", step.Namespace+"/"+step.Application, "release", step.Release, "step", step.Step, "reason", perr.Message)
+		span.SetStatus(codes.Error, perr.Message)
+		d.metrics.refused.WithLabelValues(perr.Reason).Inc()
+		d.log.InfoContext(ctx, "step not dispatched", "app", step.Namespace+"/"+step.Application, "release", step.Release, "step", step.Step, "reason", perr.Message)
 	case err != nil:
 		return err
 	case len(placement.Clusters) == 0:
@@ -183,29 +210,55 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 			if newer, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef); err != nil {
 				return err
 			} else if newer {
-				d.log.Info("stale step not dispatched: a cluster has newer work", "app", step.Namespace+"/"+step.Application, "release", step.Release, "cluster", c)
+				span.SetAttributes(attribute.Bool("flotilla.stale", true))
+				d.log.InfoContext(ctx, "stale step not dispatched: a cluster has newer work", "app", step.Namespace+"/"+step.Application, "release", step.Release, "cluster", c)
 				return nil
 			}
 		}
 		for _, c := range placement.Clusters {
 			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, Snapshot: step.Snapshot, TargetNamespace: placement.Namespace}
 			we := events.New(events.WorkID(step.AppRef, step.Step, c), events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
-			we.TraceParent, we.TraceState = e.TraceParent, e.TraceState
-			if _, err := bus.Publish(ctx, d.js, bus.WorkSubject(c, step.Namespace, step.Application), we); err != nil {
+			if err := d.send(ctx, bus.WorkSubject(c, step.Namespace, step.Application), we, c, "apply"); err != nil {
 				return err
 			}
 		}
 		result.Clusters = placement.Clusters
-		d.log.Info("step dispatched", "app", step.Namespace+"/"+step.Application, "release", step.Release, "step", step.Step, "clusters", placement.Clusters)
+		span.SetAttributes(telemetry.AttrClusters.StringSlice(placement.Clusters))
+		d.log.InfoContext(ctx, "step dispatched", "app", step.Namespace+"/"+step.Application, "release", step.Release, "step", step.Step, "clusters", placement.Clusters)
 	}
 	de := events.New(events.DispatchID(step.AppRef, step.Step), events.SourceDispatcher, events.TypeStepDispatched, step.Namespace+"/"+step.Application, result)
-	de.TraceParent, de.TraceState = e.TraceParent, e.TraceState
+	de.TraceParent, de.TraceState = telemetry.Inject(ctx)
 	_, err = bus.Publish(ctx, d.js, bus.DispatchSubject(step.Namespace, step.Application), de)
 	return err
 }
 
+// send publishes one cluster's work in a span of its own, whose context the
+// work message carries to the agent.
+func (d *Dispatcher) send(ctx context.Context, subject string, we *events.Event, cluster, kind string) error {
+	ctx, span := d.tracer.Start(ctx, "send work", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(telemetry.AttrCluster.String(cluster), attribute.String("flotilla.work.kind", kind), telemetry.AttrEventID.String(we.ID)))
+	defer span.End()
+	we.TraceParent, we.TraceState = telemetry.Inject(ctx)
+	if _, err := bus.Publish(ctx, d.js, subject, we); err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return err
+	}
+	d.metrics.dispatched.WithLabelValues(cluster, kind).Inc()
+	return nil
+}
+
+func stepAttrs(ref events.AppRef, step string) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		telemetry.AttrApplication.String(ref.Application), telemetry.AttrNamespace.String(ref.Namespace),
+		telemetry.AttrRelease.String(ref.Release), telemetry.AttrStep.String(step),
+	}
+}
+
 // remove sends a delete to every cluster that has work of the application.
 func (d *Dispatcher) remove(ctx context.Context, e *events.Event, app *events.ApplicationDeletedData) error {
+	ctx, span := d.tracer.Start(telemetry.Extract(ctx, e.TraceParent, e.TraceState), "remove application",
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(telemetry.AttrApplication.String(app.Application), telemetry.AttrNamespace.String(app.Namespace)))
+	defer span.End()
 	// The work stream keeps one message per cluster and application: its
 	// subjects say which clusters hold the application.
 	info, err := d.work.Info(ctx, jetstream.WithSubjectFilter(bus.WorkAppFilter(app.Namespace, app.Application)))
@@ -216,11 +269,10 @@ func (d *Dispatcher) remove(ctx context.Context, e *events.Event, app *events.Ap
 		cluster := bus.WorkCluster(subject)
 		work := &events.WorkData{AppRef: events.AppRef{Namespace: app.Namespace, Application: app.Application, UID: app.UID}, Cluster: cluster, Delete: true}
 		we := events.New(app.UID+".delete."+cluster, events.SourceDispatcher, events.TypeWork, app.Namespace+"/"+app.Application, work)
-		we.TraceParent, we.TraceState = e.TraceParent, e.TraceState
-		if _, err := bus.Publish(ctx, d.js, subject, we); err != nil {
+		if err := d.send(ctx, subject, we, cluster, "delete"); err != nil {
 			return err
 		}
-		d.log.Info("removal dispatched", "app", app.Namespace+"/"+app.Application, "cluster", cluster)
+		d.log.InfoContext(ctx, "removal dispatched", "app", app.Namespace+"/"+app.Application, "cluster", cluster)
 	}
 	return nil
 }

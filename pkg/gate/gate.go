@@ -20,8 +20,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/trace"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,6 +36,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
 // Ways a decision arrives.
@@ -51,6 +52,9 @@ type Options struct {
 	Config string
 	// Listen is the webhook's address.
 	Listen string
+	// Instruments record the gate's spans and metrics; the webhook's
+	// /metrics serves Instruments.Metrics when it is a Gatherer too.
+	Instruments telemetry.Instruments
 }
 
 // BindFlags binds the gate's flags.
@@ -70,8 +74,11 @@ type Gate struct {
 	now  func() time.Time
 	opts Options
 
-	metrics   *prometheus.Registry
+	metrics   prometheus.Gatherer
 	decisions *prometheus.CounterVec
+	wait      *prometheus.HistogramVec
+	consumers *bus.ConsumerMetrics
+	tracer    trace.Tracer
 }
 
 // New builds a gate.
@@ -87,12 +94,27 @@ func New(restCfg *rest.Config, js jetstream.JetStream, log *slog.Logger, cfg *Co
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	g := &Gate{cfg: cfg, log: log, js: js, dyn: dyn, cs: cs, now: time.Now, opts: opts, metrics: prometheus.NewRegistry()}
+	g := &Gate{cfg: cfg, log: log, js: js, dyn: dyn, cs: cs, now: time.Now, opts: opts, tracer: opts.Instruments.T(), consumers: bus.NewConsumerMetrics()}
 	g.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flotilla_gate_decisions_total",
 		Help: "Decisions received, by way in and outcome (recorded, or the refusal's reason).",
 	}, []string{"via", "outcome"})
-	g.metrics.MustRegister(g.decisions, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g.wait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "flotilla_gate_approval_wait_seconds", Help: "Time a step waited from the approval request to its decision, by decision (approve, reject).",
+		Buckets: []float64{1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600},
+	}, []string{"decision"})
+	ins := opts.Instruments
+	if ins.Metrics == nil {
+		ins.Metrics = telemetry.NewRegistry()
+	}
+	if gth, ok := ins.Metrics.(prometheus.Gatherer); ok {
+		g.metrics = gth
+	} else {
+		g.metrics = prometheus.NewRegistry()
+	}
+	if err := ins.Register(g.decisions, g.wait, g.consumers); err != nil {
+		return nil, fmt.Errorf("gate: %w", err)
+	}
 	return g, nil
 }
 
@@ -109,6 +131,7 @@ func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
 	if err != nil {
 		return fmt.Errorf("gate: steps consumer: %w", err)
 	}
+	g.consumers.Watch(steps)
 	sc, err := bus.Consume(ctx, steps, g.log, g.handleStep)
 	if err != nil {
 		return fmt.Errorf("gate: %w", err)
@@ -120,6 +143,7 @@ func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
 	if err != nil {
 		return fmt.Errorf("gate: approvals consumer: %w", err)
 	}
+	g.consumers.Watch(approvals)
 	ac, err := approvals.Consume(func(m jetstream.Msg) { g.handleNATS(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("gate: %w", err)
@@ -168,6 +192,12 @@ type waiting struct {
 	Decided bool `json:"decided,omitempty"`
 	// Seen are the IDs of every decision event counted or refused as a replay.
 	Seen []string `json:"seen,omitempty"`
+	// Requested is when the step began to wait; TraceParent and TraceState
+	// are its step's trace context, so the wait's span joins the release's
+	// trace however late the decision comes.
+	Requested   time.Time `json:"requested,omitzero"`
+	TraceParent string    `json:"traceparent,omitempty"`
+	TraceState  string    `json:"tracestate,omitempty"`
 }
 
 type stepProps struct {
@@ -207,7 +237,15 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 			p = stepProps{Approvers: []string{"(unreadable approvers property)"}}
 		}
 	}
-	w := waiting{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Approvers: p.Approvers, MinApprovals: max(p.MinApprovals, 1)}
+	w := waiting{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Approvers: p.Approvers, MinApprovals: max(p.MinApprovals, 1),
+		Requested: g.now().UTC(), TraceParent: e.TraceParent, TraceState: e.TraceState}
+	if entry != nil {
+		// A redelivered suspension keeps the wait's start.
+		var old waiting
+		if json.Unmarshal(entry.Value(), &old) == nil && old.AppRef == w.AppRef && old.Step == w.Step && !old.Requested.IsZero() {
+			w.Requested = old.Requested
+		}
+	}
 	data, _ := json.Marshal(w)
 	if _, err := g.kv.Put(ctx, key(d.Namespace, d.Application), data); err != nil {
 		return err
@@ -215,11 +253,11 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 	req := &events.ApprovalRequestedData{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Message: d.Message, Policies: d.Policies,
 		Approvers: p.Approvers, MinApprovals: w.MinApprovals, Objects: summarize(d.Snapshot)}
 	re := events.New(fmt.Sprintf("%s.%s.approval-requested", events.RunID(d.AppRef), d.Step), events.SourceGate, events.TypeApprovalRequested, d.Namespace+"/"+d.Application, req)
-	re.TraceParent, re.TraceState = e.TraceParent, e.TraceState
+	re.TraceParent, re.TraceState = telemetry.Inject(trace.ContextWithSpanContext(ctx, w.waitContext()))
 	if _, err := bus.Publish(ctx, g.js, bus.GateSubject("requested", d.Namespace, d.Application), re); err != nil {
 		return err
 	}
-	g.log.Info("step waits for approval", "app", d.Namespace+"/"+d.Application, "release", d.Release, "step", d.Step, "approvers", p.Approvers, "min_approvals", w.MinApprovals)
+	g.log.InfoContext(telemetry.Extract(ctx, e.TraceParent, e.TraceState), "step waits for approval", "app", d.Namespace+"/"+d.Application, "release", d.Release, "step", d.Step, "approvers", p.Approvers, "min_approvals", w.MinApprovals)
 	return nil
 }
 
@@ -324,7 +362,7 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		if typ != "" {
 			dec := &events.StepDecisionData{AppRef: w.AppRef, Step: w.Step, Approvals: w.Approvals, Reason: d.Reason}
 			de := events.New(fmt.Sprintf("%s.%s.decided", events.RunID(w.AppRef), w.Step), events.SourceGate, typ, d.Namespace+"/"+d.Application, dec)
-			de.TraceParent = traceParent
+			de.TraceParent, de.TraceState = telemetry.Inject(trace.ContextWithSpanContext(ctx, w.waitContext()))
 			if _, err := bus.Publish(ctx, g.js, bus.GateSubject("decisions", d.Namespace, d.Application), de); err != nil {
 				return err
 			}
@@ -333,7 +371,10 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		if _, err := g.kv.Update(ctx, key(d.Namespace, d.Application), data, entry.Revision()); err != nil {
 			continue // another decision landed first: read again
 		}
-		g.log.Info("decision recorded", "app", d.Namespace+"/"+d.Application, "release", w.Release, "step", w.Step, "approver", approver, "via", via, "decision", d.Decision, "approvals", approvals, "min", w.MinApprovals, "final", typ != "")
+		if typ != "" {
+			g.traceWait(ctx, &w, d.Decision, traceParent)
+		}
+		g.log.InfoContext(telemetry.Extract(ctx, w.TraceParent, w.TraceState), "decision recorded", "app", d.Namespace+"/"+d.Application, "release", w.Release, "step", w.Step, "approver", approver, "via", via, "decision", d.Decision, "approvals", approvals, "min", w.MinApprovals, "final", typ != "")
 		return nil
 	}
 	return refuse(http.StatusConflict, "too many concurrent decisions on %s/%s: try again", d.Namespace, d.Application)

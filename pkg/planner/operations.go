@@ -53,8 +53,11 @@ func (p *Planner) operate(ctx context.Context, app *v1beta1.Application, rec *Re
 		}
 		return run.Apply(now, workflow.Terminate{By: op.User, Reason: op.Reason})
 	case v1beta1.OperationRestart:
+		if !rec.TraceDone {
+			p.endRelease(rec, "restarted")
+		}
 		rec.Run = run.Restart(now)
-		rec.TraceID = traceID(rec.Run.AppRef)
+		p.startTrace(rec)
 		result.Message = fmt.Sprintf("workflow of %s restarted from its first step (run %d)", run.Release, rec.Run.Attempt+1)
 		return nil
 	case v1beta1.OperationRollback:
@@ -95,8 +98,12 @@ func (p *Planner) rollback(ctx context.Context, app *v1beta1.Application, rec *R
 	ref := events.AppRef{Namespace: app.Namespace, Application: app.Name, UID: string(app.UID),
 		Release: fmt.Sprintf("%s-v%d", app.Name, revision), Revision: revision, PublishVersion: target.PublishVersion}
 	rec.Snapshot = SnapshotRef{Digest: target.Snapshot.Digest, Object: objName, Size: len(data)}
+	if !rec.TraceDone {
+		p.endRelease(rec, "superseded")
+	}
 	rec.Run = workflow.NewRun(ref, specs, p.now())
-	rec.TraceID = traceID(ref)
+	p.startTrace(rec)
+	rec.afterSave = append(rec.afterSave, func(context.Context) { p.metrics.releasesStarted.Inc() })
 	rec.Releases = append(rec.Releases, ReleaseInfo{Revision: revision, PublishVersion: target.PublishVersion, Snapshot: rec.Snapshot, Created: p.now()})
 	result.Message = fmt.Sprintf("release %s rolls back to the objects of release v%d (%s)", ref.Release, target.Revision, target.PublishVersion)
 	p.log.Info("rollback", "app", app.Namespace+"/"+app.Name, "release", ref.Release, "to", target.Revision)

@@ -8,8 +8,6 @@ package planner
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +19,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -43,6 +44,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/release"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
 
@@ -62,6 +64,8 @@ type Options struct {
 	Resync time.Duration
 	// Consumer is the durable name on the status stream, shared by replicas.
 	Consumer string
+	// Instruments record the planner's spans and metrics.
+	Instruments telemetry.Instruments
 }
 
 // BindFlags binds the planner's flags.
@@ -93,6 +97,8 @@ type Planner struct {
 	now   func() time.Time
 	hooks Hooks
 
+	tracer  trace.Tracer
+	metrics *metrics
 	factory dynamicinformer.DynamicSharedInformerFactory
 }
 
@@ -119,6 +125,7 @@ func New(cfg *rest.Config, js jetstream.JetStream, log *slog.Logger, opts Option
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, opts.Resync)
 	p := &Planner{
 		opts: opts, log: log, dyn: dyn, js: js, now: time.Now, hooks: hooks, factory: factory,
+		tracer: opts.Instruments.T(), metrics: newMetrics(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "applications"}),
@@ -130,6 +137,9 @@ func New(cfg *rest.Config, js jetstream.JetStream, log *slog.Logger, opts Option
 		policies:  factory.ForResource(v1alpha1.PolicyResource).Lister(),
 	}
 	p.apps = factory.ForResource(v1beta1.ApplicationResource).Lister()
+	if err := opts.Instruments.Register(p.metrics.collectors()...); err != nil {
+		return nil, fmt.Errorf("planner: %w", err)
+	}
 	return p, nil
 }
 
@@ -362,7 +372,12 @@ func (p *Planner) cut(ctx context.Context, app *v1beta1.Application, prev *Recor
 		PublishVersion: app.Annotations[v1beta1.AnnotationPublishVersion],
 	}
 	rec.Run = workflow.NewRun(ref, spec.Steps, p.now())
-	rec.TraceID = traceID(ref)
+	p.startTrace(rec)
+	if prev != nil && prev.Run != nil && !prev.TraceDone {
+		p.endRelease(prev, "superseded")
+		rec.afterSave = append(rec.afterSave, prev.afterSave...)
+	}
+	rec.afterSave = append(rec.afterSave, func(context.Context) { p.metrics.releasesStarted.Inc() })
 	rec.Releases = append(rec.Releases, ReleaseInfo{Revision: revision, PublishVersion: ref.PublishVersion, Snapshot: rec.Snapshot, Created: p.now()})
 	for len(rec.Releases) > keepReleases {
 		old := rec.Releases[0]
@@ -397,14 +412,24 @@ func (p *Planner) commit(ctx context.Context, rec *Record, rev uint64, transitio
 			return rev, err
 		}
 		s := rec.Run.Steps[t.Index]
-		p.log.Info("step "+events.Verb(t.Type), "app", rec.Run.Namespace+"/"+rec.Run.Application, "release", rec.Run.Release, "step", s.Name, "message", s.Message, "trace_id", rec.TraceID)
+		sctx := trace.ContextWithSpanContext(ctx, rec.stepContext(t.Index))
+		p.log.InfoContext(sctx, "step "+events.Verb(t.Type), "app", rec.Run.Namespace+"/"+rec.Run.Application, "release", rec.Run.Release, "step", s.Name, "message", s.Message)
 	}
 	if p.hooks.AfterPublish != nil {
 		if err := p.hooks.AfterPublish(); err != nil {
 			return rev, err
 		}
 	}
-	return p.store.save(ctx, rec.Run.Namespace, rec.Run.Application, rec, rev)
+	p.traceTransitions(rec, transitions)
+	newRev, err := p.store.save(ctx, rec.Run.Namespace, rec.Run.Application, rec, rev)
+	if err != nil {
+		return rev, err
+	}
+	for _, f := range rec.afterSave {
+		f(ctx)
+	}
+	rec.afterSave = nil
+	return newRev, nil
 }
 
 func (p *Planner) stepEvent(ctx context.Context, rec *Record, t workflow.Transition) (*events.Event, error) {
@@ -427,7 +452,7 @@ func (p *Planner) stepEvent(ctx context.Context, rec *Record, t workflow.Transit
 	}
 	id := events.StepEventID(rec.Run.AppRef, s.Name, t.Type)
 	e := events.New(id, events.SourcePlanner, t.Type, rec.Run.Namespace+"/"+rec.Run.Application, d)
-	e.TraceParent = traceParent(rec.TraceID, id)
+	e.TraceParent = stepTraceParent(rec, t.Index)
 	return e, nil
 }
 
@@ -448,8 +473,30 @@ func (p *Planner) snapshot(ctx context.Context, ref SnapshotRef) (*events.Snapsh
 	return s, nil
 }
 
-// handleReport feeds a dispatcher or cluster report into its application's run.
+// handleReport feeds a dispatcher or cluster report into its application's
+// run, in a span under the one that sent it.
 func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
+	kind, attrs := "report", []attribute.KeyValue(nil)
+	switch d := e.Data.(type) {
+	case *events.StepDispatchedData:
+		kind, attrs = "dispatch", []attribute.KeyValue{telemetry.AttrStep.String(d.Step), telemetry.AttrClusters.StringSlice(d.Clusters)}
+	case *events.ClusterStatusData:
+		kind, attrs = "status", []attribute.KeyValue{telemetry.AttrCluster.String(d.Cluster), telemetry.AttrPhase.String(string(d.Phase)), attribute.Bool("flotilla.healthy", d.Healthy())}
+	case *events.StepDecisionData:
+		kind, attrs = "decision", []attribute.KeyValue{telemetry.AttrStep.String(d.Step)}
+	case *events.ClusterDriftData:
+		kind, attrs = "drift", []attribute.KeyValue{telemetry.AttrCluster.String(d.Cluster)}
+	}
+	ctx, span := p.reportSpan(ctx, e, kind, attrs...)
+	defer span.End()
+	err := p.report(ctx, e)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}
+
+func (p *Planner) report(ctx context.Context, e *events.Event) error {
 	var ref events.AppRef
 	var in workflow.Input
 	switch d := e.Data.(type) {
@@ -469,7 +516,7 @@ func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
 		}
 		ref, in = d.AppRef, dec
 	case *events.ClusterDriftData:
-		p.log.Info("drift repaired", "app", d.Namespace+"/"+d.Application, "cluster", d.Cluster, "object", d.Object.Kind+" "+d.Object.Name, "change", d.Change)
+		p.log.InfoContext(ctx, "drift repaired", "app", d.Namespace+"/"+d.Application, "cluster", d.Cluster, "object", d.Object.Kind+" "+d.Object.Name, "change", d.Change)
 		return nil
 	default:
 		return bus.Terminate(fmt.Errorf("planner does not handle %s", e.Type))
@@ -567,7 +614,7 @@ func (p *Planner) finalize(ctx context.Context, app *v1beta1.Application, rec *R
 			id := rec.UID + ".deleted"
 			e := events.New(id, events.SourcePlanner, events.TypeApplicationDeleted, app.Namespace+"/"+app.Name,
 				&events.ApplicationDeletedData{Namespace: app.Namespace, Application: app.Name, UID: rec.UID})
-			e.TraceParent = traceParent(rec.TraceID, id)
+			e.TraceParent = telemetry.TraceParent(rec.rootContext())
 			if _, err := bus.Publish(ctx, p.js, bus.StepSubject(app.Namespace, app.Name), e); err != nil {
 				return err
 			}
@@ -665,23 +712,6 @@ func (p *Planner) writeStatus(ctx context.Context, app *v1beta1.Application, st 
 		return fmt.Errorf("write status of Application %s/%s: %w", app.Namespace, app.Name, err)
 	}
 	return nil
-}
-
-// traceID is the release's W3C trace ID, derived from application and
-// revision so every replica and restart agrees on it.
-func traceID(ref events.AppRef) string {
-	sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", ref.UID, ref.Revision)))
-	return hex.EncodeToString(sum[:16])
-}
-
-// traceParent puts an event in its release's trace with a span ID of its own.
-func traceParent(traceID, eventID string) string {
-	sum := sha256.Sum256([]byte(eventID))
-	span := sum[:8]
-	if bytes.Equal(span, make([]byte, 8)) {
-		span[7] = 1
-	}
-	return "00-" + traceID + "-" + hex.EncodeToString(span) + "-01"
 }
 
 var everything = labels.Everything()

@@ -26,8 +26,12 @@ type Record struct {
 	Run      *workflow.Run   `json:"run"`
 	Policies []events.Policy `json:"policies"`
 	Snapshot SnapshotRef     `json:"snapshot"`
-	// TraceID makes every event of the release one trace.
-	TraceID string `json:"traceID"`
+	// TraceID makes every event of the release one trace; TraceUnsampled
+	// keeps the sampler's decision on it. TraceDone is set once the
+	// release's root span was made (it ended, or a newer one replaced it).
+	TraceID        string `json:"traceID"`
+	TraceUnsampled bool   `json:"traceUnsampled,omitempty"`
+	TraceDone      bool   `json:"traceDone,omitempty"`
 	// Placed are the clusters holding objects of any release of the application.
 	Placed []string `json:"placed,omitempty"`
 	// Deleting is set once the delete event went out; Deleted are the
@@ -38,6 +42,10 @@ type Record struct {
 	Releases []ReleaseInfo `json:"releases"`
 	// LastOperation is the outcome of the last workflow operation carried out.
 	LastOperation *v1beta1.OperationResult `json:"lastOperation,omitempty"`
+
+	// afterSave are spans and metrics of what this change did, recorded
+	// only once it is saved (a lost compare-and-set did nothing).
+	afterSave []func(context.Context)
 }
 
 // noteOutcome marks the current release succeeded once its workflow has.

@@ -280,3 +280,8 @@ func ReleaseTraceID(uid string, revision int64) trace.TraceID {
 func ReleaseSpanID(tid trace.TraceID) trace.SpanID {
 	return SpanIDFor(tid.String() + "/release")
 }
+
+// SpanContextOf parses a W3C traceparent (and tracestate); invalid when it is not one.
+func SpanContextOf(traceparent, tracestate string) trace.SpanContext {
+	return trace.SpanContextFromContext(Extract(context.Background(), traceparent, tracestate))
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/service"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
 func main() {
@@ -19,8 +20,10 @@ func main() {
 	common.AfterParse = func() {
 		common.NATS.Name = "flotilla-agent-" + opts.Cluster
 		common.NATS.InboxPrefix = bus.InboxPrefix(opts.Cluster) // its NATS user reads only its own inboxes
+		common.TraceAttrs = append(common.TraceAttrs, telemetry.AttrCluster.String(opts.Cluster))
 	}
 	service.Main("cluster-agent", &common, opts.BindFlags, func(ctx context.Context, d service.Deps) error {
+		opts.Instruments = d.Instruments
 		a, err := agent.New(d.Kube, d.NC, d.JS, d.Log, opts)
 		if err != nil {
 			return err

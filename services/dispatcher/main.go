@@ -16,6 +16,7 @@ func main() {
 		opts   dispatcher.Options
 	)
 	service.Main("dispatcher", &common, opts.BindFlags, func(ctx context.Context, d service.Deps) error {
+		opts.Instruments = d.Instruments
 		disp, err := dispatcher.New(d.Kube, d.JS, d.Log, opts)
 		if err != nil {
 			return err

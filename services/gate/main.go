@@ -24,6 +24,7 @@ func main() {
 				return err
 			}
 		}
+		opts.Instruments = d.Instruments
 		g, err := gate.New(d.Kube, d.JS, d.Log, cfg, opts)
 		if err != nil {
 			return err

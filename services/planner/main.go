@@ -16,6 +16,7 @@ func main() {
 		opts   planner.Options
 	)
 	service.Main("planner", &common, opts.BindFlags, func(ctx context.Context, d service.Deps) error {
+		opts.Instruments = d.Instruments
 		p, err := planner.New(d.Kube, d.JS, d.Log, opts, planner.Hooks{})
 		if err != nil {
 			return err

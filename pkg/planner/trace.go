@@ -1,0 +1,178 @@
+package planner
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
+	"github.com/flotilla-dev/flotilla/pkg/workflow"
+)
+
+// A release is one trace. Its root span and its step spans can last days (a
+// step waiting for approval), longer than any planner process: so they are
+// made when they end, with the start time and the span IDs the run state
+// implies. Every event of a step carries the step span's context, so what
+// the dispatcher, the gate and the agents do hangs under it before it exists.
+
+// startTrace gives rec's (new) run its trace: the release's trace ID and
+// whether it is sampled, decided once, here, as the root of the trace.
+func (p *Planner) startTrace(rec *Record) {
+	tid := telemetry.ReleaseTraceID(rec.Run.UID, rec.Run.Revision)
+	rec.TraceID = tid.String()
+	rec.TraceDone = false
+	// The sampler decides on a root span it is shown but that is never
+	// ended: the real one is made when the release ends, with the same IDs.
+	_, probe := p.tracer.Start(telemetry.WithIDs(context.Background(), tid, rootSpanID(rec)), "release", trace.WithNewRoot())
+	sc := probe.SpanContext()
+	rec.TraceUnsampled = sc.IsValid() && !sc.IsSampled()
+}
+
+// rootSpanID is the release's root span (one per run: a restarted run has its own).
+func rootSpanID(rec *Record) trace.SpanID {
+	tid, _ := trace.TraceIDFromHex(rec.TraceID)
+	if rec.Run.Attempt == 0 {
+		return telemetry.ReleaseSpanID(tid)
+	}
+	return telemetry.SpanIDFor(fmt.Sprintf("%s/release/r%d", tid, rec.Run.Attempt))
+}
+
+func (rec *Record) traceFlags() trace.TraceFlags {
+	if rec.TraceUnsampled {
+		return 0
+	}
+	return trace.FlagsSampled
+}
+
+// rootContext is the span context of the release's root span.
+func (rec *Record) rootContext() trace.SpanContext {
+	tid, _ := trace.TraceIDFromHex(rec.TraceID)
+	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: rootSpanID(rec), TraceFlags: rec.traceFlags(), Remote: true})
+}
+
+// stepContext is the span context of step i of the current run.
+func (rec *Record) stepContext(i int) trace.SpanContext {
+	tid, _ := trace.TraceIDFromHex(rec.TraceID)
+	sid := telemetry.SpanIDFor(fmt.Sprintf("%s/step/%s/%s", tid, events.RunID(rec.Run.AppRef), rec.Run.Steps[i].Name))
+	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: rec.traceFlags(), Remote: true})
+}
+
+func releaseAttrs(ref events.AppRef) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		telemetry.AttrApplication.String(ref.Application), telemetry.AttrNamespace.String(ref.Namespace),
+		telemetry.AttrRelease.String(ref.Release), telemetry.AttrRevision.Int64(ref.Revision),
+		telemetry.AttrPublishVersion.String(ref.PublishVersion),
+	}
+}
+
+// traceTransitions queues, for after rec is saved, the spans and metrics of
+// steps that ended and of the run if it ended.
+func (p *Planner) traceTransitions(rec *Record, transitions []workflow.Transition) {
+	now := p.now()
+	for _, t := range transitions {
+		if t.Type != events.TypeStepSucceeded && t.Type != events.TypeStepFailed {
+			continue
+		}
+		s := rec.Run.Steps[t.Index]
+		span := telemetry.Span{
+			Name: "step " + s.Name, Parent: rec.rootContext(), ID: rec.stepContext(t.Index).SpanID(),
+			Start: orNow(s.FirstExecuteTime, now), End: orNow(s.LastExecuteTime, now),
+			Attrs: append(releaseAttrs(rec.Run.AppRef), telemetry.AttrStep.String(s.Name), telemetry.AttrStepType.String(s.Type),
+				telemetry.AttrPhase.String(string(s.Phase))),
+		}
+		if s.Clusters != nil {
+			span.Attrs = append(span.Attrs, telemetry.AttrClusters.StringSlice(s.Clusters))
+		}
+		if n := len(s.Approvals); n > 0 {
+			span.Attrs = append(span.Attrs, telemetry.AttrApprover.String(s.Approvals[n-1].Approver), telemetry.AttrChannel.String(s.Approvals[n-1].Via))
+		}
+		if s.Phase == workflow.StepFailed {
+			span.Err = telemetry.Sanitize(s.Reason + ": " + s.Message)
+		}
+		dur := span.End.Sub(span.Start).Seconds()
+		typ, phase := s.Type, string(s.Phase)
+		rec.afterSave = append(rec.afterSave, func(ctx context.Context) {
+			telemetry.Record(ctx, p.tracer, span)
+			p.metrics.stepDuration.WithLabelValues(typ, phase).Observe(dur)
+		})
+	}
+	if rec.Run.Finished() && !rec.TraceDone {
+		rec.TraceDone = true
+		p.endRelease(rec, string(rec.Run.Phase))
+	}
+}
+
+// endRelease queues the root span of rec's run, ended with result.
+func (p *Planner) endRelease(rec *Record, result string) {
+	run := rec.Run
+	span := telemetry.Span{
+		Name: "release", TraceID: rec.rootContext().TraceID(), ID: rec.rootContext().SpanID(),
+		Start: run.Start, End: orNow(run.End, p.now()),
+		Attrs: append(releaseAttrs(run.AppRef), telemetry.AttrPhase.String(result), attribute.Int("flotilla.attempt", run.Attempt)),
+	}
+	if result != string(workflow.RunSucceeded) {
+		span.Err = telemetry.Sanitize(result + ": " + run.Message)
+	}
+	unsampled := rec.TraceUnsampled
+	rec.afterSave = append(rec.afterSave, func(ctx context.Context) {
+		if !unsampled {
+			telemetry.Record(ctx, p.tracer, span)
+		}
+		p.metrics.releasesFinished.WithLabelValues(result).Inc()
+	})
+}
+
+func orNow(t, now time.Time) time.Time {
+	if t.IsZero() {
+		return now
+	}
+	return t
+}
+
+// stepTraceParent is the traceparent every event of step i carries.
+func stepTraceParent(rec *Record, i int) string {
+	return telemetry.TraceParent(rec.stepContext(i))
+}
+
+// metrics are the planner's Prometheus metrics.
+type metrics struct {
+	releasesStarted  prometheus.Counter
+	releasesFinished *prometheus.CounterVec
+	stepDuration     *prometheus.HistogramVec
+	reports          *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		releasesStarted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flotilla_releases_started_total", Help: "Releases cut (new publishVersion or generation, rollback).",
+		}),
+		releasesFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flotilla_releases_finished_total", Help: "Releases whose workflow ended, by result (succeeded, failed, terminated, superseded).",
+		}, []string{"result"}),
+		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "flotilla_step_duration_seconds", Help: "Workflow step duration from start to end (approval waits included), by step type and phase.",
+			Buckets: []float64{0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600, 7 * 24 * 3600},
+		}, []string{"type", "phase"}),
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flotilla_planner_reports_total", Help: "Reports the planner handled, by kind (dispatch, status, decision, drift).",
+		}, []string{"kind"}),
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.releasesStarted, m.releasesFinished, m.stepDuration, m.reports}
+}
+
+// reportSpan starts the span of handling report e, under the span that sent it.
+func (p *Planner) reportSpan(ctx context.Context, e *events.Event, kind string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	p.metrics.reports.WithLabelValues(kind).Inc()
+	ctx = telemetry.Extract(ctx, e.TraceParent, e.TraceState)
+	return p.tracer.Start(ctx, "handle "+kind, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(append(attrs, telemetry.AttrEventType.String(e.Type), telemetry.AttrEventID.String(e.ID))...))
+}
