@@ -68,7 +68,7 @@ func NewTracing(ctx context.Context, service string, attrs ...attribute.KeyValue
 		return nil, err
 	}
 	if exp != nil {
-		opts = append(opts, sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second)))
+		opts = append(opts, sdktrace.WithBatcher(exp)) // OTEL_BSP_* tune it
 	}
 	return &Tracing{provider: sdktrace.NewTracerProvider(opts...), Exporting: exp != nil}, nil
 }
