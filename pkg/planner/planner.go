@@ -205,6 +205,7 @@ func (p *Planner) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("planner: status consumer: %w", err)
 	}
+	p.metrics.consumers.Watch(cons)
 	cc, err := bus.Consume(ctx, cons, p.log, p.handleReport)
 	if err != nil {
 		return fmt.Errorf("planner: %w", err)
@@ -220,6 +221,7 @@ func (p *Planner) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("planner: decisions consumer: %w", err)
 	}
+	p.metrics.consumers.Watch(decisions)
 	dc, err := bus.Consume(ctx, decisions, p.log, p.handleReport)
 	if err != nil {
 		return fmt.Errorf("planner: %w", err)

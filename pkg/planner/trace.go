@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
@@ -145,6 +146,7 @@ type metrics struct {
 	releasesFinished *prometheus.CounterVec
 	stepDuration     *prometheus.HistogramVec
 	reports          *prometheus.CounterVec
+	consumers        *bus.ConsumerMetrics
 }
 
 func newMetrics() *metrics {
@@ -162,11 +164,12 @@ func newMetrics() *metrics {
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_planner_reports_total", Help: "Reports the planner handled, by kind (dispatch, status, decision, drift).",
 		}, []string{"kind"}),
+		consumers: bus.NewConsumerMetrics(),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.releasesStarted, m.releasesFinished, m.stepDuration, m.reports}
+	return []prometheus.Collector{m.releasesStarted, m.releasesFinished, m.stepDuration, m.reports, m.consumers}
 }
 
 // reportSpan starts the span of handling report e, under the span that sent it.
