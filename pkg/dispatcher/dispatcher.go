@@ -137,6 +137,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatcher: clusters consumer: %w", err)
 	}
+	d.metrics.consumers.Watch(joins)
 	jc, err := bus.Consume(ctx, joins, d.log, d.handleCluster)
 	if err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
