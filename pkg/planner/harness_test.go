@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 	"github.com/flotilla-dev/flotilla/pkg/planner"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
 
@@ -134,8 +135,14 @@ func (f *fixture) seed(files ...string) string {
 // startPlanner runs a planner replica until the test ends or stop is called.
 func (f *fixture) startPlanner(hooks planner.Hooks) (stop func()) {
 	f.t.Helper()
+	return f.startPlannerWith(hooks, telemetry.Instruments{})
+}
+
+// startPlannerWith runs a planner replica recording with ins.
+func (f *fixture) startPlannerWith(hooks planner.Hooks, ins telemetry.Instruments) (stop func()) {
+	f.t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{f.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	p, err := planner.New(env.Hub.Config, f.js, log, planner.Options{Resync: 2 * time.Second}, hooks)
+	p, err := planner.New(env.Hub.Config, f.js, log, planner.Options{Resync: 2 * time.Second, Instruments: ins}, hooks)
 	if err != nil {
 		f.t.Fatal(err)
 	}

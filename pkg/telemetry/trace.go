@@ -195,8 +195,11 @@ func WithIDs(ctx context.Context, tid trace.TraceID, sid trace.SpanID) context.C
 	return context.WithValue(ctx, forcedIDsKey{}, forcedIDs{trace: tid, span: sid})
 }
 
-// idGenerator is the SDK's random generator, except where WithIDs asked
-// for fixed IDs.
+// IDGenerator is the ID generator every Flotilla tracer provider needs (a
+// provider built without it ignores WithIDs, and late spans lose their
+// children): random IDs, except where WithIDs asked for fixed ones.
+func IDGenerator() sdktrace.IDGenerator { return idGenerator{} }
+
 type idGenerator struct{}
 
 func (idGenerator) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
