@@ -8,10 +8,12 @@ BIN   := $(CURDIR)/bin
 TOOLS := $(GO) tool -modfile=$(CURDIR)/hack/tools/go.mod
 # Where pkg/testbed finds the control plane that `make testbed` builds.
 export FLOTILLA_TESTBED_BIN ?= $(BIN)/testbed
+# Where pkg/jaeger finds the Jaeger that `make jaeger` builds.
+export FLOTILLA_JAEGER_BIN ?= $(BIN)/jaeger
 # Integration tests start API servers; the whole suite stays well under this.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build test test-unit testbed lint generate verify-generated fuzz bench up down demo clean
+.PHONY: build test test-unit testbed jaeger lint generate verify-generated fuzz bench up down demo clean
 
 ## build: every Flotilla binary into bin/
 build:
@@ -28,8 +30,12 @@ build:
 testbed:
 	@hack/testbed/build.sh
 
-## test: everything: unit, integration against real API servers and NATS, end to end
-test: testbed build
+## jaeger: Jaeger v2 (pinned in hack/jaeger/go.mod) into bin/jaeger, for make up and the trace tests (incremental)
+jaeger:
+	@hack/jaeger/build.sh
+
+## test: everything: unit, integration against real API servers, NATS and Jaeger, end to end
+test: testbed jaeger build
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## test-unit: pure tests, no servers, seconds
@@ -64,8 +70,8 @@ fuzz:
 bench: testbed
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout $(TEST_TIMEOUT) ./...
 
-## up: the whole product on this machine, in the background (state, logs and PIDs in .flotilla/)
-up: build testbed
+## up: the whole product on this machine, Jaeger included, in the background (state, logs and PIDs in .flotilla/)
+up: build testbed jaeger
 	@hack/up.sh
 
 ## down: stop everything `make up` started

@@ -66,7 +66,7 @@ func New(name string, streams genericiooptions.IOStreams) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&o.NATSURL, "nats-url", natsURL, "NATS URL for live reads from clusters ($NATS_URL)")
 	root.PersistentFlags().StringVar(&o.NATSNKey, "nats-nkey", os.Getenv("NATS_NKEY"), "file with the NATS NKey seed to log in with ($NATS_NKEY)")
-	root.AddCommand(newGet(o), newWorkflow(o), newCluster(o))
+	root.AddCommand(newGet(o), newWorkflow(o), newCluster(o), newTrace(o))
 	return root
 }
 

@@ -1,8 +1,10 @@
-// Package devenv owns the whole product on one machine: the test bed (a hub
-// and managed clusters), a NATS server process, the planner, dispatcher and
+// Package devenv owns the whole product on one machine: Jaeger (every
+// service exports its spans there over OTLP), the test bed (a hub and
+// managed clusters), a NATS server process, the planner, dispatcher and
 // gate as separate processes connected only through NATS, and one
 // cluster-agent process per managed cluster holding only its own cluster's
-// kubeconfig. `make up` and the end-to-end tests start it the same way.
+// kubeconfig; each service serves /metrics on a port of its own. `make up`
+// and the end-to-end tests start it the same way.
 package devenv
 
 import (
@@ -32,6 +34,7 @@ import (
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/gate"
+	"github.com/flotilla-dev/flotilla/pkg/jaeger"
 	"github.com/flotilla-dev/flotilla/pkg/proc"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
@@ -43,6 +46,9 @@ type Options struct {
 	// BinDir holds Flotilla's binaries and nats-server (bin/); TestbedBinDir the control plane.
 	BinDir        string
 	TestbedBinDir string
+	// JaegerBin is the jaeger binary (`make jaeger`). Empty:
+	// $FLOTILLA_JAEGER_BIN, else BinDir/jaeger.
+	JaegerBin string
 	// Clusters names the managed clusters; empty: two named like the product's IDs.
 	Clusters []string
 	// Heartbeat of the agents.
@@ -64,6 +70,15 @@ type Env struct {
 	NATSURL  string
 	GateURL  string
 	Dir      string
+	// JaegerURL is Jaeger's query API (http://127.0.0.1:port), where every
+	// service's spans go.
+	JaegerURL string
+	// Metrics maps each service process (planner, dispatcher, gate,
+	// agent-<cluster>) to its Prometheus endpoint, http://127.0.0.1:port/metrics.
+	Metrics map[string]string
+	// OTLPEndpoint is Jaeger's OTLP/HTTP receiver (OTEL_EXPORTER_OTLP_ENDPOINT
+	// of every service, with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf).
+	OTLPEndpoint string
 
 	opts  Options
 	mu    sync.Mutex
@@ -74,8 +89,8 @@ type Env struct {
 }
 
 type command struct {
-	bin  string
-	args []string
+	bin       string
+	args, env []string
 }
 
 // ClusterName returns a name shaped like the product page's cluster IDs.
@@ -110,8 +125,17 @@ func Up(ctx context.Context, o Options) (*Env, error) {
 			return nil, fmt.Errorf("devenv: %s missing in %s: run `make build`", b, o.BinDir)
 		}
 	}
+	if o.JaegerBin == "" {
+		o.JaegerBin = os.Getenv("FLOTILLA_JAEGER_BIN")
+	}
+	if o.JaegerBin == "" {
+		o.JaegerBin = filepath.Join(o.BinDir, "jaeger")
+	}
+	if _, err := jaeger.ResolveBin(o.JaegerBin); err != nil {
+		return nil, fmt.Errorf("devenv: %w", err)
+	}
 	// Every `up` is a new fleet (new cluster IDs): no state from an earlier one.
-	for _, d := range []string{"testbed", "nats", "nats-keys", "kubeconfig", "logs"} {
+	for _, d := range []string{"testbed", "nats", "nats-keys", "kubeconfig", "logs", "jaeger"} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, d)); err != nil {
 			return nil, fmt.Errorf("devenv: %w", err)
 		}
@@ -121,7 +145,7 @@ func Up(ctx context.Context, o Options) (*Env, error) {
 			return nil, fmt.Errorf("devenv: %w", err)
 		}
 	}
-	env := &Env{Clusters: o.Clusters, Dir: o.Dir, opts: o, cmds: map[string]command{}, stopped: map[string]bool{}}
+	env := &Env{Clusters: o.Clusters, Dir: o.Dir, Metrics: map[string]string{}, opts: o, cmds: map[string]command{}, stopped: map[string]bool{}}
 	if err := env.up(ctx, o); err != nil {
 		env.Down()
 		return nil, err
@@ -131,6 +155,19 @@ func Up(ctx context.Context, o Options) (*Env, error) {
 
 func (e *Env) up(ctx context.Context, o Options) error {
 	began := time.Now()
+	// Jaeger first, so the services' first spans have somewhere to go; it
+	// stops last.
+	j, err := jaeger.Start(ctx, jaeger.Options{Bin: o.JaegerBin, Dir: filepath.Join(o.Dir, "jaeger"), LogFile: filepath.Join(o.Dir, "logs", "jaeger.log")})
+	if err != nil {
+		return fmt.Errorf("devenv: %w", err)
+	}
+	e.mu.Lock()
+	e.procs = append(e.procs, j.Process())
+	e.mu.Unlock()
+	e.JaegerURL, e.OTLPEndpoint = j.QueryURL, j.OTLPHTTPEndpoint
+	o.logf("Jaeger ready in %v: query API %s, OTLP %s", time.Since(began).Round(10*time.Millisecond), j.QueryURL, j.OTLPHTTPEndpoint)
+	otel := j.ExporterEnv()
+
 	o.logf("starting the test bed: hub + %d managed clusters", len(o.Clusters))
 	tb, err := testbed.Start(ctx, testbed.Options{Clusters: o.Clusters, Dir: filepath.Join(o.Dir, "testbed"), BinDir: o.TestbedBinDir})
 	if err != nil {
@@ -151,9 +188,15 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	}
 	o.logf("test bed ready in %v", time.Since(began).Round(100*time.Millisecond))
 
-	ports, err := testbed.FreePorts(2)
+	// NATS, the gate's webhook, then /metrics of planner, dispatcher, gate and each agent.
+	ports, err := testbed.FreePorts(5 + len(o.Clusters))
 	if err != nil {
 		return err
+	}
+	metricsAddr := func(name string, port int) []string {
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		e.Metrics[name] = "http://" + addr + "/metrics"
+		return []string{"--metrics-bind-address", addr}
 	}
 	e.NATSURL = "nats://127.0.0.1:" + strconv.Itoa(ports[0])
 	e.GateURL = "http://127.0.0.1:" + strconv.Itoa(ports[1])
@@ -182,15 +225,19 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		{"dispatcher", append(append([]string(nil), hubArgs...), "--availability-check", "500ms")},
 		{"gate", append(append([]string(nil), hubArgs...), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "http://"))},
 	}
-	for _, s := range services {
-		if _, err := e.start(o, s.name, s.name, s.args, nil); err != nil {
+	for i, s := range services {
+		args := append(append([]string(nil), s.args...), metricsAddr(s.name, ports[2+i])...)
+		if _, err := e.start(o, s.name, s.name, args, otel); err != nil {
 			return err
 		}
 	}
-	for _, c := range o.Clusters {
+	for i, c := range o.Clusters {
 		// Only its own cluster's kubeconfig.
-		if _, err := e.start(o, "agent-"+c, "cluster-agent", []string{"--cluster-name", c, "--kubeconfig", filepath.Join(o.Dir, "kubeconfig", c),
-			"--nats-url", e.NATSURL, "--nats-nkey", e.NKey("agent-" + c), "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text"}, nil); err != nil {
+		name := "agent-" + c
+		args := append([]string{"--cluster-name", c, "--kubeconfig", filepath.Join(o.Dir, "kubeconfig", c),
+			"--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text"},
+			metricsAddr(name, ports[5+i])...)
+		if _, err := e.start(o, name, "cluster-agent", args, otel); err != nil {
 			return err
 		}
 	}
@@ -249,7 +296,7 @@ func (e *Env) start(o Options, name, bin string, args, env []string) (*proc.Proc
 	}
 	e.mu.Lock()
 	e.procs = append(e.procs, p)
-	e.cmds[name] = command{bin: bin, args: args}
+	e.cmds[name] = command{bin: bin, args: args, env: env}
 	e.mu.Unlock()
 	return p, nil
 }
@@ -267,13 +314,14 @@ func (e *Env) Process(name string) *proc.Process {
 }
 
 // Restart starts a process again (stopping it first if it runs), with the
-// arguments it had.
+// arguments and environment it had. Jaeger is not restarted this way: its
+// traces live in its memory.
 func (e *Env) Restart(name string) (*proc.Process, error) {
 	e.mu.Lock()
 	c, ok := e.cmds[name]
 	e.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("devenv: no process %q", name)
+		return nil, fmt.Errorf("devenv: no restartable process %q", name)
 	}
 	if p := e.Process(name); p != nil {
 		p.Stop(5 * time.Second)
@@ -281,7 +329,7 @@ func (e *Env) Restart(name string) (*proc.Process, error) {
 	e.mu.Lock()
 	delete(e.stopped, name)
 	e.mu.Unlock()
-	p, err := e.start(e.opts, name, c.bin, c.args, nil)
+	p, err := e.start(e.opts, name, c.bin, c.args, c.env)
 	if err != nil {
 		return nil, err
 	}
@@ -335,8 +383,9 @@ func (e *Env) waitFor(ctx context.Context, what string, ok func() bool) error {
 	return nil
 }
 
-// Down stops Flotilla's processes (agents and services, then NATS), then the
-// test bed, and waits for each.
+// Down stops Flotilla's processes (agents and services, then NATS, then
+// Jaeger, so the services' last spans reach it), then the test bed, and
+// waits for each.
 func (e *Env) Down() {
 	e.mu.Lock()
 	procs := append([]*proc.Process(nil), e.procs...)
@@ -388,8 +437,27 @@ export NATS_URL=%s
 export NATS_NKEY=%s
 export FLOTILLA_GATE_URL=%s
 export FLOTILLA_CLUSTERS="%s"
-`, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, abs(e.NKey("cli")), e.GateURL, strings.Join(e.Clusters, " "))
+export JAEGER_QUERY_URL=%s
+export FLOTILLA_METRICS="%s"
+`, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, abs(e.NKey("cli")), e.GateURL, strings.Join(e.Clusters, " "),
+		e.JaegerURL, strings.Join(e.metricsList(), " "))
 	return os.WriteFile(filepath.Join(o.Dir, "env"), []byte(content), 0o644)
+}
+
+// metricsList is Metrics as name=url entries: planner, dispatcher, gate,
+// then the agents in the order of Clusters.
+func (e *Env) metricsList() []string {
+	names := []string{"planner", "dispatcher", "gate"}
+	for _, c := range e.Clusters {
+		names = append(names, "agent-"+c)
+	}
+	var out []string
+	for _, n := range names {
+		if u, ok := e.Metrics[n]; ok {
+			out = append(out, n+"="+u)
+		}
+	}
+	return out
 }
 
 // writeGateConfig trusts two demo bots: demo-bot signs webhook calls with the
