@@ -109,7 +109,7 @@ func TestReleaseTraceOutlivesThePlanner(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range step.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	if attrs["flotilla.approver"] != "alice" || attrs["flotilla.approval.channel"] != "http" || attrs["flotilla.phase"] != "succeeded" {
 		t.Errorf("deploy-prod span attributes %v", attrs)

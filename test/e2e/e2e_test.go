@@ -76,7 +76,7 @@ func setup(t *testing.T) *suite {
 func (s *suite) run(name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(s.ctx, name, args...)
 	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL, "NATS_NKEY="+s.env.NKey("cli"))
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL, "NATS_NKEY="+s.env.NKey("cli"), "JAEGER_QUERY_URL="+s.env.JaegerURL)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -163,6 +163,15 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 	t.Logf("resume -> production 1/1: %v", time.Since(resumed).Round(10*time.Millisecond))
 	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
 
+	// Someone scales the test cluster's Deployment by hand: its agent puts it back.
+	testKubeconfig := filepath.Join(s.dir, "kubeconfig", testC)
+	kubectl("--kubeconfig", testKubeconfig, "-n", "demo", "scale", "deployment/demo", "--replicas=3")
+	s.eventually(`^1$`, "kubectl", "--kubeconfig", testKubeconfig, "-n", "demo", "get", "deployment/demo", "-o", "jsonpath={.spec.replicas}")
+
+	// The release is one trace in Jaeger, across the four services and both clusters.
+	approver := kubectl("get", "app", "demo", "-n", "demo", "-o", "jsonpath={.status.workflow.steps[1].approvals[0].approver}")
+	s.checkSeedTrace(t, testC, prodC, approver)
+
 	imageIn := func(cluster string) string {
 		out, err := flotilla("get", "deployment", "demo", "-n", "demo", "-m", cluster, "-o", "json")
 		if err != nil {
@@ -229,11 +238,15 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 		t.Errorf("rollback release %q, want demo-v4", rev)
 	}
 
+	// A Secret rolled out leaves its value in no span.
+	s.checkSecretStaysOut(t, prodC)
+
 	// Deleting the Application removes the Deployment from both clusters.
 	kubectl("delete", "app", "demo", "-n", "demo", "--timeout=60s")
 	for _, c := range []string{testC, prodC} {
 		s.eventually(`NotFound`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", c)
 	}
+	s.checkMetrics(t, testC, prodC)
 	if died := s.env.Died(); len(died) > 0 {
 		t.Errorf("processes died: %v", died)
 	}
