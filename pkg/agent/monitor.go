@@ -325,6 +325,11 @@ func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, erro
 	}
 	a.mu.Lock()
 	a.desired[app] = w
+	// After a restart the work's own span is gone: later reports and
+	// repairs hang under the dispatcher's span that sent it.
+	if _, ok := a.traces[app]; !ok {
+		a.traces[app] = workTrace{release: w.Release, span: telemetry.SpanContextOf(e.TraceParent, e.TraceState)}
+	}
 	a.mu.Unlock()
 	return w, nil
 }
