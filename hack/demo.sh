@@ -117,6 +117,8 @@ Flotilla stays up. Explore it:
   kubectl get app demo -n demo -o yaml            # workflow steps, approvals, per-cluster health
   kubectl flotilla get deployment demo -n demo -m $c1,$c2
   kubectl get events -n demo                      # approvals recorded by the gate
+  kubectl flotilla trace demo -n demo             # the release as one trace, from Jaeger (\$JAEGER_QUERY_URL)
+  for m in \$FLOTILLA_METRICS; do curl -s "\${m#*=}"; done   # every service's Prometheus metrics
   ls .flotilla/logs                               # every process's log
 Stop everything with: make down
 MSG

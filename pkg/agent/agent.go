@@ -106,7 +106,7 @@ func New(cfg *rest.Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logg
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
 	a := &Agent{
 		opts: opts, log: log.With("cluster", opts.Cluster), nc: nc, js: js, dyn: dyn, cs: cs,
-		applier: apply.NewApplier(dyn, cs, mapper),
+		applier: apply.NewApplier(dyn, cs, mapper, opts.Instruments.T()),
 		desired: map[apply.App]*events.WorkData{}, traces: map[apply.App]workTrace{},
 		tracer: opts.Instruments.T(), metrics: newMetrics(),
 	}
@@ -333,7 +333,9 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	a.mu.Unlock()
 	res, err := a.applier.Apply(ctx, app, d.Release, objs)
 	if res != nil {
-		a.recordApplies(ctx, res)
+		for _, o := range res.Failed() {
+			a.metrics.applyErrors.WithLabelValues(a.opts.Cluster, o.Ref.Kind).Inc()
+		}
 	}
 	if err == nil {
 		for _, o := range res.Failed() {
@@ -371,7 +373,9 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 		log.InfoContext(ctx, "release applied", "objects", len(res.Objects))
 		a.setTrace(app, workTrace{release: d.Release, span: span.SpanContext(), waitingSince: time.Now()})
 	}
+	_, watch := a.tracer.Start(ctx, "watch objects")
 	a.monitor.track(app, res.Objects)
+	watch.End()
 	return a.report(ctx, st)
 }
 

@@ -70,22 +70,6 @@ func (a *Agent) traceOf(app apply.App) (workTrace, bool) {
 	return w, ok
 }
 
-// recordApplies makes a span per object applied, under the work's span.
-func (a *Agent) recordApplies(ctx context.Context, res *apply.Result) {
-	for _, o := range res.Objects {
-		s := telemetry.Span{
-			Name: "apply " + o.Ref.Kind, Kind: trace.SpanKindClient, Parent: trace.SpanContextFromContext(ctx),
-			Start: o.Start, End: o.End,
-			Attrs: []attribute.KeyValue{telemetry.AttrObject.String(o.Ref.String()), telemetry.AttrCluster.String(a.opts.Cluster)},
-		}
-		if o.Err != nil {
-			s.Err = telemetry.Sanitize(o.Err.Error())
-			a.metrics.applyErrors.WithLabelValues(a.opts.Cluster, o.Ref.Kind).Inc()
-		}
-		telemetry.Record(ctx, a.tracer, s)
-	}
-}
-
 // noteHealth ends the wait-until-healthy span when st, a report on the
 // release the wait is for, says every object is healthy.
 func (a *Agent) noteHealth(ctx context.Context, st *events.ClusterStatusData) {

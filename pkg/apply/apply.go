@@ -9,6 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -76,8 +80,6 @@ type Outcome struct {
 	Ref    Ref
 	Object *unstructured.Unstructured // as the API server returned it; nil on error
 	Err    error
-	// Start and End bound the object's apply (for its span).
-	Start, End time.Time
 }
 
 // Result of applying one release.
@@ -116,11 +118,16 @@ type Applier struct {
 	dyn    dynamic.Interface
 	cs     kubernetes.Interface
 	mapper meta.ResettableRESTMapper
+	tracer trace.Tracer
 }
 
-// NewApplier returns an applier over the cluster's clients.
-func NewApplier(dyn dynamic.Interface, cs kubernetes.Interface, mapper meta.ResettableRESTMapper) *Applier {
-	return &Applier{dyn: dyn, cs: cs, mapper: mapper}
+// NewApplier returns an applier over the cluster's clients; tracer (nil:
+// none) records a span per object applied and one for prune and inventory.
+func NewApplier(dyn dynamic.Interface, cs kubernetes.Interface, mapper meta.ResettableRESTMapper, tracer trace.Tracer) *Applier {
+	if tracer == nil {
+		tracer = noop.NewTracerProvider().Tracer("")
+	}
+	return &Applier{dyn: dyn, cs: cs, mapper: mapper, tracer: tracer}
 }
 
 // Mapping resolves an object's kind to its resource, refreshing discovery
@@ -146,8 +153,13 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	var desired []Ref
 	for _, obj := range objs {
 		obj = obj.DeepCopy()
-		start := time.Now()
-		ref, applied, err := a.applyOne(ctx, app, release, obj, ensured)
+		octx, span := a.tracer.Start(ctx, "apply "+obj.GetKind(), trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("flotilla.object", obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName())))
+		ref, applied, err := a.applyOne(octx, app, release, obj, ensured)
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
 		var unmapped *unmappedError
 		if errors.As(err, &unmapped) && !meta.IsNoMatchError(unmapped.err) {
 			// Discovery failed: pruning now could delete what is still wanted.
@@ -156,8 +168,10 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 		if ref.Resource != "" {
 			desired = append(desired, ref)
 		}
-		res.Objects = append(res.Objects, Outcome{Ref: ref, Object: applied, Err: err, Start: start, End: time.Now()})
+		res.Objects = append(res.Objects, Outcome{Ref: ref, Object: applied, Err: err})
 	}
+	ctx, span := a.tracer.Start(ctx, "prune and record inventory")
+	defer span.End()
 	prev, err := a.Inventory(ctx, app)
 	if err != nil {
 		return res, err
