@@ -127,6 +127,9 @@ func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
 	if g.kv, err = g.js.KeyValue(ctx, bus.BucketGate); err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
+	if err := g.sendUnsent(ctx); err != nil {
+		return fmt.Errorf("gate: %w", err)
+	}
 	steps, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{Durable: "gate", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
 	if err != nil {
 		return fmt.Errorf("gate: steps consumer: %w", err)
@@ -188,8 +191,13 @@ type waiting struct {
 	Approvers    []string          `json:"approvers,omitempty"`
 	MinApprovals int               `json:"minApprovals"`
 	Approvals    []events.Approval `json:"approvals,omitempty"`
-	// Decided is set once the decision went to the planner.
-	Decided bool `json:"decided,omitempty"`
+	// Decided is set once the step is decided: Decision is the event type
+	// (step approved or rejected) and Reason the deciding one's reason.
+	// Sent is set once the decision went to the planner.
+	Decided  bool   `json:"decided,omitempty"`
+	Decision string `json:"decision,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	Sent     bool   `json:"sent,omitempty"`
 	// Seen are the IDs of every decision event counted or refused as a replay.
 	Seen []string `json:"seen,omitempty"`
 	// Requested is when the step began to wait; TraceParent and TraceState
@@ -325,6 +333,12 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		if err := json.Unmarshal(entry.Value(), &w); err != nil {
 			return err
 		}
+		if w.Decided && !w.Sent {
+			// Decided, but the send failed: send it now (the refusal below stands).
+			if err := g.send(ctx, &w, entry.Revision()); err != nil {
+				return err
+			}
+		}
 		switch {
 		case slices.Contains(w.Seen, id):
 			return refuse(http.StatusConflict, "decision %s was already received (replay)", id)
@@ -355,29 +369,67 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		case approvals >= w.MinApprovals:
 			typ = events.TypeStepApproved
 		}
-		w.Decided = typ != ""
-		// The decision goes out before the record says so: if publishing
-		// fails, nothing is recorded and the approval can be sent again. A
-		// second publish after a lost save is dropped by its fixed ID.
-		if typ != "" {
-			dec := &events.StepDecisionData{AppRef: w.AppRef, Step: w.Step, Approvals: w.Approvals, Reason: d.Reason}
-			de := events.New(fmt.Sprintf("%s.%s.decided", events.RunID(w.AppRef), w.Step), events.SourceGate, typ, d.Namespace+"/"+d.Application, dec)
-			de.TraceParent, de.TraceState = telemetry.Inject(trace.ContextWithSpanContext(ctx, w.waitContext()))
-			if _, err := bus.Publish(ctx, g.js, bus.GateSubject("decisions", d.Namespace, d.Application), de); err != nil {
-				return err
-			}
-		}
+		w.Decided, w.Decision, w.Reason = typ != "", typ, d.Reason
+		// Recorded first, sent second: of two decisions racing on the last
+		// approval only the one whose record lands goes to the planner, so
+		// the record and the planner never disagree. A failed send leaves
+		// the decision recorded and unsent; the next decision on the step,
+		// or the gate's next start, sends it (its fixed ID drops repeats).
 		data, _ := json.Marshal(w)
-		if _, err := g.kv.Update(ctx, key(d.Namespace, d.Application), data, entry.Revision()); err != nil {
+		rev, err := g.kv.Update(ctx, key(d.Namespace, d.Application), data, entry.Revision())
+		if err != nil {
 			continue // another decision landed first: read again
 		}
 		if typ != "" {
+			if err := g.send(ctx, &w, rev); err != nil {
+				return err
+			}
 			g.traceWait(ctx, &w, d.Decision, traceParent)
 		}
 		g.log.InfoContext(telemetry.Extract(ctx, w.TraceParent, w.TraceState), "decision recorded", "app", d.Namespace+"/"+d.Application, "release", w.Release, "step", w.Step, "approver", approver, "via", via, "decision", d.Decision, "approvals", approvals, "min", w.MinApprovals, "final", typ != "")
 		return nil
 	}
 	return refuse(http.StatusConflict, "too many concurrent decisions on %s/%s: try again", d.Namespace, d.Application)
+}
+
+// send publishes w's decision to the planner and marks it sent (rev is
+// the record's revision; losing that write to a newer one only means a
+// later repeat, which the fixed event ID drops).
+func (g *Gate) send(ctx context.Context, w *waiting, rev uint64) error {
+	dec := &events.StepDecisionData{AppRef: w.AppRef, Step: w.Step, Approvals: w.Approvals, Reason: w.Reason}
+	de := events.New(fmt.Sprintf("%s.%s.decided", events.RunID(w.AppRef), w.Step), events.SourceGate, w.Decision, w.Namespace+"/"+w.Application, dec)
+	de.TraceParent, de.TraceState = telemetry.Inject(trace.ContextWithSpanContext(ctx, w.waitContext()))
+	if _, err := bus.Publish(ctx, g.js, bus.GateSubject("decisions", w.Namespace, w.Application), de); err != nil {
+		return fmt.Errorf("send the decision on %s/%s: %w", w.Namespace, w.Application, err)
+	}
+	w.Sent = true
+	data, _ := json.Marshal(w)
+	_, _ = g.kv.Update(ctx, key(w.Namespace, w.Application), data, rev)
+	return nil
+}
+
+// sendUnsent sends decisions recorded but not sent (the gate stopped, or
+// NATS failed, in between).
+func (g *Gate) sendUnsent(ctx context.Context) error {
+	keys, err := g.kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("list waiting steps: %w", err)
+	}
+	for k := range keys.Keys() {
+		entry, err := g.kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var w waiting
+		if json.Unmarshal(entry.Value(), &w) != nil || !w.Decided || w.Sent || w.Decision == "" {
+			continue
+		}
+		if err := g.send(ctx, &w, entry.Revision()); err != nil {
+			return err
+		}
+		g.log.Info("sent a decision recorded before", "app", w.Namespace+"/"+w.Application, "release", w.Release, "step", w.Step)
+	}
+	return nil
 }
 
 // audit records every decision, accepted or refused, as an event and as a

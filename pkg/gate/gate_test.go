@@ -150,6 +150,45 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 		t.Fatalf("decisions %v", evs)
 	}
 
+	// An approve and a reject racing on one step: the one recorded is the
+	// one the planner gets.
+	for i := range 12 {
+		app := fmt.Sprintf("race-%d", i)
+		suspend(app, `{"auto":false,"policies":["p"]}`)
+		codes := make(chan [2]int, 2)
+		for _, who := range []struct{ name, decision string }{{"alice", "approve"}, {"eve", "reject"}} {
+			go func() {
+				c := post(who.name, app, who.decision)
+				d := 0
+				if who.decision == "reject" {
+					d = 1
+				}
+				codes <- [2]int{d, c}
+			}()
+		}
+		var won []int
+		for range 2 {
+			r := <-codes
+			if r[1] == http.StatusAccepted {
+				won = append(won, r[0])
+			} else if r[1] != http.StatusConflict {
+				t.Fatalf("%s: a racing decision answered %d", app, r[1])
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("%s: %d decisions of two racing ones were recorded", app, len(won))
+		}
+		evs := waitDecisions(app, 1)
+		want := []string{events.TypeStepApproved, events.TypeStepRejected}[won[0]]
+		var got []string
+		for _, e := range evs {
+			got = append(got, e.Type)
+		}
+		if len(got) != 1 || got[0] != want {
+			t.Fatalf("%s: the gate recorded %s, the planner got %v", app, want, got)
+		}
+	}
+
 	// Every decision, accepted or refused, is audited.
 	tl, err := bus.NewTail(ctx, js, bus.StreamApprovals, "flotilla.gate.audit.>")
 	if err != nil {
@@ -173,7 +212,7 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 	defer resp.Body.Close()
 	var m bytes.Buffer
 	_, _ = m.ReadFrom(resp.Body)
-	for _, want := range []string{`flotilla_gate_decisions_total{outcome="forbidden",via="http"} 1`, `flotilla_gate_decisions_total{outcome="stale_or_replayed",via="http"} 1`, `flotilla_gate_decisions_total{outcome="recorded",via="http"} 4`} {
+	for _, want := range []string{`flotilla_gate_decisions_total{outcome="forbidden",via="http"} 1`, `flotilla_gate_decisions_total{outcome="stale_or_replayed",via="http"} 13`, `flotilla_gate_decisions_total{outcome="recorded",via="http"} 16`} {
 		if !bytes.Contains(m.Bytes(), []byte(want)) {
 			t.Errorf("metrics lack %s", want)
 		}
