@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flotilla-dev/flotilla/deploy/admission"
 	"github.com/flotilla-dev/flotilla/deploy/crds"
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
@@ -175,6 +176,10 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	}
 	e.Testbed = tb
 	if err := crds.Install(ctx, tb.Hub.Config); err != nil {
+		return err
+	}
+	// A resume request must name its writer (the gate trusts the name).
+	if err := admission.Install(ctx, tb.Hub.Config); err != nil {
 		return err
 	}
 	hubKubeconfig := filepath.Join(o.Dir, "kubeconfig", "hub")

@@ -696,6 +696,15 @@ func (p *Planner) writeStatus(ctx context.Context, app *v1beta1.Application, st 
 			st.Workflow.Operation = fw.Operation.DeepCopy()
 			p.queue.Add(app.Namespace + "/" + app.Name)
 		}
+		// A resume request is its writer's claim (admission checks the
+		// writer is who it names): the planner keeps the one on the hub
+		// now, or removes it, and never writes one of its own.
+		if st.Workflow != nil && st.Workflow.Resume != nil {
+			st.Workflow.Resume = nil
+			if fw := fresh.Status.Workflow; fw != nil && fw.Resume != nil {
+				st.Workflow.Resume = fw.Resume.DeepCopy()
+			}
+		}
 		if equality.Semantic.DeepEqual(fresh.Status, st) {
 			return nil
 		}
