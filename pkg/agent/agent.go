@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -285,9 +284,7 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 		case err != nil:
 			result = "failed"
 		}
-		if err != nil {
-			span.SetStatus(codes.Error, err.Error())
-		}
+		telemetry.SetError(span, err)
 		if !d.Delete {
 			a.metrics.applyDuration.WithLabelValues(a.opts.Cluster).Observe(time.Since(start).Seconds())
 		}
@@ -303,11 +300,17 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 		a.mu.Unlock()
 		a.monitor.forget(app)
 		if err := a.applier.Delete(ctx, app); err != nil {
-			log.Warn("remove application", "err", err)
+			log.WarnContext(ctx, "remove application", "err", err)
 			return bus.Retry(5*time.Second, err)
 		}
-		log.Info("application removed")
-		return a.report(ctx, &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Phase: events.ClusterDeleted, ObservedAt: time.Now().UTC()})
+		log.InfoContext(ctx, "application removed")
+		err := a.report(ctx, &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Phase: events.ClusterDeleted, ObservedAt: time.Now().UTC()})
+		if err == nil {
+			a.mu.Lock()
+			delete(a.traces, app)
+			a.mu.Unlock()
+		}
+		return err
 	}
 	objs, err := a.objects(ctx, d.Snapshot)
 	if err != nil {
@@ -315,7 +318,7 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 		// its NATS user may not read the object store, or one that does not
 		// match its digest) fails the release here, visibly, rather than
 		// blocking this cluster's other work with endless retries.
-		log.Warn("cannot read the release's snapshot", "err", err)
+		log.WarnContext(ctx, "cannot read the release's snapshot", "err", err)
 		if rerr := a.report(ctx, &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Step: d.Step, Phase: events.ClusterFailed,
 			Message: "cannot read the release's snapshot: " + err.Error(), ObservedAt: time.Now().UTC()}); rerr != nil {
 			return bus.Retry(5*time.Second, rerr)
@@ -334,7 +337,9 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	res, err := a.applier.Apply(ctx, app, d.Release, objs)
 	if res != nil {
 		for _, o := range res.Failed() {
-			a.metrics.applyErrors.WithLabelValues(a.opts.Cluster, o.Ref.Kind).Inc()
+			if !transient(o.Err) {
+				a.metrics.applyErrors.WithLabelValues(a.opts.Cluster, "refused").Inc()
+			}
 		}
 	}
 	if err == nil {
@@ -347,14 +352,14 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	}
 	if err != nil {
 		// The cluster's API server is not answering: try again, later.
-		log.Warn("apply failed, retrying", "err", err)
+		log.WarnContext(ctx, "apply failed, retrying", "err", err)
 		return bus.Retry(5*time.Second, err)
 	}
 	for _, r := range res.Pruned {
-		log.Info("pruned", "object", r.String())
+		log.InfoContext(ctx, "pruned", "object", r.String())
 	}
 	for _, err := range res.PruneErrs {
-		log.Warn("prune", "err", err)
+		log.WarnContext(ctx, "prune", "err", err)
 	}
 	st := &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Step: d.Step, Phase: events.ClusterApplied, ObservedAt: time.Now().UTC()}
 	var failures []string
@@ -368,7 +373,7 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	}
 	if len(failures) > 0 {
 		st.Phase, st.Message = events.ClusterFailed, strings.Join(failures, "; ")
-		log.Warn("release not fully applied", "failures", st.Message)
+		log.WarnContext(ctx, "release not fully applied", "failures", st.Message)
 	} else {
 		log.InfoContext(ctx, "release applied", "objects", len(res.Objects))
 		a.setTrace(app, workTrace{release: d.Release, span: span.SpanContext(), waitingSince: time.Now()})
@@ -421,9 +426,13 @@ func (a *Agent) report(ctx context.Context, st *events.ClusterStatusData) error 
 	}
 	id := fmt.Sprintf("%s.%s.v%d.%d", a.opts.Cluster, st.UID, st.Revision, time.Now().UnixNano())
 	e := events.New(id, events.SourceAgent(a.opts.Cluster), events.TypeClusterStatus, st.Namespace+"/"+st.Application, st)
-	// A report answers the work it is about: under that work's span.
-	if w, ok := a.traceOf(apply.App{Namespace: st.Namespace, Name: st.Application, UID: st.UID}); ok && w.release == st.Release {
+	// A report answers the work it is about: under that work's span, else
+	// (work not seen by this process yet) under its release's.
+	if w, ok := a.traceOf(apply.App{Namespace: st.Namespace, Name: st.Application, UID: st.UID}); ok && w.release == st.Release && w.span.IsValid() {
 		ctx = trace.ContextWithSpanContext(ctx, w.span)
+	} else if !trace.SpanContextFromContext(ctx).IsValid() && st.UID != "" && st.Revision > 0 {
+		tid := telemetry.ReleaseTraceID(st.UID, st.Revision)
+		ctx = telemetry.RemoteParent(ctx, tid, telemetry.ReleaseSpanID(tid), true)
 	}
 	e.TraceParent, e.TraceState = telemetry.Inject(ctx)
 	a.noteHealth(ctx, st)

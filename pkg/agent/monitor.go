@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -226,7 +225,7 @@ func (m *monitor) repair(app apply.App, obj *unstructured.Unstructured, change s
 			ctx = trace.ContextWithSpanContext(ctx, w.span)
 		}
 		ctx, span := m.a.tracer.Start(ctx, "repair drift", trace.WithAttributes(telemetry.AttrCluster.String(m.a.opts.Cluster),
-			telemetry.AttrObject.String(obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName()), attribute.String("flotilla.drift.change", change)))
+			telemetry.AttrObject.String(obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName()), telemetry.AttrDriftChange.String(change)))
 		defer span.End()
 		m.a.log.InfoContext(ctx, "drift repaired", "app", app.String(), "object", obj.GetKind()+" "+obj.GetName(), "change", change)
 		gvk := obj.GroupVersionKind()
@@ -237,7 +236,7 @@ func (m *monitor) repair(app apply.App, obj *unstructured.Unstructured, change s
 		e := events.New(id, events.SourceAgent(m.a.opts.Cluster), events.TypeClusterDrift, app.String(), d)
 		e.TraceParent, e.TraceState = telemetry.Inject(ctx)
 		if _, err := bus.Publish(ctx, m.a.js, bus.StatusSubject(m.a.opts.Cluster, app.Namespace, app.Name), e); err != nil {
-			m.a.log.Warn("report drift", "err", err)
+			m.a.log.WarnContext(ctx, "report drift", "err", err)
 		}
 		return
 	}

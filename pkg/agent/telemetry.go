@@ -31,8 +31,8 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10),
 		}, []string{"cluster"}),
 		applyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flotilla_agent_apply_errors_total", Help: "Objects the cluster refused, and applies that failed and will be retried (transient).",
-		}, []string{"cluster", "kind"}),
+			Name: "flotilla_agent_apply_errors_total", Help: "Apply errors by reason: an object the cluster refused (reported, not retried), or a transient failure of a whole apply (retried).",
+		}, []string{"cluster", "reason"}),
 		drift: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_agent_drift_corrections_total", Help: "Managed objects put back after someone changed or deleted them, by change.",
 		}, []string{"cluster", "change"}),
@@ -87,6 +87,6 @@ func (a *Agent) noteHealth(ctx context.Context, st *events.ClusterStatusData) {
 	telemetry.Record(ctx, a.tracer, telemetry.Span{
 		Name: "wait healthy", Parent: w.span, Start: w.waitingSince, End: time.Now(),
 		Attrs: []attribute.KeyValue{telemetry.AttrCluster.String(a.opts.Cluster), telemetry.AttrRelease.String(st.Release),
-			attribute.Int("flotilla.objects", len(st.Objects))},
+			telemetry.AttrObjects.Int(len(st.Objects))},
 	})
 }

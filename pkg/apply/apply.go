@@ -9,10 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -21,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
 // FieldManager is the one server-side-apply field manager of Flotilla's agent.
@@ -125,7 +124,7 @@ type Applier struct {
 // none) records a span per object applied and one for prune and inventory.
 func NewApplier(dyn dynamic.Interface, cs kubernetes.Interface, mapper meta.ResettableRESTMapper, tracer trace.Tracer) *Applier {
 	if tracer == nil {
-		tracer = noop.NewTracerProvider().Tracer("")
+		tracer = telemetry.NoopTracer()
 	}
 	return &Applier{dyn: dyn, cs: cs, mapper: mapper, tracer: tracer}
 }
@@ -154,11 +153,9 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	for _, obj := range objs {
 		obj = obj.DeepCopy()
 		octx, span := a.tracer.Start(ctx, "apply "+obj.GetKind(), trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attribute.String("flotilla.object", obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName())))
+			trace.WithAttributes(telemetry.AttrObject.String(obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName())))
 		ref, applied, err := a.applyOne(octx, app, release, obj, ensured)
-		if err != nil {
-			span.SetStatus(codes.Error, err.Error())
-		}
+		telemetry.SetError(span, err)
 		span.End()
 		var unmapped *unmappedError
 		if errors.As(err, &unmapped) && !meta.IsNoMatchError(unmapped.err) {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
 // Publisher is the part of JetStream that publishing needs.
@@ -97,19 +98,21 @@ func settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, h Handler)
 		return
 	}
 	err = h(ctx, e)
+	// Lines about the event carry its trace.
+	lctx := telemetry.Extract(ctx, e.TraceParent, e.TraceState)
 	var retry *retryError
 	var term *terminalError
 	switch {
 	case err == nil:
 		_ = msg.Ack()
 	case errors.As(err, &term), errors.Is(err, events.ErrInvalid):
-		log.Warn("rejected event", "type", e.Type, "id", e.ID, "reason", err)
+		log.WarnContext(lctx, "rejected event", "type", e.Type, "id", e.ID, "reason", err)
 		_ = msg.TermWithReason(reason(err))
 	case errors.As(err, &retry):
-		log.Info("retrying event", "type", e.Type, "id", e.ID, "after", retry.after, "err", retry.err)
+		log.InfoContext(lctx, "retrying event", "type", e.Type, "id", e.ID, "after", retry.after, "err", retry.err)
 		_ = msg.NakWithDelay(retry.after)
 	default:
-		log.Warn("event failed, retrying", "type", e.Type, "id", e.ID, "after", DefaultRetryDelay, "err", err)
+		log.WarnContext(lctx, "event failed, retrying", "type", e.Type, "id", e.ID, "after", DefaultRetryDelay, "err", err)
 		_ = msg.NakWithDelay(DefaultRetryDelay)
 	}
 }

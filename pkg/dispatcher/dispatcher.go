@@ -179,9 +179,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 	ctx, span := d.tracer.Start(telemetry.Extract(ctx, e.TraceParent, e.TraceState), "dispatch "+step.Step,
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(stepAttrs(step.AppRef, step.Step)...))
 	defer func() {
-		if err != nil {
-			span.SetStatus(codes.Error, err.Error())
-		}
+		telemetry.SetError(span, err)
 		span.End()
 	}()
 	known, err := d.knownClusters()
@@ -195,7 +193,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 	case errors.As(err, &perr):
 		// Nothing goes to any cluster of this step.
 		result.Reason, result.Error = perr.Reason, perr.Message
-		span.SetStatus(codes.Error, perr.Message)
+		span.SetStatus(codes.Error, telemetry.Sanitize(perr.Message))
 		d.metrics.refused.WithLabelValues(perr.Reason).Inc()
 		d.log.InfoContext(ctx, "step not dispatched", "app", step.Namespace+"/"+step.Application, "release", step.Release, "step", step.Step, "reason", perr.Message)
 	case err != nil:
@@ -211,7 +209,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 			if newer, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef); err != nil {
 				return err
 			} else if newer {
-				span.SetAttributes(attribute.Bool("flotilla.stale", true))
+				span.SetAttributes(telemetry.AttrStale.Bool(true))
 				d.log.InfoContext(ctx, "stale step not dispatched: a cluster has newer work", "app", step.Namespace+"/"+step.Application, "release", step.Release, "cluster", c)
 				return nil
 			}
@@ -237,12 +235,18 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 // work message carries to the agent.
 func (d *Dispatcher) send(ctx context.Context, subject string, we *events.Event, cluster, kind string) error {
 	ctx, span := d.tracer.Start(ctx, "send work", trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(telemetry.AttrCluster.String(cluster), attribute.String("flotilla.work.kind", kind), telemetry.AttrEventID.String(we.ID)))
+		trace.WithAttributes(telemetry.AttrCluster.String(cluster), telemetry.AttrWorkKind.String(kind), telemetry.AttrEventID.String(we.ID)))
 	defer span.End()
 	we.TraceParent, we.TraceState = telemetry.Inject(ctx)
-	if _, err := bus.Publish(ctx, d.js, subject, we); err != nil {
-		span.SetStatus(codes.Error, err.Error())
+	ack, err := bus.Publish(ctx, d.js, subject, we)
+	if err != nil {
+		telemetry.SetError(span, err)
 		return err
+	}
+	if ack.Duplicate {
+		// A redelivered step: the work went out before.
+		span.SetAttributes(telemetry.AttrDuplicate.Bool(true))
+		return nil
 	}
 	d.metrics.dispatched.WithLabelValues(cluster, kind).Inc()
 	return nil

@@ -130,6 +130,7 @@ func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
 	if err := g.sendUnsent(ctx); err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
+	go g.resendLoop(ctx)
 	steps, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{Durable: "gate", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
 	if err != nil {
 		return fmt.Errorf("gate: steps consumer: %w", err)
@@ -198,6 +199,8 @@ type waiting struct {
 	Decision string `json:"decision,omitempty"`
 	Reason   string `json:"reason,omitempty"`
 	Sent     bool   `json:"sent,omitempty"`
+	// Link is the deciding request's own traceparent (a bot's), if any.
+	Link string `json:"link,omitempty"`
 	// Seen are the IDs of every decision event counted or refused as a replay.
 	Seen []string `json:"seen,omitempty"`
 	// Requested is when the step began to wait; TraceParent and TraceState
@@ -231,7 +234,10 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 		if entry != nil {
 			var w waiting
 			if json.Unmarshal(entry.Value(), &w) == nil && (w.Revision < d.Revision || w.Step == d.Step && w.Revision == d.Revision) {
-				_ = g.kv.Delete(ctx, key(d.Namespace, d.Application), jetstream.LastRevision(entry.Revision()))
+				if g.kv.Delete(ctx, key(d.Namespace, d.Application), jetstream.LastRevision(entry.Revision())) == nil && !w.Decided {
+					// The wait ended without a decision (timeout, terminate, a newer release).
+					g.traceWait(ctx, &w, "", "no decision: step "+d.Step+" of "+d.Release+" "+events.Verb(e.Type))
+				}
 			}
 		}
 		return nil
@@ -369,7 +375,7 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		case approvals >= w.MinApprovals:
 			typ = events.TypeStepApproved
 		}
-		w.Decided, w.Decision, w.Reason = typ != "", typ, d.Reason
+		w.Decided, w.Decision, w.Reason, w.Link = typ != "", typ, d.Reason, traceParent
 		// Recorded first, sent second: of two decisions racing on the last
 		// approval only the one whose record lands goes to the planner, so
 		// the record and the planner never disagree. A failed send leaves
@@ -382,9 +388,9 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		}
 		if typ != "" {
 			if err := g.send(ctx, &w, rev); err != nil {
-				return err
+				// Recorded all the same: the gate sends it again shortly.
+				g.log.WarnContext(telemetry.Extract(ctx, w.TraceParent, w.TraceState), "decision recorded, not yet sent", "app", d.Namespace+"/"+d.Application, "err", err)
 			}
-			g.traceWait(ctx, &w, d.Decision, traceParent)
 		}
 		g.log.InfoContext(telemetry.Extract(ctx, w.TraceParent, w.TraceState), "decision recorded", "app", d.Namespace+"/"+d.Application, "release", w.Release, "step", w.Step, "approver", approver, "via", via, "decision", d.Decision, "approvals", approvals, "min", w.MinApprovals, "final", typ != "")
 		return nil
@@ -405,6 +411,11 @@ func (g *Gate) send(ctx context.Context, w *waiting, rev uint64) error {
 	w.Sent = true
 	data, _ := json.Marshal(w)
 	_, _ = g.kv.Update(ctx, key(w.Namespace, w.Application), data, rev)
+	decision := events.DecisionApprove
+	if w.Decision == events.TypeStepRejected {
+		decision = events.DecisionReject
+	}
+	g.traceWait(ctx, w, decision, "")
 	return nil
 }
 
@@ -430,6 +441,22 @@ func (g *Gate) sendUnsent(ctx context.Context) error {
 		g.log.Info("sent a decision recorded before", "app", w.Namespace+"/"+w.Application, "release", w.Release, "step", w.Step)
 	}
 	return nil
+}
+
+// resendLoop sends, every few seconds, decisions recorded whose send failed.
+func (g *Gate) resendLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := g.sendUnsent(ctx); err != nil && ctx.Err() == nil {
+				g.log.Warn("send recorded decisions", "err", err)
+			}
+		}
+	}
 }
 
 // audit records every decision, accepted or refused, as an event and as a

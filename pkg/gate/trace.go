@@ -2,7 +2,6 @@ package gate
 
 import (
 	"context"
-	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -23,12 +22,12 @@ func (w *waiting) waitContext() trace.SpanContext {
 	return parent.WithSpanID(sid).WithRemote(true)
 }
 
-// traceWait records the wait's span, from the request to the decision,
-// with who decided and how; callerTraceParent (a bot's own trace, when it
-// sent one) becomes a link.
-func (g *Gate) traceWait(ctx context.Context, w *waiting, decision, callerTraceParent string) {
+// traceWait records the wait's span, from the request to now, with who
+// decided and how (decision "" with why when the wait ended undecided);
+// the deciding request's own trace (a bot's), if any, becomes a link.
+func (g *Gate) traceWait(ctx context.Context, w *waiting, decision, undecided string) {
 	now := g.now()
-	if !w.Requested.IsZero() {
+	if !w.Requested.IsZero() && decision != "" {
 		g.wait.WithLabelValues(decision).Observe(now.Sub(w.Requested).Seconds())
 	}
 	wc := w.waitContext()
@@ -43,27 +42,25 @@ func (g *Gate) traceWait(ctx context.Context, w *waiting, decision, callerTraceP
 	}
 	span := telemetry.Span{
 		Name: "wait for approval", Parent: telemetry.SpanContextOf(w.TraceParent, w.TraceState), ID: wc.SpanID(),
-		Start: orTime(w.Requested, now), End: now,
+		Start: w.Requested, End: now,
 		Attrs: []attribute.KeyValue{
 			telemetry.AttrApplication.String(w.Application), telemetry.AttrNamespace.String(w.Namespace),
 			telemetry.AttrRelease.String(w.Release), telemetry.AttrStep.String(w.Step),
-			telemetry.AttrApprover.String(last.Approver), telemetry.AttrChannel.String(last.Via),
 			telemetry.AttrDecision.String(decision), telemetry.AttrApprovers.StringSlice(approvers),
-			attribute.Int("flotilla.approval.min", w.MinApprovals),
+			telemetry.AttrMinApprovals.Int(w.MinApprovals),
 		},
 	}
-	if decision == events.DecisionReject {
-		span.Err = telemetry.Sanitize("rejected by " + last.Approver + ": " + last.Reason)
+	switch {
+	case decision == "":
+		span.Err = undecided
+	case decision == events.DecisionReject:
+		span.Err = "rejected by " + last.Approver + ": " + last.Reason
 	}
-	if caller := telemetry.SpanContextOf(callerTraceParent, ""); caller.IsValid() && caller.TraceID() != wc.TraceID() {
-		span.Links = append(span.Links, trace.Link{SpanContext: caller, Attributes: []attribute.KeyValue{attribute.String("flotilla.link", "decision request")}})
+	if decision != "" {
+		span.Attrs = append(span.Attrs, telemetry.AttrApprover.String(last.Approver), telemetry.AttrChannel.String(last.Via))
+	}
+	if caller := telemetry.SpanContextOf(w.Link, ""); caller.IsValid() && caller.TraceID() != wc.TraceID() {
+		span.Links = append(span.Links, trace.Link{SpanContext: caller, Attributes: []attribute.KeyValue{telemetry.AttrLink.String("decision request")}})
 	}
 	telemetry.Record(ctx, g.tracer, span)
-}
-
-func orTime(t, def time.Time) time.Time {
-	if t.IsZero() {
-		return def
-	}
-	return t
 }

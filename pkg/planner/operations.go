@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"go.opentelemetry.io/otel/trace"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
@@ -58,6 +59,7 @@ func (p *Planner) operate(ctx context.Context, app *v1beta1.Application, rec *Re
 		}
 		rec.Run = run.Restart(now)
 		p.startTrace(rec)
+		rec.afterSave = append(rec.afterSave, func(context.Context) { p.metrics.releasesStarted.Inc() })
 		result.Message = fmt.Sprintf("workflow of %s restarted from its first step (run %d)", run.Release, rec.Run.Attempt+1)
 		return nil
 	case v1beta1.OperationRollback:
@@ -106,6 +108,6 @@ func (p *Planner) rollback(ctx context.Context, app *v1beta1.Application, rec *R
 	rec.afterSave = append(rec.afterSave, func(context.Context) { p.metrics.releasesStarted.Inc() })
 	rec.Releases = append(rec.Releases, ReleaseInfo{Revision: revision, PublishVersion: target.PublishVersion, Snapshot: rec.Snapshot, Created: p.now()})
 	result.Message = fmt.Sprintf("release %s rolls back to the objects of release v%d (%s)", ref.Release, target.Revision, target.PublishVersion)
-	p.log.Info("rollback", "app", app.Namespace+"/"+app.Name, "release", ref.Release, "to", target.Revision)
+	p.log.InfoContext(trace.ContextWithSpanContext(ctx, rec.rootContext()), "rollback", "app", app.Namespace+"/"+app.Name, "release", ref.Release, "to", target.Revision)
 	return nil
 }

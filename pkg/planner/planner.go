@@ -20,7 +20,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -293,9 +292,13 @@ func (p *Planner) reconcile(ctx context.Context, key string) error {
 	}
 	if rec != nil && rec.UID != string(app.UID) {
 		// A re-created Application starts over.
+		if !rec.TraceDone && rec.Run != nil && !rec.Run.Finished() {
+			p.endRelease(rec, "deleted")
+		}
 		if err := p.store.delete(ctx, ns, name); err != nil {
 			return err
 		}
+		rec.saved(ctx)
 		rec, rev = nil, 0
 	}
 
@@ -375,7 +378,7 @@ func (p *Planner) cut(ctx context.Context, app *v1beta1.Application, prev *Recor
 	}
 	rec.Run = workflow.NewRun(ref, spec.Steps, p.now())
 	p.startTrace(rec)
-	if prev != nil && prev.Run != nil && !prev.TraceDone {
+	if prev != nil && prev.Run != nil && !prev.TraceDone && !prev.Run.Finished() {
 		p.endRelease(prev, "superseded")
 		rec.afterSave = append(rec.afterSave, prev.afterSave...)
 	}
@@ -388,7 +391,7 @@ func (p *Planner) cut(ctx context.Context, app *v1beta1.Application, prev *Recor
 			p.log.Warn("prune snapshot", "object", old.Snapshot.Object, "err", err)
 		}
 	}
-	p.log.Info("release cut", "app", app.Namespace+"/"+app.Name, "release", ref.Release, "digest", digest)
+	p.log.InfoContext(trace.ContextWithSpanContext(ctx, rec.rootContext()), "release cut", "app", app.Namespace+"/"+app.Name, "release", ref.Release, "digest", digest)
 	return rec, nil
 }
 
@@ -427,10 +430,7 @@ func (p *Planner) commit(ctx context.Context, rec *Record, rev uint64, transitio
 	if err != nil {
 		return rev, err
 	}
-	for _, f := range rec.afterSave {
-		f(ctx)
-	}
-	rec.afterSave = nil
+	rec.saved(ctx)
 	return newRev, nil
 }
 
@@ -483,7 +483,7 @@ func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
 	case *events.StepDispatchedData:
 		kind, attrs = "dispatch", []attribute.KeyValue{telemetry.AttrStep.String(d.Step), telemetry.AttrClusters.StringSlice(d.Clusters)}
 	case *events.ClusterStatusData:
-		kind, attrs = "status", []attribute.KeyValue{telemetry.AttrCluster.String(d.Cluster), telemetry.AttrPhase.String(string(d.Phase)), attribute.Bool("flotilla.healthy", d.Healthy())}
+		kind, attrs = "status", []attribute.KeyValue{telemetry.AttrCluster.String(d.Cluster), telemetry.AttrPhase.String(string(d.Phase)), telemetry.AttrHealthy.Bool(d.Healthy())}
 	case *events.StepDecisionData:
 		kind, attrs = "decision", []attribute.KeyValue{telemetry.AttrStep.String(d.Step)}
 	case *events.ClusterDriftData:
@@ -492,8 +492,14 @@ func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
 	ctx, span := p.reportSpan(ctx, e, kind, attrs...)
 	defer span.End()
 	err := p.report(ctx, e)
-	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
+	switch {
+	case bus.IsRetry(err):
+		// Another replica saved first, or the run is not saved yet: normal, not a failure.
+		span.SetAttributes(telemetry.AttrRetry.Bool(true))
+	case err != nil:
+		telemetry.SetError(span, err)
+	default:
+		p.metrics.reports.WithLabelValues(kind).Inc()
 	}
 	return err
 }
@@ -621,9 +627,14 @@ func (p *Planner) finalize(ctx context.Context, app *v1beta1.Application, rec *R
 				return err
 			}
 			rec.Deleting = true
+			if !rec.TraceDone && rec.Run != nil && !rec.Run.Finished() {
+				rec.TraceDone = true
+				p.endRelease(rec, "deleted")
+			}
 			if _, err := p.store.save(ctx, app.Namespace, app.Name, rec, rev); err != nil {
 				return err
 			}
+			rec.saved(ctx)
 			p.log.Info("application deleted, removing from clusters", "app", app.Namespace+"/"+app.Name, "clusters", rec.Placed)
 		}
 		return p.writeStatus(ctx, app, computeStatus(app, rec, nil))

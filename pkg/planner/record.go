@@ -48,6 +48,14 @@ type Record struct {
 	afterSave []func(context.Context)
 }
 
+// saved runs what waited for rec to be saved (spans, metrics).
+func (r *Record) saved(ctx context.Context) {
+	for _, f := range r.afterSave {
+		f(ctx)
+	}
+	r.afterSave = nil
+}
+
 // noteOutcome marks the current release succeeded once its workflow has.
 func (r *Record) noteOutcome() {
 	if r.Run == nil || r.Run.Phase != workflow.RunSucceeded {

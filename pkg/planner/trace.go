@@ -74,50 +74,78 @@ func releaseAttrs(ref events.AppRef) []attribute.KeyValue {
 // traceTransitions queues, for after rec is saved, the spans and metrics of
 // steps that ended and of the run if it ended.
 func (p *Planner) traceTransitions(rec *Record, transitions []workflow.Transition) {
-	now := p.now()
 	for _, t := range transitions {
-		if t.Type != events.TypeStepSucceeded && t.Type != events.TypeStepFailed {
-			continue
+		if t.Type == events.TypeStepSucceeded || t.Type == events.TypeStepFailed {
+			p.endStep(rec, t.Index, "")
 		}
-		s := rec.Run.Steps[t.Index]
-		span := telemetry.Span{
-			Name: "step " + s.Name, Parent: rec.rootContext(), ID: rec.stepContext(t.Index).SpanID(),
-			Start: orNow(s.FirstExecuteTime, now), End: orNow(s.LastExecuteTime, now),
-			Attrs: append(releaseAttrs(rec.Run.AppRef), telemetry.AttrStep.String(s.Name), telemetry.AttrStepType.String(s.Type),
-				telemetry.AttrPhase.String(string(s.Phase))),
-		}
-		if s.Clusters != nil {
-			span.Attrs = append(span.Attrs, telemetry.AttrClusters.StringSlice(s.Clusters))
-		}
-		if n := len(s.Approvals); n > 0 {
-			span.Attrs = append(span.Attrs, telemetry.AttrApprover.String(s.Approvals[n-1].Approver), telemetry.AttrChannel.String(s.Approvals[n-1].Via))
-		}
-		if s.Phase == workflow.StepFailed {
-			span.Err = telemetry.Sanitize(s.Reason + ": " + s.Message)
-		}
-		dur := span.End.Sub(span.Start).Seconds()
-		typ, phase := s.Type, string(s.Phase)
-		rec.afterSave = append(rec.afterSave, func(ctx context.Context) {
-			telemetry.Record(ctx, p.tracer, span)
-			p.metrics.stepDuration.WithLabelValues(typ, phase).Observe(dur)
-		})
 	}
 	if rec.Run.Finished() && !rec.TraceDone {
 		rec.TraceDone = true
-		p.endRelease(rec, string(rec.Run.Phase))
+		// A run that ended before its trace was kept (a record older than
+		// tracing) ends here without spans.
+		if len(transitions) > 0 {
+			p.endRelease(rec, string(rec.Run.Phase))
+		}
 	}
 }
 
-// endRelease queues the root span of rec's run, ended with result.
+// endStep queues step i's span and duration; cut, when not empty, says
+// why a step still open ends (superseded, restarted, deleted).
+func (p *Planner) endStep(rec *Record, i int, cut string) {
+	s := rec.Run.Steps[i]
+	phase := string(s.Phase)
+	end := s.LastExecuteTime
+	if cut != "" {
+		phase, end = cut, time.Time{}
+	}
+	span := telemetry.Span{
+		Name: "step " + s.Name, Parent: rec.rootContext(), ID: rec.stepContext(i).SpanID(),
+		Start: s.FirstExecuteTime, End: end,
+		Attrs: append(releaseAttrs(rec.Run.AppRef), telemetry.AttrStep.String(s.Name), telemetry.AttrStepType.String(s.Type),
+			telemetry.AttrPhase.String(phase)),
+	}
+	if s.Clusters != nil {
+		span.Attrs = append(span.Attrs, telemetry.AttrClusters.StringSlice(s.Clusters))
+	}
+	if n := len(s.Approvals); n > 0 {
+		span.Attrs = append(span.Attrs, telemetry.AttrApprover.String(s.Approvals[n-1].Approver), telemetry.AttrChannel.String(s.Approvals[n-1].Via))
+	}
+	switch {
+	case cut != "":
+		span.Err = cut + " before the step ended"
+	case s.Phase == workflow.StepFailed:
+		span.Err = s.Reason + ": " + s.Message
+	}
+	typ := s.Type
+	rec.afterSave = append(rec.afterSave, func(ctx context.Context) {
+		telemetry.Record(ctx, p.tracer, span)
+		if !span.Start.IsZero() && !span.End.IsZero() {
+			p.metrics.stepDuration.WithLabelValues(typ, phase).Observe(span.End.Sub(span.Start).Seconds())
+		}
+	})
+}
+
+// endRelease queues the root span of rec's run, ended with result; steps
+// still open end with it (their spans already have children).
 func (p *Planner) endRelease(rec *Record, result string) {
 	run := rec.Run
+	if result != string(run.Phase) {
+		for i, s := range run.Steps {
+			if !s.FirstExecuteTime.IsZero() && (s.Phase == workflow.StepRunning || s.Phase == workflow.StepSuspending) {
+				p.endStep(rec, i, result)
+			}
+		}
+	}
 	span := telemetry.Span{
 		Name: "release", TraceID: rec.rootContext().TraceID(), ID: rec.rootContext().SpanID(),
-		Start: run.Start, End: orNow(run.End, p.now()),
-		Attrs: append(releaseAttrs(run.AppRef), telemetry.AttrPhase.String(result), attribute.Int("flotilla.attempt", run.Attempt)),
+		Start: run.Start, End: run.End,
+		Attrs: append(releaseAttrs(run.AppRef), telemetry.AttrPhase.String(result), telemetry.AttrAttempt.Int(run.Attempt)),
+	}
+	if run.End.IsZero() || !run.Finished() {
+		span.End = time.Time{} // ended now, by result
 	}
 	if result != string(workflow.RunSucceeded) {
-		span.Err = telemetry.Sanitize(result + ": " + run.Message)
+		span.Err = result + ": " + run.Message
 	}
 	unsampled := rec.TraceUnsampled
 	rec.afterSave = append(rec.afterSave, func(ctx context.Context) {
@@ -126,13 +154,6 @@ func (p *Planner) endRelease(rec *Record, result string) {
 		}
 		p.metrics.releasesFinished.WithLabelValues(result).Inc()
 	})
-}
-
-func orNow(t, now time.Time) time.Time {
-	if t.IsZero() {
-		return now
-	}
-	return t
 }
 
 // stepTraceParent is the traceparent every event of step i carries.
@@ -152,10 +173,10 @@ type metrics struct {
 func newMetrics() *metrics {
 	return &metrics{
 		releasesStarted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "flotilla_releases_started_total", Help: "Releases cut (new publishVersion or generation, rollback).",
+			Name: "flotilla_releases_started_total", Help: "Runs of a release's workflow started (a release cut by publishVersion or generation, a rollback, a restart).",
 		}),
 		releasesFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flotilla_releases_finished_total", Help: "Releases whose workflow ended, by result (succeeded, failed, terminated, superseded).",
+			Name: "flotilla_releases_finished_total", Help: "Runs of a release's workflow that ended, by result (succeeded, failed, terminated; superseded by a newer release, restarted, deleted).",
 		}, []string{"result"}),
 		stepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "flotilla_step_duration_seconds", Help: "Workflow step duration from start to end (approval waits included), by step type and phase.",
@@ -174,7 +195,6 @@ func (m *metrics) collectors() []prometheus.Collector {
 
 // reportSpan starts the span of handling report e, under the span that sent it.
 func (p *Planner) reportSpan(ctx context.Context, e *events.Event, kind string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
-	p.metrics.reports.WithLabelValues(kind).Inc()
 	ctx = telemetry.Extract(ctx, e.TraceParent, e.TraceState)
 	return p.tracer.Start(ctx, "handle "+kind, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(append(attrs, telemetry.AttrEventType.String(e.Type), telemetry.AttrEventID.String(e.ID))...))

@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/attribute"
 	"k8s.io/client-go/rest"
@@ -46,10 +45,8 @@ type Deps struct {
 	Kube *rest.Config
 	NC   *nats.Conn
 	JS   jetstream.JetStream
-	// Instruments are the service's tracer and metrics registry.
+	// Instruments are the service's tracer and the registry /metrics serves.
 	Instruments telemetry.Instruments
-	// Metrics is the registry /metrics serves (for a service serving it elsewhere too).
-	Metrics *prometheus.Registry
 }
 
 // Main parses os.Args with the common flags and those bind adds, connects,
@@ -100,14 +97,23 @@ func start(name string, c *Common, run func(context.Context, Deps) error) error 
 			log.Warn("flush spans", "err", err)
 		}
 	}()
+	log.Info("tracing", "exporting", tracing.Exporting)
 	reg := telemetry.NewRegistry()
-	errc := make(<-chan error)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	if c.MetricsAddr != "0" && c.MetricsAddr != "" {
-		addr, ec, err := telemetry.ServeMetrics(ctx, c.MetricsAddr, reg)
+		addr, errc, err := telemetry.ServeMetrics(ctx, c.MetricsAddr, reg)
 		if err != nil {
 			return err
 		}
-		errc = ec
+		// The endpoint failing later stops the service, as failing at start does.
+		go func() {
+			select {
+			case err := <-errc:
+				cancel(err)
+			case <-ctx.Done():
+			}
+		}()
 		log.Info("serving metrics", "addr", "http://"+addr.String()+"/metrics")
 	}
 	nc, js, err := c.NATS.Connect()
@@ -115,15 +121,7 @@ func start(name string, c *Common, run func(context.Context, Deps) error) error 
 		return err
 	}
 	defer nc.Drain()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		if err := <-errc; err != nil {
-			cancel(err)
-		}
-	}()
-	deps := Deps{Log: log, Kube: cfg, NC: nc, JS: js, Metrics: reg,
-		Instruments: telemetry.Instruments{Tracer: tracing.Tracer(), Metrics: reg}}
+	deps := Deps{Log: log, Kube: cfg, NC: nc, JS: js, Instruments: telemetry.Instruments{Tracer: tracing.Tracer(), Metrics: reg}}
 	if err := run(ctx, deps); err != nil {
 		return err
 	}

@@ -40,6 +40,16 @@ const (
 	AttrObject         = attribute.Key("flotilla.object")
 	AttrEventType      = attribute.Key("cloudevents.event_type")
 	AttrEventID        = attribute.Key("cloudevents.event_id")
+	AttrAttempt        = attribute.Key("flotilla.attempt")
+	AttrHealthy        = attribute.Key("flotilla.healthy")
+	AttrStale          = attribute.Key("flotilla.stale")
+	AttrWorkKind       = attribute.Key("flotilla.work.kind")
+	AttrDriftChange    = attribute.Key("flotilla.drift.change")
+	AttrMinApprovals   = attribute.Key("flotilla.approval.min")
+	AttrObjects        = attribute.Key("flotilla.objects")
+	AttrRetry          = attribute.Key("flotilla.retry")
+	AttrDuplicate      = attribute.Key("flotilla.duplicate")
+	AttrLink           = attribute.Key("flotilla.link")
 )
 
 // Tracing is a service's tracer provider: spans go to the OTLP endpoint the
@@ -189,8 +199,9 @@ type forcedIDs struct {
 	span  trace.SpanID
 }
 
-// WithIDs makes the next span started from ctx take these IDs (a root span
-// takes tid; a child keeps its parent's trace and takes only sid).
+// WithIDs makes a span started from ctx take these IDs (a root span takes
+// tid; a child keeps its parent's trace and takes only sid). Every span
+// started from ctx or a context derived from it would: start exactly one.
 func WithIDs(ctx context.Context, tid trace.TraceID, sid trace.SpanID) context.Context {
 	return context.WithValue(ctx, forcedIDsKey{}, forcedIDs{trace: tid, span: sid})
 }
@@ -227,7 +238,8 @@ func randomSpanID() trace.SpanID {
 }
 
 // Span is a finished piece of work recorded after the fact: its start may
-// lie before this process started (a step that began days ago).
+// lie before this process started (a step that began days ago). A zero
+// Start or End is now.
 type Span struct {
 	Name   string
 	Kind   trace.SpanKind
@@ -248,6 +260,13 @@ func Record(ctx context.Context, tracer trace.Tracer, s Span) trace.SpanContext 
 	if s.ID.IsValid() {
 		ctx = WithIDs(ctx, s.TraceID, s.ID)
 	}
+	now := time.Now()
+	if s.Start.IsZero() {
+		s.Start = now
+	}
+	if s.End.IsZero() {
+		s.End = now
+	}
 	if s.End.Before(s.Start) {
 		s.End = s.Start
 	}
@@ -257,10 +276,17 @@ func Record(ctx context.Context, tracer trace.Tracer, s Span) trace.SpanContext 
 	}
 	_, span := tracer.Start(ctx, s.Name, opts...)
 	if s.Err != "" {
-		span.SetStatus(codes.Error, s.Err)
+		span.SetStatus(codes.Error, Sanitize(s.Err))
 	}
 	span.End(trace.WithTimestamp(s.End))
 	return span.SpanContext()
+}
+
+// SetError marks span failed with err (shortened, single-line).
+func SetError(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, Sanitize(err.Error()))
+	}
 }
 
 // Sanitize keeps attribute values short and single-line.

@@ -180,7 +180,10 @@ func (s *suite) checkSeedTrace(t *testing.T, testC, prodC, approver string) {
 		t.Errorf("searching flotilla-gate's traces does not find %s", tr.TraceID)
 	}
 
-	// The CLI prints it as a timeline.
+	// The CLI prints it as a timeline: the latest release by default.
+	if latest := s.must("kubectl", "flotilla", "trace", "demo", "-n", "demo"); !strings.Contains(latest, tr.TraceID) {
+		t.Errorf("kubectl flotilla trace demo -n demo does not print release 1's trace:\n%s", latest)
+	}
 	out := s.must("kubectl", "flotilla", "trace", "demo", "-n", "demo", "--release", "1")
 	for _, want := range []string{tr.TraceID, "flotilla-planner", "release", "step deploy-prod", "wait for approval", approver, testC, prodC, "apply Deployment"} {
 		if !strings.Contains(out, want) {
@@ -236,6 +239,9 @@ spec:
 		if err != nil {
 			t.Fatal(err)
 		}
+		if !slices.ContainsFunc(traces, func(x jaeger.Trace) bool { return x.TraceID == tr.TraceID }) {
+			t.Errorf("the search of %s's traces misses the Secret's release (%s): the check below would prove nothing", svc, tr.TraceID)
+		}
 		data, _ := json.Marshal(traces)
 		for _, form := range []string{value, base64.StdEncoding.EncodeToString([]byte(value))} {
 			if strings.Contains(string(data), form) {
@@ -271,28 +277,38 @@ func (s *suite) checkMetrics(t *testing.T, testC, prodC string) {
 			t.Errorf("%s: %s%v = %v, want at least %v", service, metric, labels, got, min)
 		}
 	}
+	exactly := func(text, service, metric string, want float64, labels ...string) {
+		t.Helper()
+		if got := metricSum(text, metric, labels...); got != want {
+			t.Errorf("%s: %s%v = %v, want %v", service, metric, labels, got, want)
+		}
+	}
 	planner := scrape("planner")
-	// demo v1..v4 (v4 the rollback) and vault v1.
-	atLeast(planner, "planner", "flotilla_releases_started_total", 5)
-	atLeast(planner, "planner", "flotilla_releases_finished_total", 5, "result", "succeeded")
-	atLeast(planner, "planner", "flotilla_step_duration_seconds_count", 10, "type", "deploy", "phase", "succeeded")
-	atLeast(planner, "planner", "flotilla_planner_reports_total", 1, "kind", "decision")
-	atLeast(planner, "planner", "flotilla_consumer_pending_messages", 0)
-	if !strings.Contains(planner, "flotilla_consumer_pending_messages{") {
-		t.Error("planner reports no consumer pending counts")
+	// demo v1..v4 (v4 the rollback) and vault v1, each through both steps;
+	// the edit without a new publishVersion cut nothing.
+	exactly(planner, "planner", "flotilla_releases_started_total", 5)
+	exactly(planner, "planner", "flotilla_releases_finished_total", 5)
+	exactly(planner, "planner", "flotilla_releases_finished_total", 5, "result", "succeeded")
+	exactly(planner, "planner", "flotilla_step_duration_seconds_count", 10, "type", "deploy", "phase", "succeeded")
+	exactly(planner, "planner", "flotilla_planner_reports_total", 5, "kind", "decision")
+	exactly(planner, "planner", "flotilla_planner_reports_total", 10, "kind", "dispatch")
+	exactly(planner, "planner", "flotilla_consumer_info_up", 2)
+	if !strings.Contains(planner, `flotilla_consumer_pending_messages{consumer="planner",stream="FLOTILLA_STATUS"}`) {
+		t.Error("planner reports no pending count of its status consumer")
 	}
 
 	gate := scrape("gate")
-	atLeast(gate, "gate", "flotilla_gate_decisions_total", 3, "via", "cli", "outcome", "recorded")
-	atLeast(gate, "gate", "flotilla_gate_decisions_total", 1, "via", "http", "outcome", "recorded")
-	atLeast(gate, "gate", "flotilla_gate_decisions_total", 1, "via", "nats", "outcome", "recorded")
+	exactly(gate, "gate", "flotilla_gate_decisions_total", 3, "via", "cli", "outcome", "recorded")
+	exactly(gate, "gate", "flotilla_gate_decisions_total", 1, "via", "http", "outcome", "recorded")
+	exactly(gate, "gate", "flotilla_gate_decisions_total", 1, "via", "nats", "outcome", "recorded")
 	atLeast(gate, "gate", "flotilla_gate_decisions_total", 1, "via", "http", "outcome", "unauthenticated")
-	atLeast(gate, "gate", "flotilla_gate_approval_wait_seconds_count", 5, "decision", "approve")
+	exactly(gate, "gate", "flotilla_gate_approval_wait_seconds_count", 5, "decision", "approve")
 
 	disp := scrape("dispatcher")
 	for _, c := range []string{testC, prodC} {
-		atLeast(disp, "dispatcher", "flotilla_work_dispatched_total", 5, "cluster", c, "kind", "apply")
-		atLeast(disp, "dispatcher", "flotilla_cluster_available", 1, "cluster", c, "status", "True")
+		exactly(disp, "dispatcher", "flotilla_work_dispatched_total", 5, "cluster", c, "kind", "apply")
+		exactly(disp, "dispatcher", "flotilla_work_dispatched_total", 1, "cluster", c, "kind", "delete")
+		exactly(disp, "dispatcher", "flotilla_cluster_available", 1, "cluster", c, "status", "True")
 		agent := scrape("agent-" + c)
 		atLeast(agent, "agent-"+c, "flotilla_agent_apply_duration_seconds_count", 1, "cluster", c)
 		atLeast(agent, "agent-"+c, "flotilla_agent_work_total", 1, "cluster", c, "kind", "apply", "result", "applied")

@@ -1,0 +1,86 @@
+package bus_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/natstest"
+)
+
+// A consumer watched twice (as after a reconnect) is one series, and its
+// pending count is what waits for it.
+func TestConsumerMetrics(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := natstest.New(t)
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := bus.Setup(ctx, js, bus.SetupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{Durable: "metrics-test", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		e := events.New("e"+string(rune('a'+i)), events.SourcePlanner, events.TypeApplicationDeleted, "ns/app",
+			&events.ApplicationDeletedData{Namespace: "ns", Application: "app", UID: "u"})
+		if _, err := bus.Publish(ctx, js, bus.StepSubject("ns", "app"), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := bus.NewConsumerMetrics()
+	m.Watch(cons)
+	again, _ := js.Consumer(ctx, bus.StreamSteps, "metrics-test")
+	m.Watch(again)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if len(mf.GetMetric()) != 1 {
+			t.Errorf("%s has %d series, want 1", mf.GetName(), len(mf.GetMetric()))
+		}
+		for _, mt := range mf.GetMetric() {
+			got[mf.GetName()] = mt.GetGauge().GetValue()
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "consumer" && !strings.EqualFold(l.GetValue(), "metrics-test") {
+					t.Errorf("consumer label %q", l.GetValue())
+				}
+			}
+		}
+	}
+	if got["flotilla_consumer_pending_messages"] != 3 || got["flotilla_consumer_info_up"] != 1 {
+		t.Errorf("metrics %v, want 3 pending and up", got)
+	}
+	// NATS gone: the scrape ends within its bound and says so.
+	s.Shutdown()
+	start := time.Now()
+	mfs, _ = reg.Gather()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("a scrape with NATS gone took %v", d)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "flotilla_consumer_info_up" && mf.GetMetric()[0].GetGauge().GetValue() != 0 {
+			t.Error("consumer info up with NATS gone")
+		}
+		if mf.GetName() == "flotilla_consumer_pending_messages" {
+			t.Error("a pending count reported with NATS gone")
+		}
+	}
+}
