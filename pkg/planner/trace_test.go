@@ -136,3 +136,56 @@ func gatheredSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return total
 }
+
+// A release replaced while its step runs ends in the trace, with the step:
+// what the dispatcher and agents did under them keeps its parents.
+func TestSupersededReleaseClosesItsSpans(t *testing.T) {
+	f := newFixture(t, "superseded")
+	rec, ins, reg := recording(t)
+	f.startPlannerWith(planner.Hooks{}, ins)
+	f.applyYAML(f.seed())
+	first := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.kubectl("-n", "superseded", "annotate", "--overwrite", "app", "demo", "app.oam.dev/publishVersion=version2")
+	f.waitApp("demo", "at release 2", func(a *v1beta1.Application) bool {
+		return a.Status.LatestRevision != nil && a.Status.LatestRevision.Revision == 2
+	})
+	tid := telemetry.ReleaseTraceID(first.UID, 1)
+	var root, step sdktrace.ReadOnlySpan
+	deadline := time.Now().Add(10 * time.Second)
+	for (root == nil || step == nil) && time.Now().Before(deadline) {
+		for _, s := range rec.Ended() {
+			if s.SpanContext().TraceID() != tid {
+				continue
+			}
+			switch s.Name() {
+			case "release":
+				root = s
+			case "step deploy-test":
+				step = s
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if root == nil || step == nil {
+		t.Fatalf("release 1's spans: release %v, step %v", root != nil, step != nil)
+	}
+	phase := func(s sdktrace.ReadOnlySpan) string {
+		for _, kv := range s.Attributes() {
+			if kv.Key == telemetry.AttrPhase {
+				return kv.Value.AsString()
+			}
+		}
+		return ""
+	}
+	if phase(root) != "superseded" || phase(step) != "superseded" || step.Parent().SpanID() != root.SpanContext().SpanID() {
+		t.Errorf("release span %q, step span %q under %s (release %s)", phase(root), phase(step), step.Parent().SpanID(), root.SpanContext().SpanID())
+	}
+	// (The planner sees every namespace of the shared hub: other tests'
+	// applications may start releases too, but none is superseded.)
+	if got := gatheredSum(t, reg, "flotilla_releases_started_total"); got < 2 {
+		t.Errorf("releases started %v, want at least 2", got)
+	}
+	if got := gatheredSum(t, reg, "flotilla_releases_finished_total"); got != 1 {
+		t.Errorf("releases finished %v, want 1 (superseded)", got)
+	}
+}
