@@ -27,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
@@ -130,7 +131,12 @@ func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
 	if err := g.sendUnsent(ctx); err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
-	go g.resendLoop(ctx)
+	// A decision recorded whose send failed goes out within seconds.
+	go wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if err := g.sendUnsent(ctx); err != nil && ctx.Err() == nil {
+			g.log.Warn("send recorded decisions", "err", err)
+		}
+	}, 5*time.Second)
 	steps, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{Durable: "gate", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
 	if err != nil {
 		return fmt.Errorf("gate: steps consumer: %w", err)
@@ -441,22 +447,6 @@ func (g *Gate) sendUnsent(ctx context.Context) error {
 		g.log.Info("sent a decision recorded before", "app", w.Namespace+"/"+w.Application, "release", w.Release, "step", w.Step)
 	}
 	return nil
-}
-
-// resendLoop sends, every few seconds, decisions recorded whose send failed.
-func (g *Gate) resendLoop(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := g.sendUnsent(ctx); err != nil && ctx.Err() == nil {
-				g.log.Warn("send recorded decisions", "err", err)
-			}
-		}
-	}
 }
 
 // audit records every decision, accepted or refused, as an event and as a

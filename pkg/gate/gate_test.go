@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/flotilla-dev/flotilla/deploy/crds"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
@@ -39,13 +36,7 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 	if err := crds.Install(ctx, env.Hub.Config); err != nil {
 		t.Fatal(err)
 	}
-	s := natstest.New(t)
-	nc, err := nats.Connect(s.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := natstest.New(t).JetStream(t)
 	cfg := &gate.Config{Identities: []gate.Identity{
 		{Name: "alice", HMACSecret: "a", Groups: []string{"release-managers"}},
 		{Name: "bob", HMACSecret: "b", Groups: []string{"release-managers"}},

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Options tune the embedded server. The zero value is what tests want.
@@ -83,6 +85,21 @@ func New(t testing.TB) *Server {
 	}
 	t.Cleanup(s.Shutdown)
 	return s
+}
+
+// JetStream connects a client for the test (closed when it ends).
+func (s *Server) JetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
 
 // URL is the nats:// address clients connect to.
