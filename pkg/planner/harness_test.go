@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -314,4 +315,29 @@ func (f *fixture) in(t *testing.T, ns string) *fixture {
 	g.t, g.ns, g.steps = t, ns, nil
 	g.kubectl("create", "namespace", ns)
 	return &g
+}
+
+// managedCluster registers a cluster on the hub (cluster-scoped, so named
+// for the test), removed when the test ends.
+func (f *fixture) managedCluster(name string) {
+	f.t.Helper()
+	f.applyYAML("apiVersion: cluster.open-cluster-management.io/v1\nkind: ManagedCluster\nmetadata:\n  name: " + name + "\nspec:\n  hubAcceptsClient: true\n")
+	f.t.Cleanup(func() {
+		_, _, _ = env.Kubectl(context.Background(), testbed.HubName, "delete", "managedcluster", name, "--ignore-not-found")
+	})
+}
+
+func (f *fixture) gone(ns, name string) bool {
+	_, err := f.dyn.Resource(v1beta1.ApplicationResource).Namespace(ns).Get(f.ctx, name, metav1.GetOptions{})
+	return apierrors.IsNotFound(err)
+}
+
+func (f *fixture) waitGone(ns, name string) {
+	f.t.Helper()
+	for !f.gone(ns, name) {
+		if f.ctx.Err() != nil {
+			f.t.Fatalf("Application %s/%s not removed", ns, name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 
+	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
@@ -91,10 +92,12 @@ type Planner struct {
 	snaps jetstream.ObjectStore
 	hub   *hubReader
 	apps  cache.GenericLister
-	queue workqueue.TypedRateLimitingInterface[string]
-	locks keyLocks
-	now   func() time.Time
-	hooks Hooks
+	// clusters are the hub's ManagedClusters: one deleted holds no deletion up.
+	clusters cache.GenericLister
+	queue    workqueue.TypedRateLimitingInterface[string]
+	locks    keyLocks
+	now      func() time.Time
+	hooks    Hooks
 
 	tracer  trace.Tracer
 	metrics *metrics
@@ -136,6 +139,7 @@ func New(cfg *rest.Config, js jetstream.JetStream, log *slog.Logger, opts Option
 		policies:  factory.ForResource(v1alpha1.PolicyResource).Lister(),
 	}
 	p.apps = factory.ForResource(v1beta1.ApplicationResource).Lister()
+	p.clusters = factory.ForResource(clusterv1.ManagedClusterResource).Lister()
 	if err := opts.Instruments.Register(p.metrics.collectors()...); err != nil {
 		return nil, fmt.Errorf("planner: %w", err)
 	}
@@ -187,6 +191,19 @@ func (p *Planner) Run(ctx context.Context) error {
 		}); err != nil {
 			return fmt.Errorf("planner: %w", err)
 		}
+	}
+	// A ManagedCluster deleted may be the last one a deleted Application waits for.
+	if _, err := p.factory.ForResource(clusterv1.ManagedClusterResource).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: func(any) {
+			apps, _ := p.apps.List(everything)
+			for _, a := range apps {
+				if m, err := metaOf(a); err == nil && m.GetDeletionTimestamp() != nil {
+					enqueue(a)
+				}
+			}
+		},
+	}); err != nil {
+		return fmt.Errorf("planner: %w", err)
 	}
 	p.factory.Start(ctx.Done())
 	for gvr, ok := range p.factory.WaitForCacheSync(ctx.Done()) {
@@ -617,7 +634,7 @@ func (p *Planner) finalize(ctx context.Context, app *v1beta1.Application, rec *R
 		p.queue.AddAfter(app.Namespace+"/"+app.Name, time.Second)
 		return p.writeStatus(ctx, app, computeStatus(app, rec, nil))
 	}
-	if rec != nil && len(rec.Placed) > 0 && !rec.deletedEverywhere() {
+	if rec != nil && len(rec.Placed) > 0 && !rec.deletedEverywhere(p.clusterGone) {
 		if !rec.Deleting {
 			id := rec.UID + ".deleted"
 			e := events.New(id, events.SourcePlanner, events.TypeApplicationDeleted, app.Namespace+"/"+app.Name,
@@ -644,6 +661,17 @@ func (p *Planner) finalize(ctx context.Context, app *v1beta1.Application, rec *R
 	}
 	p.log.Info("application removed from every cluster", "app", app.Namespace+"/"+app.Name)
 	return p.store.delete(ctx, app.Namespace, app.Name)
+}
+
+// clusterGone reports whether the hub no longer has the ManagedCluster
+// (its cache is synced before any reconcile).
+func (p *Planner) clusterGone(name string) bool {
+	_, err := p.clusters.Get(name)
+	if apierrors.IsNotFound(err) {
+		p.log.Info("cluster deleted from the hub: not waiting for it to remove the application", "cluster", name)
+		return true
+	}
+	return false
 }
 
 func (p *Planner) appClient(ns string) dynamic.ResourceInterface {

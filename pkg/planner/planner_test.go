@@ -12,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
@@ -296,10 +294,11 @@ spec:
 // before it goes away.
 func TestDeleteWaitsForEveryCluster(t *testing.T) {
 	f := newFixture(t, "bye")
+	f.managedCluster("c-bye")
 	f.startPlanner(planner.Hooks{})
 	f.applyYAML(f.seed())
 	d := stepData(t, f.waitStepEvents("demo", 1)[0])
-	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
+	f.report(d, "c-bye", events.ClusterApplied, events.HealthCurrent, "")
 	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
 
 	f.kubectl("-n", "bye", "delete", "app", "demo", "--wait=false")
@@ -308,17 +307,12 @@ func TestDeleteWaitsForEveryCluster(t *testing.T) {
 	if got := summary(evs); got[3] != "deleted demo" {
 		t.Fatalf("step events %v: want the delete event last", got)
 	}
-	f.status(d.AppRef, "c-test", events.ClusterDeleted, events.HealthNotFound, "")
-	for {
-		_, err := f.dyn.Resource(v1beta1.ApplicationResource).Namespace("bye").Get(f.ctx, "demo", metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			break
-		}
-		if f.ctx.Err() != nil {
-			t.Fatal("Application not removed after every cluster confirmed")
-		}
-		time.Sleep(50 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	if f.gone("bye", "demo") {
+		t.Fatal("Application removed before its cluster confirmed")
 	}
+	f.status(d.AppRef, "c-bye", events.ClusterDeleted, events.HealthNotFound, "")
+	f.waitGone("bye", "demo")
 	kv, err := f.js.KeyValue(f.ctx, bus.BucketRuns)
 	if err != nil {
 		t.Fatal(err)
@@ -407,4 +401,24 @@ spec:
 			t.Errorf("snapshot of release %d kept=%v; want the newest 10 kept", v, kept[v])
 		}
 	}
+}
+
+// A cluster deleted from the hub never confirms a removal: the deletion of
+// an Application it held does not wait for it.
+func TestDeletedClusterHoldsNoDeletion(t *testing.T) {
+	f := newFixture(t, "orphaned")
+	f.managedCluster("c-orphaned")
+	f.startPlanner(planner.Hooks{})
+	f.applyYAML(f.seed())
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.report(d, "c-orphaned", events.ClusterApplied, events.HealthCurrent, "")
+	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
+	f.kubectl("-n", "orphaned", "delete", "app", "demo", "--wait=false")
+	f.waitApp("demo", "deleting", phaseIs(v1beta1.PhaseDeleting))
+	time.Sleep(500 * time.Millisecond)
+	if f.gone("orphaned", "demo") {
+		t.Fatal("Application removed while its cluster exists and has not confirmed")
+	}
+	f.kubectl("delete", "managedcluster", "c-orphaned")
+	f.waitGone("orphaned", "demo")
 }

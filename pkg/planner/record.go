@@ -111,10 +111,12 @@ func (r *Record) dispatchInFlight() bool {
 	return false
 }
 
-// deletedEverywhere reports whether every cluster that held the application confirmed its removal.
-func (r *Record) deletedEverywhere() bool {
+// deletedEverywhere reports whether every cluster that held the
+// application confirmed its removal, or is itself gone from the hub (a
+// deleted ManagedCluster never answers).
+func (r *Record) deletedEverywhere(gone func(cluster string) bool) bool {
 	for _, c := range r.Placed {
-		if !slices.Contains(r.Deleted, c) {
+		if !slices.Contains(r.Deleted, c) && !gone(c) {
 			return false
 		}
 	}
