@@ -206,7 +206,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 		// state (the work stream keeps only the last): check every cluster
 		// before sending to any.
 		for _, c := range placement.Clusters {
-			if newer, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef); err != nil {
+			if newer, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef, step.Index); err != nil {
 				return err
 			} else if newer {
 				span.SetAttributes(telemetry.AttrStale.Bool(true))
@@ -215,7 +215,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 			}
 		}
 		for _, c := range placement.Clusters {
-			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, Snapshot: step.Snapshot, TargetNamespace: placement.Namespace}
+			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, StepIndex: step.Index, Snapshot: step.Snapshot, TargetNamespace: placement.Namespace}
 			we := events.New(events.WorkID(step.AppRef, step.Step, c), events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
 			if err := d.send(ctx, bus.WorkSubject(c, step.Namespace, step.Application), we, c, "apply"); err != nil {
 				return err
@@ -282,9 +282,10 @@ func (d *Dispatcher) remove(ctx context.Context, e *events.Event, app *events.Ap
 	return nil
 }
 
-// newerWork reports whether subject's last work is of a newer run of the
-// same application (or its removal) than ref.
-func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.AppRef) (bool, error) {
+// newerWork reports whether subject's last work is newer than step index
+// of run ref: a newer run of the same application (or its removal), or a
+// later step of the same run.
+func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.AppRef, index int) (bool, error) {
 	raw, err := d.work.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return false, nil
@@ -300,5 +301,18 @@ func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.A
 	if !ok || w.UID != ref.UID {
 		return false, nil
 	}
-	return w.Delete || w.Revision > ref.Revision || w.Revision == ref.Revision && w.Attempt > ref.Attempt, nil
+	return newer(w, ref, index), nil
+}
+
+// newer orders work: by revision, then run attempt, then step.
+func newer(w *events.WorkData, ref events.AppRef, index int) bool {
+	switch {
+	case w.Delete:
+		return true
+	case w.Revision != ref.Revision:
+		return w.Revision > ref.Revision
+	case w.Attempt != ref.Attempt:
+		return w.Attempt > ref.Attempt
+	}
+	return w.StepIndex > index
 }

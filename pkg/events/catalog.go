@@ -350,6 +350,9 @@ type WorkData struct {
 	AppRef
 	Cluster string `json:"cluster"`
 	Step    string `json:"step,omitempty"`
+	// StepIndex orders the steps of one run: a late copy of an earlier
+	// step's work never replaces a later step's.
+	StepIndex int `json:"stepIndex,omitempty"`
 	// Delete asks the agent to remove everything of the application.
 	Delete bool `json:"delete,omitempty"`
 	// Snapshot is the release's objects (inline or by object-store name).
