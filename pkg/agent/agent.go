@@ -384,9 +384,15 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	return a.report(ctx, st)
 }
 
-// objects reads a snapshot, inline or from the object store.
+// objects reads a snapshot: inline, compressed inline, or from the object store.
 func (a *Agent) objects(ctx context.Context, s *events.Snapshot) ([]*unstructured.Unstructured, error) {
 	raws := s.Objects
+	if len(raws) == 0 && len(s.Gzip) > 0 {
+		var err error
+		if raws, err = events.GunzipObjects(s.Gzip); err != nil {
+			return nil, bus.Terminate(err)
+		}
+	}
 	if len(raws) == 0 && s.ObjectStore != "" {
 		store, err := a.js.ObjectStore(ctx, bus.ObjectSnapshots)
 		if err != nil {

@@ -214,8 +214,12 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 				return nil
 			}
 		}
+		snap, err := d.workSnapshot(ctx, step.Snapshot)
+		if err != nil {
+			return err
+		}
 		for _, c := range placement.Clusters {
-			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, StepIndex: step.Index, Snapshot: step.Snapshot, TargetNamespace: placement.Namespace}
+			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, StepIndex: step.Index, Snapshot: snap, TargetNamespace: placement.Namespace}
 			we := events.New(events.WorkID(step.AppRef, step.Step, c), events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
 			if err := d.send(ctx, bus.WorkSubject(c, step.Namespace, step.Application), we, c, "apply"); err != nil {
 				return err
@@ -229,6 +233,37 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 	de.TraceParent, de.TraceState = telemetry.Inject(ctx)
 	_, err = bus.Publish(ctx, d.js, bus.DispatchSubject(step.Namespace, step.Application), de)
 	return err
+}
+
+// GzipLimit is the largest compressed snapshot a work message carries
+// (base64 in JSON grows it by a third; NATS's default max_payload is 1 MiB).
+const GzipLimit = 640 << 10
+
+// workSnapshot is what a work message carries of s: as it is when inline;
+// when it travels by name in the object store (which agents' NATS users
+// may not read: it holds every application's objects), compressed inline
+// if that fits, else by name still.
+func (d *Dispatcher) workSnapshot(ctx context.Context, s *events.Snapshot) (*events.Snapshot, error) {
+	if s == nil || len(s.Objects) > 0 || s.ObjectStore == "" {
+		return s, nil
+	}
+	store, err := d.js.ObjectStore(ctx, bus.ObjectSnapshots)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
+	}
+	array, err := store.GetBytes(ctx, s.ObjectStore)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
+	}
+	gz, err := events.GzipObjects(array)
+	if err != nil {
+		return nil, err
+	}
+	if len(gz) > GzipLimit {
+		d.log.WarnContext(ctx, "snapshot too large to send compressed: agents must read it from the object store", "snapshot", s.ObjectStore, "bytes", len(array), "compressed", len(gz))
+		return s, nil
+	}
+	return &events.Snapshot{Digest: s.Digest, Gzip: gz}, nil
 }
 
 // send publishes one cluster's work in a span of its own, whose context the

@@ -8,11 +8,14 @@
 package events
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"time"
@@ -131,6 +134,48 @@ type Snapshot struct {
 	Objects []json.RawMessage `json:"objects,omitempty"`
 	// ObjectStore names the object in the object store when Objects is empty.
 	ObjectStore string `json:"objectStore,omitempty"`
+	// Gzip is the JSON array of the objects, gzip-compressed, when Objects
+	// is empty: how the dispatcher hands a snapshot too large to travel as
+	// JSON to an agent, whose NATS user may not read the object store.
+	Gzip []byte `json:"gzip,omitempty"`
+}
+
+// MaxSnapshot bounds a decompressed snapshot (a gzip bomb stops here).
+const MaxSnapshot = 256 << 20
+
+// GzipObjects compresses a snapshot's JSON array of objects (as the object
+// store holds it).
+func GzipObjects(array []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(array); err != nil {
+		return nil, fmt.Errorf("compress snapshot: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("compress snapshot: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// GunzipObjects reads a Gzip snapshot back into its objects, refusing one
+// larger than MaxSnapshot once decompressed.
+func GunzipObjects(data []byte) ([]json.RawMessage, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("decompress snapshot: %w", err)
+	}
+	array, err := io.ReadAll(io.LimitReader(zr, MaxSnapshot+1))
+	if err != nil {
+		return nil, fmt.Errorf("decompress snapshot: %w", err)
+	}
+	if len(array) > MaxSnapshot {
+		return nil, fmt.Errorf("decompress snapshot: larger than %d MiB", MaxSnapshot>>20)
+	}
+	var objects []json.RawMessage
+	if err := json.Unmarshal(array, &objects); err != nil {
+		return nil, fmt.Errorf("decompress snapshot: %w", err)
+	}
+	return objects, nil
 }
 
 // SnapshotDigest is "sha256:<hex>" of the JSON array of objects: what a
@@ -160,8 +205,8 @@ func (d *StepData) Validate() error {
 		if s.Digest == "" {
 			errs = append(errs, errors.New("snapshot.digest is empty"))
 		}
-		if len(s.Objects) == 0 && s.ObjectStore == "" {
-			errs = append(errs, errors.New("snapshot has neither objects nor objectStore"))
+		if len(s.Objects) == 0 && s.ObjectStore == "" && len(s.Gzip) == 0 {
+			errs = append(errs, errors.New("snapshot has neither objects nor objectStore nor gzip"))
 		}
 	}
 	for i, p := range d.Policies {
@@ -371,7 +416,7 @@ func (d *WorkData) Validate() error {
 		}
 	} else {
 		errs = append(errs, d.AppRef.validate())
-		if d.Snapshot == nil || (len(d.Snapshot.Objects) == 0 && d.Snapshot.ObjectStore == "") {
+		if d.Snapshot == nil || (len(d.Snapshot.Objects) == 0 && d.Snapshot.ObjectStore == "" && len(d.Snapshot.Gzip) == 0) {
 			errs = append(errs, errors.New("work without delete needs a snapshot"))
 		}
 	}

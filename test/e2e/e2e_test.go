@@ -240,6 +240,8 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 
 	// A Secret rolled out leaves its value in no span.
 	s.checkSecretStaysOut(t, prodC)
+	// A release too large to travel inline still reaches the agents.
+	s.checkLargeRelease(t, testC, prodC)
 
 	// Deleting the Application removes the Deployment from both clusters.
 	kubectl("delete", "app", "demo", "-n", "demo", "--timeout=60s")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -284,29 +285,29 @@ func (s *suite) checkMetrics(t *testing.T, testC, prodC string) {
 		}
 	}
 	planner := scrape("planner")
-	// demo v1..v4 (v4 the rollback) and vault v1, each through both steps;
-	// the edit without a new publishVersion cut nothing.
-	exactly(planner, "planner", "flotilla_releases_started_total", 5)
-	exactly(planner, "planner", "flotilla_releases_finished_total", 5)
-	exactly(planner, "planner", "flotilla_releases_finished_total", 5, "result", "succeeded")
-	exactly(planner, "planner", "flotilla_step_duration_seconds_count", 10, "type", "deploy", "phase", "succeeded")
-	exactly(planner, "planner", "flotilla_planner_reports_total", 5, "kind", "decision")
-	exactly(planner, "planner", "flotilla_planner_reports_total", 10, "kind", "dispatch")
+	// demo v1..v4 (v4 the rollback), vault v1 and dashboards v1, each
+	// through both steps; the edit without a new publishVersion cut nothing.
+	exactly(planner, "planner", "flotilla_releases_started_total", 6)
+	exactly(planner, "planner", "flotilla_releases_finished_total", 6)
+	exactly(planner, "planner", "flotilla_releases_finished_total", 6, "result", "succeeded")
+	exactly(planner, "planner", "flotilla_step_duration_seconds_count", 12, "type", "deploy", "phase", "succeeded")
+	exactly(planner, "planner", "flotilla_planner_reports_total", 6, "kind", "decision")
+	exactly(planner, "planner", "flotilla_planner_reports_total", 12, "kind", "dispatch")
 	exactly(planner, "planner", "flotilla_consumer_info_up", 2)
 	if !strings.Contains(planner, `flotilla_consumer_pending_messages{consumer="planner",stream="FLOTILLA_STATUS"}`) {
 		t.Error("planner reports no pending count of its status consumer")
 	}
 
 	gate := scrape("gate")
-	exactly(gate, "gate", "flotilla_gate_decisions_total", 3, "via", "cli", "outcome", "recorded")
+	exactly(gate, "gate", "flotilla_gate_decisions_total", 4, "via", "cli", "outcome", "recorded")
 	exactly(gate, "gate", "flotilla_gate_decisions_total", 1, "via", "http", "outcome", "recorded")
 	exactly(gate, "gate", "flotilla_gate_decisions_total", 1, "via", "nats", "outcome", "recorded")
 	atLeast(gate, "gate", "flotilla_gate_decisions_total", 1, "via", "http", "outcome", "unauthenticated")
-	exactly(gate, "gate", "flotilla_gate_approval_wait_seconds_count", 5, "decision", "approve")
+	exactly(gate, "gate", "flotilla_gate_approval_wait_seconds_count", 6, "decision", "approve")
 
 	disp := scrape("dispatcher")
 	for _, c := range []string{testC, prodC} {
-		exactly(disp, "dispatcher", "flotilla_work_dispatched_total", 5, "cluster", c, "kind", "apply")
+		exactly(disp, "dispatcher", "flotilla_work_dispatched_total", 6, "cluster", c, "kind", "apply")
 		exactly(disp, "dispatcher", "flotilla_work_dispatched_total", 1, "cluster", c, "kind", "delete")
 		exactly(disp, "dispatcher", "flotilla_cluster_available", 1, "cluster", c, "status", "True")
 		agent := scrape("agent-" + c)
@@ -337,4 +338,43 @@ func metricSum(text, metric string, labels ...string) float64 {
 		}
 	}
 	return sum
+}
+
+// checkLargeRelease rolls out a release whose snapshot is too large to
+// travel inline (over 512 KiB): agents, whose NATS users may not read the
+// object store, still get it (compressed by the dispatcher).
+func (s *suite) checkLargeRelease(t *testing.T, testC, prodC string) {
+	var b strings.Builder
+	for i := 0; b.Len() < 800<<10; i++ {
+		fmt.Fprintf(&b, `{"id":%d,"title":"CPU of node %d","type":"timeseries","targets":[{"expr":"rate(node_cpu_seconds_total{instance=\"node-%d\"}[5m])"}]}`+"\n", i, i%50, i%50)
+	}
+	s.must("kubectl", "-n", "demo", "create", "configmap", "dashboards", "--from-file=panels.json="+writeFile(t, s.dir, "panels.json", b.String()))
+	s.must("kubectl", "apply", "-f", writeFile(t, s.dir, "dashboards.yaml", `apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: dashboards
+  namespace: demo
+  annotations:
+    app.oam.dev/publishVersion: v1
+spec:
+  components:
+    - name: dashboards
+      type: ref-objects
+      properties:
+        objects:
+          - apiVersion: v1
+            kind: ConfigMap
+            name: dashboards
+  workflow:
+    ref: deploy-demo
+`))
+	s.eventually(`workflowSuspending`, "kubectl", "get", "app", "dashboards", "-n", "demo")
+	s.must("kubectl", "flotilla", "workflow", "resume", "dashboards", "-n", "demo")
+	s.eventually(`dashboards +dashboards +ref-objects +running +true`, "kubectl", "get", "app", "dashboards", "-n", "demo")
+	for _, c := range []string{testC, prodC} {
+		out := s.must("kubectl", "--kubeconfig", filepath.Join(s.dir, "kubeconfig", c), "-n", "demo", "get", "configmap", "dashboards", "-o", "jsonpath={.data.panels\\.json}")
+		if out != b.String() {
+			t.Errorf("%s holds %d bytes of panels.json, want the %d applied", c, len(out), b.Len())
+		}
+	}
 }
