@@ -271,7 +271,7 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 		return err
 	}
 	req := &events.ApprovalRequestedData{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Message: d.Message, Policies: d.Policies,
-		Approvers: p.Approvers, MinApprovals: w.MinApprovals, Objects: summarize(d.Snapshot)}
+		Approvers: p.Approvers, MinApprovals: w.MinApprovals, Objects: summarize(g.snapshotObjects(ctx, d.Snapshot))}
 	re := events.New(fmt.Sprintf("%s.%s.approval-requested", events.RunID(d.AppRef), d.Step), events.SourceGate, events.TypeApprovalRequested, d.Namespace+"/"+d.Application, req)
 	re.TraceParent, re.TraceState = telemetry.Inject(trace.ContextWithSpanContext(ctx, w.waitContext()))
 	if _, err := bus.Publish(ctx, g.js, bus.GateSubject("requested", d.Namespace, d.Application), re); err != nil {
@@ -279,6 +279,27 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 	}
 	g.log.InfoContext(telemetry.Extract(ctx, e.TraceParent, e.TraceState), "step waits for approval", "app", d.Namespace+"/"+d.Application, "release", d.Release, "step", d.Step, "approvers", p.Approvers, "min_approvals", w.MinApprovals)
 	return nil
+}
+
+// snapshotObjects is s with its objects inline: a large snapshot is read
+// from the object store, so approvers see what they approve. Unreadable,
+// the request goes out without the list (the step still waits).
+func (g *Gate) snapshotObjects(ctx context.Context, s *events.Snapshot) *events.Snapshot {
+	if s == nil || len(s.Objects) > 0 || s.ObjectStore == "" {
+		return s
+	}
+	store, err := g.js.ObjectStore(ctx, bus.ObjectSnapshots)
+	if err == nil {
+		var data []byte
+		if data, err = store.GetBytes(ctx, s.ObjectStore); err == nil {
+			out := &events.Snapshot{Digest: s.Digest}
+			if err = json.Unmarshal(data, &out.Objects); err == nil {
+				return out
+			}
+		}
+	}
+	g.log.WarnContext(ctx, "approval request without its objects: snapshot unreadable", "snapshot", s.ObjectStore, "err", err)
+	return s
 }
 
 // summarize lists a snapshot's objects with their container images.

@@ -180,6 +180,44 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 		}
 	}
 
+	// A large snapshot travels by name: the approval request still lists
+	// what the step will deploy, with its images.
+	objs := []json.RawMessage{json.RawMessage(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"template":{"spec":{"containers":[{"name":"web","image":"registry/web:2"}]}}}}`)}
+	array, _ := json.Marshal(objs)
+	digest, _ := events.SnapshotDigest(objs)
+	store, err := js.ObjectStore(ctx, bus.ObjectSnapshots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.PutBytes(ctx, "ns/large/v1-abc", array); err != nil {
+		t.Fatal(err)
+	}
+	ref := events.AppRef{Namespace: "ns", Application: "large", UID: "uid-large", Release: "large-v1", Revision: 1, PublishVersion: "v1"}
+	e := events.New(events.StepEventID(ref, "deploy-prod", events.TypeStepSuspended), events.SourcePlanner, events.TypeStepSuspended, "",
+		&events.StepData{AppRef: ref, Step: "deploy-prod", StepType: "deploy", Index: 1, Reason: "WaitingApproval",
+			Snapshot: &events.Snapshot{Digest: digest, ObjectStore: "ns/large/v1-abc"}})
+	if _, err := bus.Publish(ctx, js, bus.StepSubject("ns", "large"), e); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		tl, err := bus.NewTail(ctx, js, bus.StreamApprovals, bus.GateSubject("requested", "ns", "large"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs, _ := tl.Events()
+		if len(reqs) > 0 {
+			got := reqs[0].Data.(*events.ApprovalRequestedData).Objects
+			if len(got) != 1 || got[0].Name != "web" || len(got[0].Images) != 1 || got[0].Images[0] != "registry/web:2" {
+				t.Errorf("approval request of a large release lists %+v", got)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no approval request for the large release")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	// Every decision, accepted or refused, is audited.
 	tl, err := bus.NewTail(ctx, js, bus.StreamApprovals, "flotilla.gate.audit.>")
 	if err != nil {
