@@ -3,6 +3,7 @@ package planner_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -91,4 +92,20 @@ func TestBadInputIsReportedAndNothingIsPublished(t *testing.T) {
 			t.Errorf("status consumer: %d ack pending, %d redelivered", info.NumAckPending, info.NumRedelivered)
 		}
 	})
+}
+
+// A release waiting for a referenced object starts when the object is
+// created, not on the next resync.
+func TestCreatingTheMissingObjectStartsTheRelease(t *testing.T) {
+	f := newFixture(t, "late-object")
+	f.startPlannerWith(planner.Hooks{}, planner.Options{Resync: time.Hour})
+	f.applyYAML(f.seed("policy-topology.yaml", "workflow.yaml", "app.yaml"))
+	f.waitApp("demo", "missing its Deployment", func(a *v1beta1.Application) bool {
+		c := meta.FindStatusCondition(a.Status.Conditions, planner.ConditionReady)
+		return c != nil && c.Reason == "ObjectNotFound"
+	})
+	// With an hour's resync, only watching the Deployment can start it
+	// within the test's time.
+	f.applyYAML(f.seed("app-meta.yaml"))
+	f.waitStepEvents("demo", 1)
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 	"github.com/flotilla-dev/flotilla/pkg/planner"
-	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
 
@@ -136,14 +135,17 @@ func (f *fixture) seed(files ...string) string {
 // startPlanner runs a planner replica until the test ends or stop is called.
 func (f *fixture) startPlanner(hooks planner.Hooks) (stop func()) {
 	f.t.Helper()
-	return f.startPlannerWith(hooks, telemetry.Instruments{})
+	return f.startPlannerWith(hooks, planner.Options{})
 }
 
-// startPlannerWith runs a planner replica recording with ins.
-func (f *fixture) startPlannerWith(hooks planner.Hooks, ins telemetry.Instruments) (stop func()) {
+// startPlannerWith runs a planner replica with opts (resync: 2 s unless set).
+func (f *fixture) startPlannerWith(hooks planner.Hooks, opts planner.Options) (stop func()) {
 	f.t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{f.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	p, err := planner.New(env.Hub.Config, f.js, log, planner.Options{Resync: 2 * time.Second, Instruments: ins}, hooks)
+	if opts.Resync == 0 {
+		opts.Resync = 2 * time.Second
+	}
+	p, err := planner.New(env.Hub.Config, f.js, log, opts, hooks)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -24,6 +24,9 @@ type hubReader struct {
 	mapper    meta.ResettableRESTMapper
 	workflows cache.GenericLister
 	policies  cache.GenericLister
+	// missing is told the resource of a referenced object not found, so
+	// its creation is noticed at once rather than on the next resync.
+	missing func(schema.GroupVersionResource)
 }
 
 func (h *hubReader) Workflow(_ context.Context, ns, name string) (*v1alpha1.Workflow, error) {
@@ -81,6 +84,9 @@ func (h *hubReader) Object(ctx context.Context, ns string, ref release.ObjectRef
 	}
 	obj, err := h.dyn.Resource(mapping.Resource).Namespace(ns).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		if h.missing != nil {
+			h.missing(mapping.Resource)
+		}
 		return nil, nil
 	}
 	return obj, err

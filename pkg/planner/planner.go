@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -101,6 +102,10 @@ type Planner struct {
 
 	tracer  trace.Tracer
 	metrics *metrics
+	// watched are the kinds of referenced objects once missing, watched
+	// since so that creating one starts the releases waiting for it.
+	watched sync.Map
+	stop    <-chan struct{}
 	factory dynamicinformer.DynamicSharedInformerFactory
 }
 
@@ -139,6 +144,7 @@ func New(cfg *rest.Config, js jetstream.JetStream, log *slog.Logger, opts Option
 		policies:  factory.ForResource(v1alpha1.PolicyResource).Lister(),
 	}
 	p.apps = factory.ForResource(v1beta1.ApplicationResource).Lister()
+	p.hub.missing = p.watchKind
 	p.clusters = factory.ForResource(clusterv1.ManagedClusterResource).Lister()
 	if err := opts.Instruments.Register(p.metrics.collectors()...); err != nil {
 		return nil, fmt.Errorf("planner: %w", err)
@@ -205,6 +211,7 @@ func (p *Planner) Run(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
+	p.stop = ctx.Done()
 	p.factory.Start(ctx.Done())
 	for gvr, ok := range p.factory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
@@ -661,6 +668,34 @@ func (p *Planner) finalize(ctx context.Context, app *v1beta1.Application, rec *R
 	}
 	p.log.Info("application removed from every cluster", "app", app.Namespace+"/"+app.Name)
 	return p.store.delete(ctx, app.Namespace, app.Name)
+}
+
+// watchKind watches the hub's objects of gvr (once): one created or
+// changed re-reads the Applications of its namespace, so a release blocked
+// on a missing object starts when it appears, not on the next resync.
+func (p *Planner) watchKind(gvr schema.GroupVersionResource) {
+	if _, loaded := p.watched.LoadOrStore(gvr, true); loaded || p.stop == nil {
+		return
+	}
+	onObject := func(obj any) {
+		m, err := metaOf(obj)
+		if err != nil {
+			return
+		}
+		apps, _ := p.apps.ByNamespace(m.GetNamespace()).List(everything)
+		for _, a := range apps {
+			if key, err := cache.MetaNamespaceKeyFunc(a); err == nil {
+				p.queue.Add(key)
+			}
+		}
+	}
+	inf := p.factory.ForResource(gvr).Informer()
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onObject, UpdateFunc: func(_, obj any) { onObject(obj) }}); err != nil {
+		p.log.Warn("watch referenced kind", "resource", gvr.String(), "err", err)
+		return
+	}
+	p.factory.Start(p.stop)
+	p.log.Info("watching a referenced kind", "resource", gvr.String())
 }
 
 // clusterGone reports whether the hub no longer has the ManagedCluster

@@ -42,7 +42,7 @@ func spanNamed(spans []sdktrace.ReadOnlySpan, name string) sdktrace.ReadOnlySpan
 func TestReleaseTraceOutlivesThePlanner(t *testing.T) {
 	f := newFixture(t, "traced")
 	recA, insA, _ := recording(t)
-	stopA := f.startPlannerWith(planner.Hooks{}, insA)
+	stopA := f.startPlannerWith(planner.Hooks{}, planner.Options{Instruments: insA})
 	f.applyYAML(f.seed())
 	started := f.waitStepEvents("demo", 1)
 	first := stepData(t, started[0])
@@ -77,7 +77,7 @@ func TestReleaseTraceOutlivesThePlanner(t *testing.T) {
 
 	// Later, another replica; the gate approves, production turns healthy.
 	recB, insB, regB := recording(t)
-	f.startPlannerWith(planner.Hooks{}, insB)
+	f.startPlannerWith(planner.Hooks{}, planner.Options{Instruments: insB})
 	prod := stepData(t, evs[len(evs)-1])
 	dec := events.New(events.RunID(prod.AppRef)+".deploy-prod.decided", events.SourceGate, events.TypeStepApproved, "traced/demo",
 		&events.StepDecisionData{AppRef: prod.AppRef, Step: "deploy-prod", Approvals: []events.Approval{{Approver: "alice", Decision: events.DecisionApprove, Via: "http", Time: time.Now()}}})
@@ -142,7 +142,7 @@ func gatheredSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 func TestSupersededReleaseClosesItsSpans(t *testing.T) {
 	f := newFixture(t, "superseded")
 	rec, ins, reg := recording(t)
-	f.startPlannerWith(planner.Hooks{}, ins)
+	f.startPlannerWith(planner.Hooks{}, planner.Options{Instruments: ins})
 	f.applyYAML(f.seed())
 	first := stepData(t, f.waitStepEvents("demo", 1)[0])
 	f.kubectl("-n", "superseded", "annotate", "--overwrite", "app", "demo", "app.oam.dev/publishVersion=version2")
