@@ -189,6 +189,15 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 	result := &events.StepDispatchedData{AppRef: step.AppRef, Step: step.Step}
 	placement, err := Place(step.Policies, known)
 	var perr *PlacementError
+	if errors.As(err, &perr) {
+		// The cache may not have seen a cluster just registered or
+		// accepted: a refusal is decided on the hub's own answer.
+		live, lerr := d.liveClusters(ctx)
+		if lerr != nil {
+			return lerr
+		}
+		placement, err = Place(step.Policies, live)
+	}
 	switch {
 	case errors.As(err, &perr):
 		// Nothing goes to any cluster of this step.

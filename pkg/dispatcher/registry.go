@@ -118,6 +118,23 @@ func (d *Dispatcher) knownClusters() ([]Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	return clustersOf(objs)
+}
+
+// liveClusters reads the ManagedClusters from the hub itself, not the cache.
+func (d *Dispatcher) liveClusters(ctx context.Context) ([]Cluster, error) {
+	list, err := d.dyn.Resource(clusterv1.ManagedClusterResource).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list ManagedClusters: %w", err)
+	}
+	objs := make([]runtime.Object, 0, len(list.Items))
+	for i := range list.Items {
+		objs = append(objs, &list.Items[i])
+	}
+	return clustersOf(objs)
+}
+
+func clustersOf(objs []runtime.Object) ([]Cluster, error) {
 	out := make([]Cluster, 0, len(objs))
 	for _, o := range objs {
 		mc, err := toCluster(o)
