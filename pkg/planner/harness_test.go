@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/flotilla-dev/flotilla/deploy/admission"
 	"github.com/flotilla-dev/flotilla/deploy/crds"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
@@ -48,6 +49,10 @@ func TestMain(m *testing.M) {
 		}
 		defer env.Stop()
 		if err := crds.Install(ctx, env.Hub.Config); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := admission.Install(ctx, env.Hub.Config); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -54,7 +54,7 @@ func (p *Planner) operate(ctx context.Context, app *v1beta1.Application, rec *Re
 		}
 		return run.Apply(now, workflow.Terminate{By: op.User, Reason: op.Reason})
 	case v1beta1.OperationRestart:
-		if !rec.TraceDone {
+		if !rec.TraceDone && !run.Finished() {
 			p.endRelease(rec, "restarted")
 		}
 		rec.Run = run.Restart(now)
@@ -100,7 +100,7 @@ func (p *Planner) rollback(ctx context.Context, app *v1beta1.Application, rec *R
 	ref := events.AppRef{Namespace: app.Namespace, Application: app.Name, UID: string(app.UID),
 		Release: fmt.Sprintf("%s-v%d", app.Name, revision), Revision: revision, PublishVersion: target.PublishVersion}
 	rec.Snapshot = SnapshotRef{Digest: target.Snapshot.Digest, Object: objName, Size: len(data)}
-	if !rec.TraceDone {
+	if !rec.TraceDone && !rec.Run.Finished() {
 		p.endRelease(rec, "superseded")
 	}
 	rec.Run = workflow.NewRun(ref, specs, p.now())

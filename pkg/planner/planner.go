@@ -579,6 +579,9 @@ func (p *Planner) report(ctx context.Context, e *events.Event) error {
 		// Even an older release's clusters hold objects to remove on deletion.
 		rec.place(d.Clusters)
 	}
+	if _, ok := in.(workflow.Decision); ok && ref.Attempt != rec.Run.Attempt {
+		return nil // a decision on a run since restarted
+	}
 	if in != nil {
 		if ref.Revision != rec.Run.Revision {
 			if _, ok := in.(workflow.Dispatched); !ok {
@@ -701,12 +704,12 @@ func (p *Planner) watchKind(gvr schema.GroupVersionResource) {
 // clusterGone reports whether the hub no longer has the ManagedCluster
 // (its cache is synced before any reconcile).
 func (p *Planner) clusterGone(name string) bool {
-	_, err := p.clusters.Get(name)
-	if apierrors.IsNotFound(err) {
-		p.log.Info("cluster deleted from the hub: not waiting for it to remove the application", "cluster", name)
-		return true
+	if _, err := p.clusters.Get(name); !apierrors.IsNotFound(err) {
+		return false
 	}
-	return false
+	// Confirmed on the hub itself: the cache may lag a re-registration.
+	_, err := p.dyn.Resource(clusterv1.ManagedClusterResource).Get(context.Background(), name, metav1.GetOptions{})
+	return apierrors.IsNotFound(err)
 }
 
 func (p *Planner) appClient(ns string) dynamic.ResourceInterface {
@@ -785,6 +788,15 @@ func (p *Planner) writeStatus(ctx context.Context, app *v1beta1.Application, st 
 		stObj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
 		if err != nil {
 			return err
+		}
+		if st.Workflow != nil && st.Workflow.Resume != nil {
+			// Byte for byte as its writer wrote it: a round trip through
+			// the Go type (times, empty lists) would read as a new claim.
+			if raw, found, _ := unstructured.NestedFieldNoCopy(u.Object, "status", "workflow", "resume"); found {
+				if err := unstructured.SetNestedField(stObj, raw, "workflow", "resume"); err != nil {
+					return err
+				}
+			}
 		}
 		u.Object["status"] = stObj
 		_, err = p.appClient(app.Namespace).UpdateStatus(ctx, u, metav1.UpdateOptions{})

@@ -422,3 +422,27 @@ func TestDeletedClusterHoldsNoDeletion(t *testing.T) {
 	f.kubectl("delete", "managedcluster", "c-orphaned")
 	f.waitGone("orphaned", "demo")
 }
+
+// A resume request written by another client than kubectl-flotilla (a
+// time with a fraction and an offset, an empty group list) is kept as
+// written: the hub's admission policy would refuse the planner a copy that
+// differs, and every status write after it.
+func TestResumeRequestKeptAsWritten(t *testing.T) {
+	f := newFixture(t, "raw-resume")
+	f.startPlanner(planner.Hooks{})
+	f.applyYAML(f.seed())
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.report(d, "c-raw", events.ClusterApplied, events.HealthCurrent, "")
+	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
+	// alice (not the planner's user) may resume in this namespace.
+	f.kubectl("-n", "raw-resume", "create", "role", "resumer", "--verb=get,patch,update", "--resource=applications.core.oam.dev,applications.core.oam.dev/status")
+	f.kubectl("-n", "raw-resume", "create", "rolebinding", "alice-resumes", "--role=resumer", "--user=alice")
+	f.kubectl("-n", "raw-resume", "--as=alice", "patch", "app", "demo", "--subresource=status", "--type=merge", "-p",
+		`{"status":{"workflow":{"resume":{"id":"r1","step":"deploy-prod","decision":"approve","user":"alice","groups":[],"time":"2026-01-01T10:00:00.5+02:00"}}}}`)
+	f.kubectl("-n", "raw-resume", "patch", "app", "demo", "--type=json", `-p=[{"op":"add","path":"/spec/components/0/properties/note","value":"edited"}]`)
+	gen := f.app("demo").Generation
+	app := f.waitApp("demo", "its status written after the edit", func(a *v1beta1.Application) bool { return a.Status.ObservedGeneration == gen })
+	if r := app.Status.Workflow.Resume; r == nil || r.ID != "r1" {
+		t.Errorf("the resume request was not kept: %+v", r)
+	}
+}
