@@ -128,10 +128,8 @@ func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
 	if g.kv, err = g.js.KeyValue(ctx, bus.BucketGate); err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
-	if err := g.sendUnsent(ctx); err != nil {
-		return fmt.Errorf("gate: %w", err)
-	}
-	// A decision recorded whose send failed goes out within seconds.
+	// A decision recorded whose send failed goes out within seconds (and
+	// at start, for one recorded before a stop).
 	go wait.UntilWithContext(ctx, func(ctx context.Context) {
 		if err := g.sendUnsent(ctx); err != nil && ctx.Err() == nil {
 			g.log.Warn("send recorded decisions", "err", err)
@@ -235,18 +233,27 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return err
 	}
+	var existing *waiting
+	if entry != nil {
+		existing = &waiting{}
+		if json.Unmarshal(entry.Value(), existing) != nil {
+			existing = nil
+		}
+	}
 	if e.Type != events.TypeStepSuspended || d.Reason != "WaitingApproval" {
-		// The step (or a newer release) moved on: nothing waits any more.
-		if entry != nil {
-			var w waiting
-			if json.Unmarshal(entry.Value(), &w) == nil && (w.Revision < d.Revision || w.Step == d.Step && w.Revision == d.Revision) {
-				if g.kv.Delete(ctx, key(d.Namespace, d.Application), jetstream.LastRevision(entry.Revision())) == nil && !w.Decided {
-					// The wait ended without a decision (timeout, terminate, a newer release).
-					g.traceWait(ctx, &w, "", "no decision: step "+d.Step+" of "+d.Release+" "+events.Verb(e.Type))
-				}
-			}
+		// The step (or a newer run) moved on: nothing waits any more.
+		if existing != nil && (existing.olderRun(d.AppRef) || existing.sameRun(d.AppRef) && existing.Step == d.Step) {
+			return g.endWait(ctx, entry.Revision(), existing, "no decision: step "+d.Step+" of "+d.Release+" "+events.Verb(e.Type))
 		}
 		return nil
+	}
+	switch {
+	case existing != nil && existing.sameRun(d.AppRef) && existing.Step == d.Step:
+		// A redelivered suspension: the wait, and any decision on it, stand;
+		// only the request goes out again (its fixed ID drops a repeat).
+		return g.request(ctx, e, d, existing)
+	case existing != nil && !existing.olderRun(d.AppRef) && !existing.sameRun(d.AppRef):
+		return nil // a late suspension of a run since replaced
 	}
 	var p stepProps
 	if len(d.Properties) > 0 {
@@ -259,25 +266,65 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 	}
 	w := waiting{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Approvers: p.Approvers, MinApprovals: max(p.MinApprovals, 1),
 		Requested: g.now().UTC(), TraceParent: e.TraceParent, TraceState: e.TraceState}
-	if entry != nil {
-		// A redelivered suspension keeps the wait's start.
-		var old waiting
-		if json.Unmarshal(entry.Value(), &old) == nil && old.AppRef == w.AppRef && old.Step == w.Step && !old.Requested.IsZero() {
-			w.Requested = old.Requested
-		}
-	}
 	data, _ := json.Marshal(w)
-	if _, err := g.kv.Put(ctx, key(d.Namespace, d.Application), data); err != nil {
-		return err
+	if entry == nil {
+		_, err = g.kv.Create(ctx, key(d.Namespace, d.Application), data)
+	} else {
+		_, err = g.kv.Update(ctx, key(d.Namespace, d.Application), data, entry.Revision())
 	}
+	if err != nil {
+		return bus.Retry(100*time.Millisecond, fmt.Errorf("hold step %s of %s: %w", d.Step, d.Release, err))
+	}
+	return g.request(ctx, e, d, &w)
+}
+
+// olderRun says whether w waits in a run older than ref's (release, then attempt).
+func (w *waiting) olderRun(ref events.AppRef) bool {
+	return w.Revision < ref.Revision || w.Revision == ref.Revision && w.Attempt < ref.Attempt
+}
+
+func (w *waiting) sameRun(ref events.AppRef) bool {
+	return w.UID == ref.UID && w.Revision == ref.Revision && w.Attempt == ref.Attempt
+}
+
+// endWait removes a wait whose step moved on, recording its span when it
+// ended undecided; a record changed meanwhile is read again.
+func (g *Gate) endWait(ctx context.Context, rev uint64, w *waiting, why string) error {
+	k := key(w.Namespace, w.Application)
+	for range 5 {
+		err := g.kv.Delete(ctx, k, jetstream.LastRevision(rev))
+		if err == nil {
+			if !w.Decided {
+				g.traceWait(ctx, w, "", why)
+			}
+			return nil
+		}
+		entry, gerr := g.kv.Get(ctx, k)
+		if errors.Is(gerr, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if gerr != nil {
+			return gerr
+		}
+		var fresh waiting
+		if json.Unmarshal(entry.Value(), &fresh) != nil || !fresh.sameRun(w.AppRef) || fresh.Step != w.Step {
+			return nil // a newer wait took its place
+		}
+		*w, rev = fresh, entry.Revision()
+	}
+	return bus.Retry(time.Second, fmt.Errorf("end the wait of %s/%s: too many concurrent changes", w.Namespace, w.Application))
+}
+
+// request tells bots what w waits for.
+func (g *Gate) request(ctx context.Context, e *events.Event, d *events.StepData, w *waiting) error {
 	req := &events.ApprovalRequestedData{AppRef: d.AppRef, Step: d.Step, StepType: d.StepType, Message: d.Message, Policies: d.Policies,
-		Approvers: p.Approvers, MinApprovals: w.MinApprovals, Objects: summarize(g.snapshotObjects(ctx, d.Snapshot))}
+		Approvers: w.Approvers, MinApprovals: w.MinApprovals, Objects: summarize(g.snapshotObjects(ctx, d.Snapshot))}
 	re := events.New(fmt.Sprintf("%s.%s.approval-requested", events.RunID(d.AppRef), d.Step), events.SourceGate, events.TypeApprovalRequested, d.Namespace+"/"+d.Application, req)
 	re.TraceParent, re.TraceState = telemetry.Inject(trace.ContextWithSpanContext(ctx, w.waitContext()))
 	if _, err := bus.Publish(ctx, g.js, bus.GateSubject("requested", d.Namespace, d.Application), re); err != nil {
 		return err
 	}
-	g.log.InfoContext(telemetry.Extract(ctx, e.TraceParent, e.TraceState), "step waits for approval", "app", d.Namespace+"/"+d.Application, "release", d.Release, "step", d.Step, "approvers", p.Approvers, "min_approvals", w.MinApprovals)
+	g.log.InfoContext(telemetry.Extract(ctx, e.TraceParent, e.TraceState), "step waits for approval", "app", d.Namespace+"/"+d.Application, "release", d.Release, "step", d.Step, "approvers", w.Approvers, "min_approvals", w.MinApprovals)
 	return nil
 }
 
@@ -366,7 +413,7 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		if err := json.Unmarshal(entry.Value(), &w); err != nil {
 			return err
 		}
-		if w.Decided && !w.Sent {
+		if w.Decided && !w.Sent && w.Decision != "" {
 			// Decided, but the send failed: send it now (the refusal below stands).
 			if err := g.send(ctx, &w, entry.Revision()); err != nil {
 				return err
@@ -432,12 +479,16 @@ func (g *Gate) send(ctx context.Context, w *waiting, rev uint64) error {
 	dec := &events.StepDecisionData{AppRef: w.AppRef, Step: w.Step, Approvals: w.Approvals, Reason: w.Reason}
 	de := events.New(fmt.Sprintf("%s.%s.decided", events.RunID(w.AppRef), w.Step), events.SourceGate, w.Decision, w.Namespace+"/"+w.Application, dec)
 	de.TraceParent, de.TraceState = telemetry.Inject(trace.ContextWithSpanContext(ctx, w.waitContext()))
-	if _, err := bus.Publish(ctx, g.js, bus.GateSubject("decisions", w.Namespace, w.Application), de); err != nil {
+	ack, err := bus.Publish(ctx, g.js, bus.GateSubject("decisions", w.Namespace, w.Application), de)
+	if err != nil {
 		return fmt.Errorf("send the decision on %s/%s: %w", w.Namespace, w.Application, err)
 	}
 	w.Sent = true
 	data, _ := json.Marshal(w)
 	_, _ = g.kv.Update(ctx, key(w.Namespace, w.Application), data, rev)
+	if ack.Duplicate {
+		return nil // sent before (a resend racing the first): its wait is recorded
+	}
 	decision := events.DecisionApprove
 	if w.Decision == events.TypeStepRejected {
 		decision = events.DecisionReject
@@ -449,11 +500,15 @@ func (g *Gate) send(ctx context.Context, w *waiting, rev uint64) error {
 // sendUnsent sends decisions recorded but not sent (the gate stopped, or
 // NATS failed, in between).
 func (g *Gate) sendUnsent(ctx context.Context) error {
-	keys, err := g.kv.ListKeys(ctx)
+	lister, err := g.kv.ListKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("list waiting steps: %w", err)
 	}
-	for k := range keys.Keys() {
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
 		entry, err := g.kv.Get(ctx, k)
 		if err != nil {
 			continue
@@ -463,7 +518,8 @@ func (g *Gate) sendUnsent(ctx context.Context) error {
 			continue
 		}
 		if err := g.send(ctx, &w, entry.Revision()); err != nil {
-			return err
+			g.log.Warn("send a recorded decision", "app", w.Namespace+"/"+w.Application, "err", err)
+			continue
 		}
 		g.log.Info("sent a decision recorded before", "app", w.Namespace+"/"+w.Application, "release", w.Release, "step", w.Step)
 	}

@@ -141,6 +141,22 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 		t.Fatalf("decisions %v", evs)
 	}
 
+	// The same suspension again (redelivered after the duplicate window)
+	// keeps the decision: a second one is refused, nothing new is sent.
+	again := events.New("redelivered.rejected", events.SourcePlanner, events.TypeStepSuspended, "",
+		&events.StepData{AppRef: events.AppRef{Namespace: "ns", Application: "rejected", UID: "uid-rejected", Release: "rejected-v1", Revision: 1, PublishVersion: "v1"},
+			Step: "deploy-prod", StepType: "deploy", Index: 1, Reason: "WaitingApproval", Properties: json.RawMessage(`{"auto":false,"policies":["p"]}`)})
+	if _, err := bus.Publish(ctx, js, bus.StepSubject("ns", "rejected"), again); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if code := post("alice", "rejected", "approve"); code != http.StatusConflict {
+		t.Errorf("an approval after a redelivered suspension of a rejected step: %d, want 409", code)
+	}
+	if evs := decisions("rejected"); len(evs) != 1 {
+		t.Errorf("%d decisions sent for one step", len(evs))
+	}
+
 	// An approve and a reject racing on one step: the one recorded is the
 	// one the planner gets.
 	for i := range 12 {
@@ -241,7 +257,7 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 	defer resp.Body.Close()
 	var m bytes.Buffer
 	_, _ = m.ReadFrom(resp.Body)
-	for _, want := range []string{`flotilla_gate_decisions_total{outcome="forbidden",via="http"} 1`, `flotilla_gate_decisions_total{outcome="stale_or_replayed",via="http"} 13`, `flotilla_gate_decisions_total{outcome="recorded",via="http"} 16`} {
+	for _, want := range []string{`flotilla_gate_decisions_total{outcome="forbidden",via="http"} 1`, `flotilla_gate_decisions_total{outcome="stale_or_replayed",via="http"} 14`, `flotilla_gate_decisions_total{outcome="recorded",via="http"} 16`} {
 		if !bytes.Contains(m.Bytes(), []byte(want)) {
 			t.Errorf("metrics lack %s", want)
 		}
