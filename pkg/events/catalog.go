@@ -140,8 +140,26 @@ type Snapshot struct {
 	Gzip []byte `json:"gzip,omitempty"`
 }
 
-// MaxSnapshot bounds a decompressed snapshot (a gzip bomb stops here).
-const MaxSnapshot = 256 << 20
+// validateSource checks that the snapshot travels exactly one way.
+func (s *Snapshot) validateSource() error {
+	n := 0
+	for _, set := range []bool{len(s.Objects) > 0, s.ObjectStore != "", len(s.Gzip) > 0} {
+		if set {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return errors.New("snapshot has neither objects nor objectStore nor gzip")
+	case 1:
+		return nil
+	}
+	return errors.New("snapshot has more than one of objects, objectStore and gzip")
+}
+
+// MaxSnapshot bounds a decompressed snapshot (a gzip bomb stops here): far
+// above any release the hub can hold, far below an agent's memory.
+const MaxSnapshot = 64 << 20
 
 // GzipObjects compresses a snapshot's JSON array of objects (as the object
 // store holds it).
@@ -205,9 +223,7 @@ func (d *StepData) Validate() error {
 		if s.Digest == "" {
 			errs = append(errs, errors.New("snapshot.digest is empty"))
 		}
-		if len(s.Objects) == 0 && s.ObjectStore == "" && len(s.Gzip) == 0 {
-			errs = append(errs, errors.New("snapshot has neither objects nor objectStore nor gzip"))
-		}
+		errs = append(errs, s.validateSource())
 	}
 	for i, p := range d.Policies {
 		if p.Name == "" || p.Type == "" {
@@ -416,8 +432,10 @@ func (d *WorkData) Validate() error {
 		}
 	} else {
 		errs = append(errs, d.AppRef.validate())
-		if d.Snapshot == nil || (len(d.Snapshot.Objects) == 0 && d.Snapshot.ObjectStore == "" && len(d.Snapshot.Gzip) == 0) {
+		if d.Snapshot == nil {
 			errs = append(errs, errors.New("work without delete needs a snapshot"))
+		} else {
+			errs = append(errs, d.Snapshot.validateSource())
 		}
 	}
 	if d.Cluster == "" {

@@ -341,7 +341,11 @@ func (g *Gate) snapshotObjects(ctx context.Context, s *events.Snapshot) *events.
 		if data, err = store.GetBytes(ctx, s.ObjectStore); err == nil {
 			out := &events.Snapshot{Digest: s.Digest}
 			if err = json.Unmarshal(data, &out.Objects); err == nil {
-				return out
+				// Approvers see what the release's digest vouches for, or nothing.
+				if d, derr := events.SnapshotDigest(out.Objects); derr == nil && d == s.Digest {
+					return out
+				}
+				err = fmt.Errorf("snapshot %s does not match its digest %s", s.ObjectStore, s.Digest)
 			}
 		}
 	}

@@ -33,6 +33,8 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/cache"
@@ -105,6 +107,7 @@ type Planner struct {
 	// watched are the kinds of referenced objects once missing, watched
 	// since so that creating one starts the releases waiting for it.
 	watched sync.Map
+	meta    metadatainformer.SharedInformerFactory
 	stop    <-chan struct{}
 	factory dynamicinformer.DynamicSharedInformerFactory
 }
@@ -145,6 +148,10 @@ func New(cfg *rest.Config, js jetstream.JetStream, log *slog.Logger, opts Option
 	}
 	p.apps = factory.ForResource(v1beta1.ApplicationResource).Lister()
 	p.hub.missing = p.watchKind
+	if mc, err := metadata.NewForConfig(cfg); err == nil {
+		// Object metadata only, no resync: what matters is that one appears.
+		p.meta = metadatainformer.NewSharedInformerFactory(mc, 0)
+	}
 	p.clusters = factory.ForResource(clusterv1.ManagedClusterResource).Lister()
 	if err := opts.Instruments.Register(p.metrics.collectors()...); err != nil {
 		return nil, fmt.Errorf("planner: %w", err)
@@ -673,14 +680,18 @@ func (p *Planner) finalize(ctx context.Context, app *v1beta1.Application, rec *R
 	return p.store.delete(ctx, app.Namespace, app.Name)
 }
 
-// watchKind watches the hub's objects of gvr (once): one created or
-// changed re-reads the Applications of its namespace, so a release blocked
+// watchKind watches the hub's objects of gvr (once, metadata only): one
+// created re-reads the Applications of its namespace, so a release blocked
 // on a missing object starts when it appears, not on the next resync.
 func (p *Planner) watchKind(gvr schema.GroupVersionResource) {
-	if _, loaded := p.watched.LoadOrStore(gvr, true); loaded || p.stop == nil {
+	if p.stop == nil || p.meta == nil {
 		return
 	}
-	onObject := func(obj any) {
+	if _, loaded := p.watched.LoadOrStore(gvr, true); loaded {
+		return
+	}
+	inf := p.meta.ForResource(gvr).Informer()
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
 		m, err := metaOf(obj)
 		if err != nil {
 			return
@@ -691,13 +702,11 @@ func (p *Planner) watchKind(gvr schema.GroupVersionResource) {
 				p.queue.Add(key)
 			}
 		}
-	}
-	inf := p.factory.ForResource(gvr).Informer()
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onObject, UpdateFunc: func(_, obj any) { onObject(obj) }}); err != nil {
+	}}); err != nil {
 		p.log.Warn("watch referenced kind", "resource", gvr.String(), "err", err)
 		return
 	}
-	p.factory.Start(p.stop)
+	p.meta.Start(p.stop)
 	p.log.Info("watching a referenced kind", "resource", gvr.String())
 }
 
