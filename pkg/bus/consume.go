@@ -21,13 +21,14 @@ type Publisher interface {
 
 // Publish encodes e and publishes it on subject, waiting for the stream's
 // ack. A duplicate (same event ID within the stream's window) is acked
-// without being stored again; the ack says so.
-func Publish(ctx context.Context, js Publisher, subject string, e *events.Event) (*jetstream.PubAck, error) {
+// without being stored again; the ack says so. opts add expectations (such
+// as the subject's last sequence).
+func Publish(ctx context.Context, js Publisher, subject string, e *events.Event, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	msg, err := events.Encode(subject, e)
 	if err != nil {
 		return nil, err
 	}
-	ack, err := js.PublishMsg(ctx, msg)
+	ack, err := js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s %s on %s: %w", e.Type, e.ID, subject, err)
 	}
@@ -53,6 +54,13 @@ func (r *retryError) Unwrap() error { return r.err }
 
 // Retry asks for redelivery after d.
 func Retry(d time.Duration, err error) error { return &retryError{after: d, err: err} }
+
+// IsWrongLastSequence says whether a publish failed because its subject
+// moved on since the sequence it expected (another writer came first).
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
 
 // IsRetry says whether err asks for redelivery (made by Retry).
 func IsRetry(err error) bool {

@@ -214,10 +214,14 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 		// A late redelivery of an older step must not replace newer desired
 		// state (the work stream keeps only the last): check every cluster
 		// before sending to any.
+		last := map[string]uint64{}
 		for _, c := range placement.Clusters {
-			if newer, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef, step.Index); err != nil {
+			newer, seq, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef, step.Index)
+			if err != nil {
 				return err
-			} else if newer {
+			}
+			last[c] = seq
+			if newer {
 				span.SetAttributes(telemetry.AttrStale.Bool(true))
 				d.log.InfoContext(ctx, "stale step not dispatched: a cluster has newer work", "app", step.Namespace+"/"+step.Application, "release", step.Release, "cluster", c)
 				return nil
@@ -230,7 +234,13 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 		for _, c := range placement.Clusters {
 			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, StepIndex: step.Index, Snapshot: snap, TargetNamespace: placement.Namespace}
 			we := events.New(events.WorkID(step.AppRef, step.Step, c), events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
-			if err := d.send(ctx, bus.WorkSubject(c, step.Namespace, step.Application), we, c, "apply"); err != nil {
+			// Only over the work checked above: another replica sending newer
+			// work meanwhile makes this publish fail, and the step is checked again.
+			err := d.send(ctx, bus.WorkSubject(c, step.Namespace, step.Application), we, c, "apply", jetstream.WithExpectLastSequencePerSubject(last[c]))
+			if bus.IsWrongLastSequence(err) {
+				return bus.Retry(100*time.Millisecond, err)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -277,12 +287,12 @@ func (d *Dispatcher) workSnapshot(ctx context.Context, s *events.Snapshot) (*eve
 
 // send publishes one cluster's work in a span of its own, whose context the
 // work message carries to the agent.
-func (d *Dispatcher) send(ctx context.Context, subject string, we *events.Event, cluster, kind string) error {
+func (d *Dispatcher) send(ctx context.Context, subject string, we *events.Event, cluster, kind string, opts ...jetstream.PublishOpt) error {
 	ctx, span := d.tracer.Start(ctx, "send work", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(telemetry.AttrCluster.String(cluster), telemetry.AttrWorkKind.String(kind), telemetry.AttrEventID.String(we.ID)))
 	defer span.End()
 	we.TraceParent, we.TraceState = telemetry.Inject(ctx)
-	ack, err := bus.Publish(ctx, d.js, subject, we)
+	ack, err := bus.Publish(ctx, d.js, subject, we, opts...)
 	if err != nil {
 		telemetry.SetError(span, err)
 		return err
@@ -327,25 +337,25 @@ func (d *Dispatcher) remove(ctx context.Context, e *events.Event, app *events.Ap
 }
 
 // newerWork reports whether subject's last work is newer than step index
-// of run ref: a newer run of the same application (or its removal), or a
-// later step of the same run.
-func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.AppRef, index int) (bool, error) {
+// of run ref (a newer run of the same application, its removal, or a later
+// step of the same run), and that work's sequence (0: none).
+func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.AppRef, index int) (bool, uint64, error) {
 	raw, err := d.work.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, nil
+		return false, 0, nil
 	}
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	e, err := events.Decode(&nats.Msg{Subject: raw.Subject, Header: raw.Header, Data: raw.Data})
 	if err != nil {
-		return false, nil // unreadable: replace it
+		return false, raw.Sequence, nil // unreadable: replace it
 	}
 	w, ok := e.Data.(*events.WorkData)
 	if !ok || w.UID != ref.UID {
-		return false, nil
+		return false, raw.Sequence, nil
 	}
-	return newer(w, ref, index), nil
+	return newer(w, ref, index), raw.Sequence, nil
 }
 
 // newer orders work: by revision, then run attempt, then step.

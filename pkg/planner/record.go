@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
@@ -159,7 +160,7 @@ func (s store) save(ctx context.Context, ns, app string, rec *Record, rev uint64
 	} else {
 		newRev, err = s.kv.Update(ctx, recordKey(ns, app), data, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+	if errors.Is(err, jetstream.ErrKeyExists) || bus.IsWrongLastSequence(err) {
 		return 0, fmt.Errorf("save run %s/%s at revision %d: %w", ns, app, rev, errConflict)
 	}
 	if err != nil {
@@ -173,10 +174,4 @@ func (s store) delete(ctx context.Context, ns, app string) error {
 		return fmt.Errorf("delete run %s/%s: %w", ns, app, err)
 	}
 	return nil
-}
-
-// isWrongSequence recognises the server's answer to an Update at a stale revision.
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }

@@ -49,6 +49,20 @@ func hasRoot(tr *jaeger.Trace) bool {
 	return slices.ContainsFunc(tr.Spans, func(sp jaeger.Span) bool { return sp.OperationName == "release" })
 }
 
+// complete says whether the trace has its root and a span of every service
+// (each service exports on its own schedule).
+func complete(tr *jaeger.Trace) bool {
+	if !hasRoot(tr) {
+		return false
+	}
+	for _, svc := range services {
+		if !slices.ContainsFunc(tr.Spans, func(sp jaeger.Span) bool { return tr.Service(&sp) == svc }) {
+			return false
+		}
+	}
+	return true
+}
+
 // only returns the one span of the trace that matches, failing otherwise.
 func only(t *testing.T, tr *jaeger.Trace, what string, match func(*jaeger.Span) bool) *jaeger.Span {
 	t.Helper()
@@ -98,7 +112,7 @@ func childOf(t *testing.T, tr *jaeger.Trace, child, parent *jaeger.Span) {
 // four services and both clusters, shaped as the release ran.
 func (s *suite) checkSeedTrace(t *testing.T, testC, prodC, approver string) {
 	tr := s.releaseTrace(t, "demo", 1, func(tr *jaeger.Trace) bool {
-		if !hasRoot(tr) {
+		if !complete(tr) {
 			return false
 		}
 		// Late spans (the healthy waits, the last reports) may trail the root.
@@ -230,7 +244,7 @@ spec:
 	s.must("kubectl", "flotilla", "workflow", "resume", "vault", "-n", "demo")
 	s.eventually(`vault +vault +ref-objects +running +true`, "kubectl", "get", "app", "vault", "-n", "demo")
 	s.eventually(`db-credentials`, "kubectl", "flotilla", "get", "secret", "db-credentials", "-n", "demo", "-m", prodC)
-	tr := s.releaseTrace(t, "vault", 1, hasRoot)
+	tr := s.releaseTrace(t, "vault", 1, complete)
 	if !slices.ContainsFunc(tr.Spans, func(sp jaeger.Span) bool { return sp.OperationName == "apply Secret" }) {
 		t.Errorf("no span applies the Secret")
 	}
