@@ -21,6 +21,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+// Name is the policy's (and its binding's) name.
+const Name = "flotilla-resume-identity"
+
 //go:embed resume-identity.yaml
 var resumeIdentity []byte
 

@@ -27,7 +27,7 @@ func TestObjectsDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Spec.PolicyName != p.Name || len(p.Spec.Validations) == 0 {
+	if p.Name != admission.Name || b.Name != admission.Name || b.Spec.PolicyName != p.Name || len(p.Spec.Validations) == 0 {
 		t.Errorf("binding %q for policy %q with %d validations", b.Spec.PolicyName, p.Name, len(p.Spec.Validations))
 	}
 }
@@ -128,6 +128,19 @@ func TestResumeRequestNamesItsWriter(t *testing.T) {
 				t.Errorf("err = %v, want a refusal saying %q", err, tt.refused)
 			}
 		})
+	}
+	// Operation requests (suspend, terminate, ...) name their writer too.
+	operate := func(c dynamic.ResourceInterface, id, user string) error {
+		op := map[string]any{"id": id, "type": "suspend", "user": user, "time": time.Now().UTC().Format(time.RFC3339)}
+		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"workflow": map[string]any{"operation": op}}})
+		_, err := c.Patch(ctx, "demo", types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+		return err
+	}
+	if err := operate(as("mallory"), "o1", "alice"); err == nil || !strings.Contains(err.Error(), "operation request must name its writer") {
+		t.Errorf("mallory suspending in alice's name: %v", err)
+	}
+	if err := operate(as("mallory"), "o2", "mallory"); err != nil {
+		t.Errorf("mallory suspending in her own name: %v", err)
 	}
 	// Other writers (the planner) keep a request as it is, or remove it.
 	patch := []byte(`{"status":{"observedGeneration":1}}`)

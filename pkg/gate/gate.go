@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/flotilla-dev/flotilla/deploy/admission"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
@@ -178,6 +179,10 @@ func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
 			}
 		}()
 		defer srv.Shutdown(context.Background())
+	}
+	// CLI approvals trust the name a request carries: the hub must check it.
+	if _, err := g.cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(ctx, admission.Name, metav1.GetOptions{}); err != nil {
+		g.log.Warn("the hub lacks Flotilla's admission policy (deploy/admission): whoever may write an Application's status could approve in another's name", "policy", admission.Name, "err", err)
 	}
 	g.log.Info("gate running", "webhook", g.opts.Listen, "identities", len(g.cfg.Identities))
 	select {

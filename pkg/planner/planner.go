@@ -798,13 +798,21 @@ func (p *Planner) writeStatus(ctx context.Context, app *v1beta1.Application, st 
 		if err != nil {
 			return err
 		}
-		if st.Workflow != nil && st.Workflow.Resume != nil {
-			// Byte for byte as its writer wrote it: a round trip through
-			// the Go type (times, empty lists) would read as a new claim.
-			if raw, found, _ := unstructured.NestedFieldNoCopy(u.Object, "status", "workflow", "resume"); found {
-				if err := unstructured.SetNestedField(stObj, raw, "workflow", "resume"); err != nil {
-					return err
-				}
+		// Requests kept are kept byte for byte as their writers wrote them:
+		// a round trip through the Go type (times, empty lists) would read
+		// as a new claim to the hub's admission policy.
+		for _, field := range []string{"resume", "operation"} {
+			if _, kept, _ := unstructured.NestedFieldNoCopy(stObj, "workflow", field); !kept {
+				continue
+			}
+			raw, found, _ := unstructured.NestedFieldNoCopy(u.Object, "status", "workflow", field)
+			if !found {
+				// Not on the hub (any more): the planner writes none of its own.
+				unstructured.RemoveNestedField(stObj, "workflow", field)
+				continue
+			}
+			if err := unstructured.SetNestedField(stObj, raw, "workflow", field); err != nil {
+				return err
 			}
 		}
 		u.Object["status"] = stObj
