@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla-dev/flotilla/pkg/events"
@@ -36,16 +35,7 @@ func TestSubjects(t *testing.T) {
 
 func connect(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	s := natstest.New(t)
-	nc, err := nats.Connect(s.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.New(t).JetStream(t)
 	return js
 }
 
