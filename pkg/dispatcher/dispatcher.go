@@ -256,7 +256,20 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 
 // GzipLimit is the largest compressed snapshot a work message carries
 // (base64 in JSON grows it by a third; NATS's default max_payload is 1 MiB).
+// A server with a smaller max_payload lowers it (gzipLimit).
 const GzipLimit = 640 << 10
+
+// gzipLimit is GzipLimit, or less when the server's max_payload is smaller
+// than the default: three quarters of it (base64), less 64 KiB for the rest
+// of the message.
+func (d *Dispatcher) gzipLimit() int {
+	if nc := d.js.Conn(); nc != nil {
+		if mp := int(nc.MaxPayload()); mp > 0 {
+			return min(GzipLimit, mp*3/4-64<<10)
+		}
+	}
+	return GzipLimit
+}
 
 // workSnapshot is what a work message carries of s: as it is when inline;
 // when it travels by name in the object store (which agents' NATS users
@@ -278,7 +291,7 @@ func (d *Dispatcher) workSnapshot(ctx context.Context, s *events.Snapshot) (*eve
 	if err != nil {
 		return nil, err
 	}
-	if len(gz) > GzipLimit {
+	if len(gz) > d.gzipLimit() {
 		d.log.WarnContext(ctx, "snapshot too large to send compressed: agents must read it from the object store", "snapshot", s.ObjectStore, "bytes", len(array), "compressed", len(gz))
 		return s, nil
 	}
