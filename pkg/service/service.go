@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"k8s.io/client-go/rest"
 
@@ -97,6 +98,9 @@ func start(name string, c *Common, run func(context.Context, Deps) error) error 
 			log.Warn("flush spans", "err", err)
 		}
 	}()
+	// The SDK reports failed exports through its process-wide handler:
+	// into this service's log, not a bare stderr line.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "err", err) }))
 	log.Info("tracing", "exporting", tracing.Exporting)
 	reg := telemetry.NewRegistry()
 	ctx, cancel := context.WithCancelCause(ctx)

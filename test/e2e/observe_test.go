@@ -49,14 +49,20 @@ func hasRoot(tr *jaeger.Trace) bool {
 	return slices.ContainsFunc(tr.Spans, func(sp jaeger.Span) bool { return sp.OperationName == "release" })
 }
 
-// complete says whether the trace has its root and a span of every service
-// (each service exports on its own schedule).
+// complete says whether the trace has its root, a span of every service
+// and every span's parent: each service exports on its own schedule (and
+// an exporter retrying after a failed export holds its later spans back).
 func complete(tr *jaeger.Trace) bool {
 	if !hasRoot(tr) {
 		return false
 	}
 	for _, svc := range services {
 		if !slices.ContainsFunc(tr.Spans, func(sp jaeger.Span) bool { return tr.Service(&sp) == svc }) {
+			return false
+		}
+	}
+	for i := range tr.Spans {
+		if sp := &tr.Spans[i]; sp.OperationName != "release" && tr.Parent(sp) == nil {
 			return false
 		}
 	}
