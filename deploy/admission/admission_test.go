@@ -35,16 +35,9 @@ func TestObjectsDecode(t *testing.T) {
 // Whoever may write an Application's status may write a resume request,
 // but only in their own name and groups.
 func TestResumeRequestNamesItsWriter(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs the hub API server")
-	}
+	env := testbed.StartT(t, testbed.Options{Clusters: []string{"unused"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	env, err := testbed.Start(ctx, testbed.Options{Clusters: []string{"unused"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop()
 	if err := crds.Install(ctx, env.Hub.Config); err != nil {
 		t.Fatal(err)
 	}

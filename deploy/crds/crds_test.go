@@ -38,16 +38,9 @@ func TestCRDsDecode(t *testing.T) {
 // The seed's four files apply unchanged with plain kubectl, nothing is
 // pruned, and kubectl prints the seed's columns.
 func TestSeedAppliesUnchangedAndPrintsTheSeedColumns(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a real hub")
-	}
+	env := testbed.StartT(t, testbed.Options{Clusters: []string{"c1"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	env, err := testbed.Start(ctx, testbed.Options{Clusters: []string{"c1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop()
 	if err := crds.Install(ctx, env.Hub.Config); err != nil {
 		t.Fatal(err)
 	}

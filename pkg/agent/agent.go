@@ -7,7 +7,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -394,16 +393,12 @@ func (a *Agent) objects(ctx context.Context, s *events.Snapshot) ([]*unstructure
 		}
 	}
 	if len(raws) == 0 && s.ObjectStore != "" {
-		store, err := a.js.ObjectStore(ctx, bus.ObjectSnapshots)
+		store, err := bus.Snapshots(ctx, a.js)
 		if err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
+			return nil, err
 		}
-		data, err := store.GetBytes(ctx, s.ObjectStore)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
-		}
-		if err := json.Unmarshal(data, &raws); err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
+		if raws, err = bus.SnapshotObjects(ctx, store, s.ObjectStore); err != nil {
+			return nil, err
 		}
 	}
 	// Apply only what the release's digest vouches for.

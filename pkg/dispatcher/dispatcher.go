@@ -279,13 +279,13 @@ func (d *Dispatcher) workSnapshot(ctx context.Context, s *events.Snapshot) (*eve
 	if s == nil || len(s.Objects) > 0 || s.ObjectStore == "" {
 		return s, nil
 	}
-	store, err := d.js.ObjectStore(ctx, bus.ObjectSnapshots)
+	store, err := bus.Snapshots(ctx, d.js)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
+		return nil, err
 	}
-	array, err := store.GetBytes(ctx, s.ObjectStore)
+	array, err := bus.ReadSnapshot(ctx, store, s.ObjectStore)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", s.ObjectStore, err)
+		return nil, err
 	}
 	gz, err := events.GzipObjects(array)
 	if err != nil {

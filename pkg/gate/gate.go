@@ -201,10 +201,9 @@ type waiting struct {
 	Approvers    []string          `json:"approvers,omitempty"`
 	MinApprovals int               `json:"minApprovals"`
 	Approvals    []events.Approval `json:"approvals,omitempty"`
-	// Decided is set once the step is decided: Decision is the event type
-	// (step approved or rejected) and Reason the deciding one's reason.
-	// Sent is set once the decision went to the planner.
-	Decided  bool   `json:"decided,omitempty"`
+	// Decision is set once the step is decided: the event type (step
+	// approved or rejected); Reason is the deciding one's reason. Sent is
+	// set once the decision went to the planner.
 	Decision string `json:"decision,omitempty"`
 	Reason   string `json:"reason,omitempty"`
 	Sent     bool   `json:"sent,omitempty"`
@@ -283,6 +282,8 @@ func (g *Gate) handleStep(ctx context.Context, e *events.Event) error {
 	return g.request(ctx, e, d, &w)
 }
 
+func (w *waiting) decided() bool { return w.Decision != "" }
+
 // olderRun says whether w waits in a run older than ref's (release, then attempt).
 func (w *waiting) olderRun(ref events.AppRef) bool {
 	return w.Revision < ref.Revision || w.Revision == ref.Revision && w.Attempt < ref.Attempt
@@ -299,7 +300,7 @@ func (g *Gate) endWait(ctx context.Context, rev uint64, w *waiting, why string) 
 	for range 5 {
 		err := g.kv.Delete(ctx, k, jetstream.LastRevision(rev))
 		if err == nil {
-			if !w.Decided {
+			if !w.decided() {
 				g.traceWait(ctx, w, "", why)
 			}
 			return nil
@@ -340,22 +341,29 @@ func (g *Gate) snapshotObjects(ctx context.Context, s *events.Snapshot) *events.
 	if s == nil || len(s.Objects) > 0 || s.ObjectStore == "" {
 		return s
 	}
-	store, err := g.js.ObjectStore(ctx, bus.ObjectSnapshots)
-	if err == nil {
-		var data []byte
-		if data, err = store.GetBytes(ctx, s.ObjectStore); err == nil {
-			out := &events.Snapshot{Digest: s.Digest}
-			if err = json.Unmarshal(data, &out.Objects); err == nil {
-				// Approvers see what the release's digest vouches for, or nothing.
-				if d, derr := events.SnapshotDigest(out.Objects); derr == nil && d == s.Digest {
-					return out
-				}
-				err = fmt.Errorf("snapshot %s does not match its digest %s", s.ObjectStore, s.Digest)
-			}
-		}
+	objects, err := g.readSnapshot(ctx, s)
+	if err != nil {
+		g.log.WarnContext(ctx, "approval request without its objects: snapshot unreadable", "snapshot", s.ObjectStore, "err", err)
+		return s
 	}
-	g.log.WarnContext(ctx, "approval request without its objects: snapshot unreadable", "snapshot", s.ObjectStore, "err", err)
-	return s
+	return &events.Snapshot{Digest: s.Digest, Objects: objects}
+}
+
+// readSnapshot reads a snapshot by name, if its digest vouches for it:
+// approvers see what will be deployed, or nothing.
+func (g *Gate) readSnapshot(ctx context.Context, s *events.Snapshot) ([]json.RawMessage, error) {
+	store, err := bus.Snapshots(ctx, g.js)
+	if err != nil {
+		return nil, err
+	}
+	objects, err := bus.SnapshotObjects(ctx, store, s.ObjectStore)
+	if err != nil {
+		return nil, err
+	}
+	if d, err := events.SnapshotDigest(objects); err != nil || d != s.Digest {
+		return nil, fmt.Errorf("snapshot %s does not match its digest %s", s.ObjectStore, s.Digest)
+	}
+	return objects, nil
 }
 
 // summarize lists a snapshot's objects with their container images.
@@ -422,7 +430,7 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		if err := json.Unmarshal(entry.Value(), &w); err != nil {
 			return err
 		}
-		if w.Decided && !w.Sent && w.Decision != "" {
+		if w.decided() && !w.Sent {
 			// Decided, but the send failed: send it now (the refusal below stands).
 			if err := g.send(ctx, &w, entry.Revision()); err != nil {
 				return err
@@ -435,7 +443,7 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 			return refuse(http.StatusConflict, "stale: %s/%s waits on publishVersion %q, not %q", d.Namespace, d.Application, w.PublishVersion, d.PublishVersion)
 		case w.Step != d.Step:
 			return refuse(http.StatusConflict, "stale: step %q does not wait; %q does", d.Step, w.Step)
-		case w.Decided:
+		case w.decided():
 			return refuse(http.StatusConflict, "step %q of %s was already decided", d.Step, w.Release)
 		case !allowed(w.Approvers, approver, groups):
 			return refuse(http.StatusForbidden, "%s may not decide step %q (approvers: %v)", approver, d.Step, w.Approvers)
@@ -458,7 +466,7 @@ func (g *Gate) record(ctx context.Context, id string, d *events.ApprovalData, vi
 		case approvals >= w.MinApprovals:
 			typ = events.TypeStepApproved
 		}
-		w.Decided, w.Decision, w.Reason, w.Link = typ != "", typ, d.Reason, traceParent
+		w.Decision, w.Reason, w.Link = typ, d.Reason, traceParent
 		// Recorded first, sent second: of two decisions racing on the last
 		// approval only the one whose record lands goes to the planner, so
 		// the record and the planner never disagree. A failed send leaves
@@ -523,7 +531,7 @@ func (g *Gate) sendUnsent(ctx context.Context) error {
 			continue
 		}
 		var w waiting
-		if json.Unmarshal(entry.Value(), &w) != nil || !w.Decided || w.Sent || w.Decision == "" {
+		if json.Unmarshal(entry.Value(), &w) != nil || !w.decided() || w.Sent {
 			continue
 		}
 		if err := g.send(ctx, &w, entry.Revision()); err != nil {
@@ -658,7 +666,7 @@ func (g *Gate) handleResume(ctx context.Context, obj any) {
 		return
 	}
 	var w waiting
-	if json.Unmarshal(entry.Value(), &w) != nil || slices.Contains(w.Seen, "cli."+req.ID) || w.Decided {
+	if json.Unmarshal(entry.Value(), &w) != nil || slices.Contains(w.Seen, "cli."+req.ID) || w.decided() {
 		return
 	}
 	if req.Release != "" {

@@ -23,16 +23,9 @@ import (
 // reject fails the step; an approver not listed is refused. (The seed's
 // single approval, over each way in, runs in test/e2e.)
 func TestQuorumRejectAndApprovers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs the hub API server and NATS")
-	}
+	env := testbed.StartT(t, testbed.Options{Clusters: []string{"unused"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	env, err := testbed.Start(ctx, testbed.Options{Clusters: []string{"unused"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop()
 	if err := crds.Install(ctx, env.Hub.Config); err != nil {
 		t.Fatal(err)
 	}

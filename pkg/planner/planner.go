@@ -496,13 +496,11 @@ func (p *Planner) snapshot(ctx context.Context, ref SnapshotRef) (*events.Snapsh
 		s.ObjectStore = ref.Object
 		return s, nil
 	}
-	data, err := p.snaps.GetBytes(ctx, ref.Object)
+	objects, err := bus.SnapshotObjects(ctx, p.snaps, ref.Object)
 	if err != nil {
-		return nil, fmt.Errorf("read snapshot %s: %w", ref.Object, err)
+		return nil, err
 	}
-	if err := json.Unmarshal(data, &s.Objects); err != nil {
-		return nil, fmt.Errorf("read snapshot %s: %w", ref.Object, err)
-	}
+	s.Objects = objects
 	return s, nil
 }
 
