@@ -40,6 +40,9 @@ const HubName = "hub"
 // Binaries are the programs `make testbed` builds and Start needs.
 var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"}
 
+// nodeLeaseSeconds is the duration of each fake node's Lease in kube-node-lease.
+const nodeLeaseSeconds = 40
+
 //go:embed kwok-stages.yaml
 var kwokStages []byte
 
@@ -316,6 +319,13 @@ func (e *Env) startCluster(ctx context.Context, binDir, etcdURL, name string, ma
 		"--cidr=10.244.0.0/16",
 		"--node-ip=10.96.0.1",
 		"--server-address=",
+		// The stage file renews node status only every 10-20 minutes and
+		// leaves liveness to the node's Lease, as a kubelet does: without a
+		// lease kube-controller-manager marks the node NotReady after its
+		// 50 s --node-monitor-grace-period and every pod on it unready. 40 s
+		// is the kubelet's and kwokctl's default; kwok renews at a quarter
+		// of it (10 s), five renewals inside one grace period.
+		"--node-lease-duration-seconds=" + strconv.Itoa(nodeLeaseSeconds),
 	}, tierController)
 	if err != nil {
 		return nil, err
@@ -342,6 +352,17 @@ func (e *Env) startCluster(ctx context.Context, binDir, etcdURL, name string, ma
 		return false, nil
 	}); err != nil {
 		return nil, kwok.Failure(fmt.Errorf("node %s not Ready: %w", node.Name, err))
+	}
+	// Liveness is the Lease's: a test bed whose node has none would turn
+	// NotReady a grace period from now, so it does not count as started.
+	if err := waitFor(ctx, kwok, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, node.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	}); err != nil {
+		return nil, kwok.Failure(fmt.Errorf("node %s has no Lease in %s: %w", node.Name, corev1.NamespaceNodeLease, err))
 	}
 	// Pods are admitted only once the controller manager made the namespace's
 	// default ServiceAccount: wait for it so callers can deploy at once.

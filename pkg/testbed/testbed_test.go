@@ -25,6 +25,7 @@ func TestHubAndTwoManagedClusters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real API servers")
 	}
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
