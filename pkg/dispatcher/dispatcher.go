@@ -27,6 +27,7 @@ import (
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
@@ -188,8 +189,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 	}
 	result := &events.StepDispatchedData{AppRef: step.AppRef, Step: step.Step}
 	placement, err := Place(step.Policies, known)
-	var perr *PlacementError
-	if errors.As(err, &perr) {
+	if _, refused := problem.As(err); refused {
 		// The cache may not have seen a cluster just registered or
 		// accepted: a refusal is decided on the hub's own answer.
 		live, lerr := d.liveClusters(ctx)
@@ -198,8 +198,9 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 		}
 		placement, err = Place(step.Policies, live)
 	}
+	perr, refused := problem.As(err)
 	switch {
-	case errors.As(err, &perr):
+	case refused:
 		// Nothing goes to any cluster of this step.
 		result.Reason, result.Error = perr.Reason, perr.Message
 		span.SetStatus(codes.Error, telemetry.Sanitize(perr.Message))

@@ -2,7 +2,6 @@ package dispatcher
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
 // Cluster is what placement knows of a ManagedCluster.
@@ -32,15 +32,7 @@ type Topology struct {
 	Namespace string `json:"namespace,omitempty"`
 }
 
-// PlacementError says why a step goes to no cluster; Reason is CamelCase.
-type PlacementError struct {
-	Reason  string
-	Message string
-}
-
-func (e *PlacementError) Error() string { return e.Message }
-
-// Reasons of PlacementError.
+// Reasons a step goes to no cluster (problems Place reports).
 const (
 	ReasonClusterNotFound    = "ClusterNotFound"
 	ReasonClusterNotAccepted = "ClusterNotAccepted"
@@ -68,7 +60,7 @@ func Place(policies []events.Policy, clusters []Cluster) (Placement, error) {
 		var t Topology
 		if len(p.Properties) > 0 {
 			if err := json.Unmarshal(p.Properties, &t); err != nil {
-				return Placement{}, &PlacementError{ReasonInvalidTopology, fmt.Sprintf("policy %q: properties: %v", p.Name, err)}
+				return Placement{}, problem.New(ReasonInvalidTopology, "policy %q: properties: %v", p.Name, err)
 			}
 		}
 		if t.Namespace != "" {
@@ -79,22 +71,22 @@ func Place(policies []events.Policy, clusters []Cluster) (Placement, error) {
 			sel = t.ClusterSelector
 		}
 		if len(t.Clusters) == 0 && sel == nil {
-			return Placement{}, &PlacementError{ReasonInvalidTopology, fmt.Sprintf("policy %q names no clusters and no clusterLabelSelector", p.Name)}
+			return Placement{}, problem.New(ReasonInvalidTopology, "policy %q names no clusters and no clusterLabelSelector", p.Name)
 		}
 		for _, name := range t.Clusters {
 			c, ok := byName[name]
 			if !ok {
-				return Placement{}, &PlacementError{ReasonClusterNotFound, fmt.Sprintf("policy %q names cluster %q, which is not a ManagedCluster of the hub (kubectl get managedclusters)", p.Name, name)}
+				return Placement{}, problem.New(ReasonClusterNotFound, "policy %q names cluster %q, which is not a ManagedCluster of the hub (kubectl get managedclusters)", p.Name, name)
 			}
 			if !c.Accepted {
-				return Placement{}, &PlacementError{ReasonClusterNotAccepted, fmt.Sprintf("policy %q names cluster %q, which the hub has not accepted (kubectl flotilla cluster accept %s)", p.Name, name, name)}
+				return Placement{}, problem.New(ReasonClusterNotAccepted, "policy %q names cluster %q, which the hub has not accepted (kubectl flotilla cluster accept %s)", p.Name, name, name)
 			}
 			out.Clusters = append(out.Clusters, name)
 		}
 		if sel != nil {
 			ls, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: sel})
 			if err != nil {
-				return Placement{}, &PlacementError{ReasonInvalidTopology, fmt.Sprintf("policy %q: clusterLabelSelector: %v", p.Name, err)}
+				return Placement{}, problem.New(ReasonInvalidTopology, "policy %q: clusterLabelSelector: %v", p.Name, err)
 			}
 			matched := 0
 			for _, c := range clusters {
@@ -104,7 +96,7 @@ func Place(policies []events.Policy, clusters []Cluster) (Placement, error) {
 				}
 			}
 			if matched == 0 && !t.AllowEmpty {
-				return Placement{}, &PlacementError{ReasonNoClusterMatched, fmt.Sprintf("policy %q: clusterLabelSelector %s matches no accepted cluster (set allowEmpty: true to allow this)", p.Name, describe(sel))}
+				return Placement{}, problem.New(ReasonNoClusterMatched, "policy %q: clusterLabelSelector %s matches no accepted cluster (set allowEmpty: true to allow this)", p.Name, describe(sel))
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package dispatcher
 
 import (
 	"encoding/json"
-	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
 func topo(name, props string) events.Policy {
@@ -53,8 +53,8 @@ func TestPlace(t *testing.T) {
 				}
 				return
 			}
-			var pe *PlacementError
-			if !errors.As(err, &pe) || pe.Reason != tt.reason || !strings.Contains(pe.Message, tt.msg) {
+			pe, ok := problem.As(err)
+			if !ok || pe.Reason != tt.reason || !strings.Contains(pe.Message, tt.msg) {
 				t.Fatalf("Place() error = %v; want %s containing %q", err, tt.reason, tt.msg)
 			}
 		})

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/release"
 )
 
@@ -74,13 +75,13 @@ func (h *hubReader) Object(ctx context.Context, ns string, ref release.ObjectRef
 		mapping, err = h.mapping(ref)
 	}
 	if meta.IsNoMatchError(err) {
-		return nil, &release.Problem{Reason: release.ReasonInvalidObjectReference, Message: fmt.Sprintf("%s: the hub serves no such kind (%v)", ref, err)}
+		return nil, problem.New(release.ReasonInvalidObjectReference, "%s: the hub serves no such kind (%v)", ref, err)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if mapping.Scope.Name() != meta.RESTScopeNameNamespace {
-		return nil, &release.Problem{Reason: release.ReasonInvalidObjectReference, Message: fmt.Sprintf("%s is cluster-scoped: ref-objects references namespaced objects", ref)}
+		return nil, problem.New(release.ReasonInvalidObjectReference, "%s is cluster-scoped: ref-objects references namespaced objects", ref)
 	}
 	obj, err := h.dyn.Resource(mapping.Resource).Namespace(ns).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {

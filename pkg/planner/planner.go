@@ -46,6 +46,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/release"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
@@ -342,12 +343,12 @@ func (p *Planner) reconcile(ctx context.Context, key string) error {
 		}
 	}
 
-	var problem *release.Problem
+	var refused *problem.Error
 	cut := false
 	if rec == nil || rec.Key != release.Key(app) {
 		next, err := p.cut(ctx, app, rec)
-		if pr, ok := release.AsProblem(err); ok {
-			problem = pr
+		if pr, ok := problem.As(err); ok {
+			refused = pr
 			p.log.Info("release not started", "app", key, "reason", pr.Reason, "message", pr.Message)
 			p.queue.AddAfter(key, p.opts.Resync)
 		} else if err != nil {
@@ -374,7 +375,7 @@ func (p *Planner) reconcile(ctx context.Context, key string) error {
 			p.queue.AddAfter(key, time.Until(d)+10*time.Millisecond)
 		}
 	}
-	return p.writeStatus(ctx, app, computeStatus(app, rec, problem))
+	return p.writeStatus(ctx, app, computeStatus(app, rec, refused))
 }
 
 // cut resolves the Application and starts a new release after rec's.

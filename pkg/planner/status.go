@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
-	"github.com/flotilla-dev/flotilla/pkg/release"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
 
@@ -27,7 +27,7 @@ const (
 // computeStatus derives the Application's status from its record, or from
 // the problem that keeps a release from starting. It is pure, and the
 // result is written once per change.
-func computeStatus(app *v1beta1.Application, rec *Record, problem *release.Problem) v1beta1.AppStatus {
+func computeStatus(app *v1beta1.Application, rec *Record, refused *problem.Error) v1beta1.AppStatus {
 	st := v1beta1.AppStatus{
 		Conditions:         append([]metav1.Condition(nil), app.Status.Conditions...),
 		ObservedGeneration: app.Generation,
@@ -55,9 +55,9 @@ func computeStatus(app *v1beta1.Application, rec *Record, problem *release.Probl
 		if rec != nil && len(rec.Placed) > 0 {
 			ready.Message = fmt.Sprintf("waiting for %d of %d clusters to confirm removal", len(rec.Placed)-len(rec.Deleted), len(rec.Placed))
 		}
-	case problem != nil:
+	case refused != nil:
 		st.Phase = v1beta1.PhaseWorkflowFailed
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, problem.Reason, problem.Message
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, refused.Reason, refused.Message
 	case rec == nil:
 		st.Phase = v1beta1.PhaseStarting
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionUnknown, ReasonProgressing, "cutting the first release"

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
 // FuzzParseRefObjects: a user's component properties never panic the
@@ -17,8 +19,8 @@ func FuzzParseRefObjects(f *testing.F) {
 	f.Fuzz(func(t *testing.T, props string) {
 		refs, err := ParseRefObjects("c", &runtime.RawExtension{Raw: []byte(props)})
 		if err != nil {
-			if _, ok := AsProblem(err); !ok {
-				t.Fatalf("error is not a Problem: %v", err)
+			if _, ok := problem.As(err); !ok {
+				t.Fatalf("error is not a problem: %v", err)
 			}
 			return
 		}

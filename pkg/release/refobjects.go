@@ -7,6 +7,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
 // ObjectRef is one entry of a ref-objects component's properties.objects:
@@ -48,7 +50,7 @@ type refObjectsProps struct {
 // ParseRefObjects reads a ref-objects component's properties.
 func ParseRefObjects(component string, props *runtime.RawExtension) ([]ObjectRef, error) {
 	bad := func(format string, args ...any) error {
-		return &Problem{ReasonInvalidObjectReference, fmt.Sprintf("component %q: ", component) + fmt.Sprintf(format, args...)}
+		return problem.New(ReasonInvalidObjectReference, "component %q: %s", component, fmt.Sprintf(format, args...))
 	}
 	if props == nil || len(props.Raw) == 0 {
 		return nil, bad("properties.objects is missing")

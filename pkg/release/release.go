@@ -8,7 +8,6 @@ package release
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
 
@@ -27,7 +27,7 @@ const ComponentRefObjects = "ref-objects"
 // PolicyTopology places components on clusters.
 const PolicyTopology = "topology"
 
-// Reasons of a Problem.
+// Reasons of the problems resolving reports.
 const (
 	ReasonWorkflowNotFound         = "WorkflowNotFound"
 	ReasonPolicyNotFound           = "PolicyNotFound"
@@ -37,29 +37,6 @@ const (
 	ReasonInvalidObjectReference   = "InvalidObjectReference"
 	ReasonNoWorkflow               = "NoWorkflow"
 )
-
-// Problem is something wrong in what the user applied. It is not retried
-// until the user changes something.
-type Problem struct {
-	Reason  string
-	Message string
-}
-
-func (p *Problem) Error() string { return p.Message }
-
-// AsProblem returns the Problem in err's chain, turning a workflow SpecError
-// into one.
-func AsProblem(err error) (*Problem, bool) {
-	var p *Problem
-	if errors.As(err, &p) {
-		return p, true
-	}
-	var se *workflow.SpecError
-	if errors.As(err, &se) {
-		return &Problem{Reason: se.Reason, Message: se.Message}, true
-	}
-	return nil, false
-}
 
 // Hub is what resolving reads from the hub. Getters return (nil, nil) for an
 // object that does not exist.
@@ -101,7 +78,7 @@ func Resolve(ctx context.Context, hub Hub, app *v1beta1.Application) (*Spec, err
 	spec := &Spec{Steps: steps, Policies: policies}
 	for _, comp := range app.Spec.Components {
 		if comp.Type != ComponentRefObjects {
-			return nil, &Problem{ReasonUnsupportedComponentType, fmt.Sprintf("component %q has type %q: Flotilla supports %q", comp.Name, comp.Type, ComponentRefObjects)}
+			return nil, problem.New(ReasonUnsupportedComponentType, "component %q has type %q: Flotilla supports %q", comp.Name, comp.Type, ComponentRefObjects)
 		}
 		refs, err := ParseRefObjects(comp.Name, comp.Properties)
 		if err != nil {
@@ -109,14 +86,14 @@ func Resolve(ctx context.Context, hub Hub, app *v1beta1.Application) (*Spec, err
 		}
 		for _, ref := range refs {
 			if ref.Namespace != "" && ref.Namespace != ns {
-				return nil, &Problem{ReasonInvalidObjectReference, fmt.Sprintf("component %q references %s in namespace %q: only objects in the Application's namespace %q can be referenced", comp.Name, ref, ref.Namespace, ns)}
+				return nil, problem.New(ReasonInvalidObjectReference, "component %q references %s in namespace %q: only objects in the Application's namespace %q can be referenced", comp.Name, ref, ref.Namespace, ns)
 			}
 			obj, err := hub.Object(ctx, ns, ref)
 			if err != nil {
 				return nil, fmt.Errorf("component %q: get %s: %w", comp.Name, ref, err)
 			}
 			if obj == nil {
-				return nil, &Problem{ReasonObjectNotFound, fmt.Sprintf("%s referenced by component %q not found in namespace %q", ref, comp.Name, ns)}
+				return nil, problem.New(ReasonObjectNotFound, "%s referenced by component %q not found in namespace %q", ref, comp.Name, ns)
 			}
 			spec.Objects = append(spec.Objects, obj)
 		}
@@ -133,7 +110,7 @@ func resolveSteps(ctx context.Context, hub Hub, app *v1beta1.Application) ([]wor
 			return nil, fmt.Errorf("get Workflow %s/%s: %w", app.Namespace, wf.Ref, err)
 		}
 		if obj == nil {
-			return nil, &Problem{ReasonWorkflowNotFound, fmt.Sprintf("Workflow %q referenced by spec.workflow.ref not found in namespace %q", wf.Ref, app.Namespace)}
+			return nil, problem.New(ReasonWorkflowNotFound, "Workflow %q referenced by spec.workflow.ref not found in namespace %q", wf.Ref, app.Namespace)
 		}
 		return workflow.Parse(obj.Mode, obj.Steps)
 	case wf != nil && len(wf.Steps) > 0:
@@ -147,7 +124,7 @@ func resolveSteps(ctx context.Context, hub Hub, app *v1beta1.Application) ([]wor
 		}
 	}
 	if len(names) == 0 {
-		return nil, &Problem{ReasonNoWorkflow, "the Application has no spec.workflow and no topology policy: nothing says where to deploy"}
+		return nil, problem.New(ReasonNoWorkflow, "the Application has no spec.workflow and no topology policy: nothing says where to deploy")
 	}
 	return []workflow.StepSpec{{Name: "deploy", Type: workflow.StepTypeDeploy, Policies: names, Auto: true}}, nil
 }
@@ -174,12 +151,12 @@ func resolvePolicies(ctx context.Context, hub Hub, app *v1beta1.Application, ste
 					return nil, fmt.Errorf("get Policy %s/%s: %w", app.Namespace, name, err)
 				}
 				if obj == nil {
-					return nil, &Problem{ReasonPolicyNotFound, fmt.Sprintf("policy %q used by step %q not found: no inline policy of that name and no Policy %s/%s", name, s.Name, app.Namespace, name)}
+					return nil, problem.New(ReasonPolicyNotFound, "policy %q used by step %q not found: no inline policy of that name and no Policy %s/%s", name, s.Name, app.Namespace, name)
 				}
 				p = events.Policy{Name: name, Type: obj.Type, Properties: raw(obj.Properties)}
 			}
 			if p.Type != PolicyTopology {
-				return nil, &Problem{ReasonUnsupportedPolicyType, fmt.Sprintf("policy %q used by step %q has type %q: a deploy step supports %q", name, s.Name, p.Type, PolicyTopology)}
+				return nil, problem.New(ReasonUnsupportedPolicyType, "policy %q used by step %q has type %q: a deploy step supports %q", name, s.Name, p.Type, PolicyTopology)
 			}
 			out = append(out, p)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
 // memHub is an in-memory Hub for the pure resolution logic.
@@ -168,12 +169,12 @@ func TestResolveProblems(t *testing.T) {
 			app, hub := seedApp(), seedHub()
 			tt.mutate(app, hub)
 			_, err := Resolve(context.Background(), hub, app)
-			p, ok := AsProblem(err)
+			p, ok := problem.As(err)
 			if !ok {
-				t.Fatalf("Resolve() = %v, want a Problem", err)
+				t.Fatalf("Resolve() = %v, want a problem", err)
 			}
 			if p.Reason != tt.reason || !strings.Contains(p.Message, tt.msg) {
-				t.Errorf("Problem %s %q, want %s containing %q", p.Reason, p.Message, tt.reason, tt.msg)
+				t.Errorf("problem %s %q, want %s containing %q", p.Reason, p.Message, tt.reason, tt.msg)
 			}
 		})
 	}

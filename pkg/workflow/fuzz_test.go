@@ -1,13 +1,13 @@
 package workflow
 
 import (
-	"errors"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
 // FuzzParse: a user's step properties never panic the planner, and an
@@ -21,8 +21,8 @@ func FuzzParse(f *testing.F) {
 		step := v1alpha1.WorkflowStep{WorkflowStepBase: v1alpha1.WorkflowStepBase{Name: "s", Type: typ, Timeout: timeout, Properties: &runtime.RawExtension{Raw: []byte(props)}}}
 		specs, err := Parse(nil, []v1alpha1.WorkflowStep{step})
 		if err != nil {
-			var se *SpecError
-			if !errors.As(err, &se) || se.Reason == "" || se.Message == "" {
+			se, ok := problem.As(err)
+			if !ok || se.Reason == "" || se.Message == "" {
 				t.Fatalf("error without reason and message: %v", err)
 			}
 			return

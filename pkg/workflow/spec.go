@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
 // Step types the engine runs.
@@ -49,15 +50,7 @@ func (s StepSpec) Manual() bool {
 	return false
 }
 
-// SpecError is a workflow a user wrote wrong; Reason is CamelCase for conditions.
-type SpecError struct {
-	Reason  string
-	Message string
-}
-
-func (e *SpecError) Error() string { return e.Message }
-
-// Reasons of SpecError.
+// Reasons of the problems Parse reports (a workflow a user wrote wrong).
 const (
 	ReasonUnknownStepType    = "UnknownStepType"
 	ReasonDuplicateStep      = "DuplicateStepName"
@@ -86,11 +79,11 @@ type approvalProps struct {
 
 func (a approvalProps) check(step string) error {
 	if a.MinApprovals != nil && *a.MinApprovals < 1 {
-		return &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: minApprovals %d must be at least 1", step, *a.MinApprovals)}
+		return problem.New(ReasonInvalidStep, "step %q: minApprovals %d must be at least 1", step, *a.MinApprovals)
 	}
 	for _, ap := range a.Approvers {
 		if ap == "" {
-			return &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: approvers has an empty name", step)}
+			return problem.New(ReasonInvalidStep, "step %q: approvers has an empty name", step)
 		}
 	}
 	return nil
@@ -100,24 +93,24 @@ func (a approvalProps) check(step string) error {
 // which step is wrong and why.
 func Parse(mode *v1alpha1.WorkflowExecuteMode, steps []v1alpha1.WorkflowStep) ([]StepSpec, error) {
 	if mode != nil && mode.Steps != "" && mode.Steps != v1alpha1.WorkflowModeStep {
-		return nil, &SpecError{ReasonUnsupportedFeature, fmt.Sprintf("workflow mode %q is not supported yet: use StepByStep", mode.Steps)}
+		return nil, problem.New(ReasonUnsupportedFeature, "workflow mode %q is not supported yet: use StepByStep", mode.Steps)
 	}
 	if len(steps) == 0 {
-		return nil, &SpecError{ReasonNoSteps, "the workflow has no steps"}
+		return nil, problem.New(ReasonNoSteps, "the workflow has no steps")
 	}
 	seen := map[string]bool{}
 	out := make([]StepSpec, 0, len(steps))
 	for i, st := range steps {
 		name := st.Name
 		if name == "" {
-			return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %d (type %q) has no name", i+1, st.Type)}
+			return nil, problem.New(ReasonInvalidStep, "step %d (type %q) has no name", i+1, st.Type)
 		}
 		if seen[name] {
-			return nil, &SpecError{ReasonDuplicateStep, fmt.Sprintf("step name %q is used twice", name)}
+			return nil, problem.New(ReasonDuplicateStep, "step name %q is used twice", name)
 		}
 		seen[name] = true
 		if len(st.SubSteps) > 0 || st.If != "" || len(st.DependsOn) > 0 {
-			return nil, &SpecError{ReasonUnsupportedFeature, fmt.Sprintf("step %q: sub-steps, if and dependsOn are not supported yet", name)}
+			return nil, problem.New(ReasonUnsupportedFeature, "step %q: sub-steps, if and dependsOn are not supported yet", name)
 		}
 		s := StepSpec{Name: name, Type: st.Type}
 		if st.Properties != nil {
@@ -126,7 +119,7 @@ func Parse(mode *v1alpha1.WorkflowExecuteMode, steps []v1alpha1.WorkflowStep) ([
 		if st.Timeout != "" {
 			d, err := time.ParseDuration(st.Timeout)
 			if err != nil || d <= 0 {
-				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: timeout %q is not a positive duration like 10m", name, st.Timeout)}
+				return nil, problem.New(ReasonInvalidStep, "step %q: timeout %q is not a positive duration like 10m", name, st.Timeout)
 			}
 			s.Timeout = d
 		}
@@ -134,10 +127,10 @@ func Parse(mode *v1alpha1.WorkflowExecuteMode, steps []v1alpha1.WorkflowStep) ([
 		case StepTypeDeploy:
 			var p deployProps
 			if err := decodeProps(s.Properties, &p); err != nil {
-				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: properties: %v", name, err)}
+				return nil, problem.New(ReasonInvalidStep, "step %q: properties: %v", name, err)
 			}
 			if len(p.Policies) == 0 {
-				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: deploy needs properties.policies naming at least one topology policy", name)}
+				return nil, problem.New(ReasonInvalidStep, "step %q: deploy needs properties.policies naming at least one topology policy", name)
 			}
 			if err := p.check(name); err != nil {
 				return nil, err
@@ -146,7 +139,7 @@ func Parse(mode *v1alpha1.WorkflowExecuteMode, steps []v1alpha1.WorkflowStep) ([
 		case StepTypeSuspend:
 			var p suspendProps
 			if err := decodeProps(s.Properties, &p); err != nil {
-				return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: properties: %v", name, err)}
+				return nil, problem.New(ReasonInvalidStep, "step %q: properties: %v", name, err)
 			}
 			if err := p.check(name); err != nil {
 				return nil, err
@@ -154,13 +147,13 @@ func Parse(mode *v1alpha1.WorkflowExecuteMode, steps []v1alpha1.WorkflowStep) ([
 			if p.Duration != "" {
 				d, err := time.ParseDuration(p.Duration)
 				if err != nil || d <= 0 {
-					return nil, &SpecError{ReasonInvalidStep, fmt.Sprintf("step %q: duration %q is not a positive duration like 30s", name, p.Duration)}
+					return nil, problem.New(ReasonInvalidStep, "step %q: duration %q is not a positive duration like 30s", name, p.Duration)
 				}
 				s.Duration = d
 			}
 			s.Message = p.Message
 		default:
-			return nil, &SpecError{ReasonUnknownStepType, fmt.Sprintf("step %q has unknown type %q (supported: deploy, suspend)", name, st.Type)}
+			return nil, problem.New(ReasonUnknownStepType, "step %q has unknown type %q (supported: deploy, suspend)", name, st.Type)
 		}
 		out = append(out, s)
 	}

@@ -1,7 +1,6 @@
 package workflow
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
 func ws(name, typ, props string) v1alpha1.WorkflowStep {
@@ -63,9 +63,9 @@ func TestParseRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse(tt.mode, tt.steps)
-			var se *SpecError
-			if !errors.As(err, &se) {
-				t.Fatalf("Parse() = %v, want SpecError", err)
+			se, ok := problem.As(err)
+			if !ok {
+				t.Fatalf("Parse() = %v, want a problem", err)
 			}
 			if se.Reason != tt.reason || !strings.Contains(se.Message, tt.msg) {
 				t.Errorf("Parse() = %s %q, want %s containing %q", se.Reason, se.Message, tt.reason, tt.msg)
