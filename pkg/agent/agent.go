@@ -33,6 +33,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/query"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
@@ -383,31 +384,24 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	return a.report(ctx, st)
 }
 
-// objects reads a snapshot: inline, compressed inline, or from the object store.
+// objects opens a work message's snapshot (package snapshot checks it
+// against its digest: the agent applies only what the release vouches for).
 func (a *Agent) objects(ctx context.Context, s *events.Snapshot) ([]*unstructured.Unstructured, error) {
-	raws := s.Objects
-	if len(raws) == 0 && len(s.Gzip) > 0 {
-		var err error
-		if raws, err = events.GunzipObjects(s.Gzip); err != nil {
-			return nil, bus.Terminate(err)
-		}
-	}
-	if len(raws) == 0 && s.ObjectStore != "" {
-		store, err := bus.Snapshots(ctx, a.js)
+	var store snapshot.Reader
+	if s != nil && s.ObjectStore != "" {
+		// Only an agent whose NATS user may read the object store gets this far.
+		st, err := bus.Snapshots(ctx, a.js)
 		if err != nil {
 			return nil, err
 		}
-		if raws, err = bus.SnapshotObjects(ctx, store, s.ObjectStore); err != nil {
-			return nil, err
-		}
+		store = st
 	}
-	// Apply only what the release's digest vouches for.
-	digest, err := events.SnapshotDigest(raws)
+	raws, err := snapshot.Open(ctx, store, s)
+	if errors.Is(err, snapshot.ErrInvalid) {
+		return nil, bus.Terminate(fmt.Errorf("refusing to apply it: %w", err))
+	}
 	if err != nil {
-		return nil, bus.Terminate(fmt.Errorf("snapshot: %w", err))
-	}
-	if digest != s.Digest {
-		return nil, bus.Terminate(fmt.Errorf("snapshot does not match its digest %s: refusing to apply it", s.Digest))
+		return nil, err
 	}
 	out := make([]*unstructured.Unstructured, 0, len(raws))
 	for i, raw := range raws {

@@ -28,6 +28,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/dispatcher"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
 
@@ -226,7 +227,7 @@ func (f *fixture) deployWithDigest(rev int64, clusters []string, forcedDigest st
 		objs = append(objs, data)
 	}
 	props, _ := json.Marshal(map[string]any{"clusters": clusters})
-	digest, err := events.SnapshotDigest(objs)
+	digest, err := snapshot.Digest(objs)
 	if err != nil {
 		f.t.Fatal(err)
 	}

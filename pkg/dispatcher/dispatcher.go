@@ -28,6 +28,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
@@ -255,48 +256,31 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 	return err
 }
 
-// GzipLimit is the largest compressed snapshot a work message carries
-// (base64 in JSON grows it by a third; NATS's default max_payload is 1 MiB).
-// A server with a smaller max_payload lowers it (gzipLimit).
-const GzipLimit = 640 << 10
-
-// gzipLimit is GzipLimit, or less when the server's max_payload is smaller
-// than the default: three quarters of it (base64), less 64 KiB for the rest
-// of the message.
-func (d *Dispatcher) gzipLimit() int {
-	if nc := d.js.Conn(); nc != nil {
-		if mp := int(nc.MaxPayload()); mp > 0 {
-			return min(GzipLimit, mp*3/4-64<<10)
-		}
-	}
-	return GzipLimit
-}
-
-// workSnapshot is what a work message carries of s: as it is when inline;
-// when it travels by name in the object store (which agents' NATS users
-// may not read: it holds every application's objects), compressed inline
-// if that fits, else by name still.
+// workSnapshot is what a work message carries of s (package snapshot
+// decides: inline as it is, compressed when it travels by name).
 func (d *Dispatcher) workSnapshot(ctx context.Context, s *events.Snapshot) (*events.Snapshot, error) {
-	if s == nil || len(s.Objects) > 0 || s.ObjectStore == "" {
+	if s == nil || s.ObjectStore == "" {
 		return s, nil
 	}
 	store, err := bus.Snapshots(ctx, d.js)
 	if err != nil {
 		return nil, err
 	}
-	array, err := bus.ReadSnapshot(ctx, store, s.ObjectStore)
+	var maxPayload int64
+	if nc := d.js.Conn(); nc != nil {
+		maxPayload = nc.MaxPayload()
+	}
+	out, byName, err := snapshot.ForWork(ctx, store, s, snapshot.GzipLimitFor(maxPayload))
+	if errors.Is(err, snapshot.ErrInvalid) {
+		return nil, bus.Terminate(err)
+	}
 	if err != nil {
 		return nil, err
 	}
-	gz, err := events.GzipObjects(array)
-	if err != nil {
-		return nil, err
+	if byName {
+		d.log.WarnContext(ctx, "snapshot too large to send compressed: agents must read it from the object store", "snapshot", s.ObjectStore)
 	}
-	if len(gz) > d.gzipLimit() {
-		d.log.WarnContext(ctx, "snapshot too large to send compressed: agents must read it from the object store", "snapshot", s.ObjectStore, "bytes", len(array), "compressed", len(gz))
-		return s, nil
-	}
-	return &events.Snapshot{Digest: s.Digest, Gzip: gz}, nil
+	return out, nil
 }
 
 // send publishes one cluster's work in a span of its own, whose context the

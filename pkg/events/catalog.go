@@ -8,14 +8,9 @@
 package events
 
 import (
-	"bytes"
-	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
@@ -155,56 +150,6 @@ func (s *Snapshot) validateSource() error {
 		return nil
 	}
 	return errors.New("snapshot has more than one of objects, objectStore and gzip")
-}
-
-// MaxSnapshot bounds a decompressed snapshot (a gzip bomb stops here): far
-// above any release the hub can hold, far below an agent's memory.
-const MaxSnapshot = 64 << 20
-
-// GzipObjects compresses a snapshot's JSON array of objects (as the object
-// store holds it).
-func GzipObjects(array []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if _, err := zw.Write(array); err != nil {
-		return nil, fmt.Errorf("compress snapshot: %w", err)
-	}
-	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("compress snapshot: %w", err)
-	}
-	return buf.Bytes(), nil
-}
-
-// GunzipObjects reads a Gzip snapshot back into its objects, refusing one
-// larger than MaxSnapshot once decompressed.
-func GunzipObjects(data []byte) ([]json.RawMessage, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("decompress snapshot: %w", err)
-	}
-	array, err := io.ReadAll(io.LimitReader(zr, MaxSnapshot+1))
-	if err != nil {
-		return nil, fmt.Errorf("decompress snapshot: %w", err)
-	}
-	if len(array) > MaxSnapshot {
-		return nil, fmt.Errorf("decompress snapshot: larger than %d MiB", MaxSnapshot>>20)
-	}
-	var objects []json.RawMessage
-	if err := json.Unmarshal(array, &objects); err != nil {
-		return nil, fmt.Errorf("decompress snapshot: %w", err)
-	}
-	return objects, nil
-}
-
-// SnapshotDigest is "sha256:<hex>" of the JSON array of objects: what a
-// Snapshot's Digest vouches for.
-func SnapshotDigest(objects []json.RawMessage) (string, error) {
-	all, err := json.Marshal(objects)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(all)
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 // Validate implements Data.

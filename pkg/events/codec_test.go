@@ -184,30 +184,3 @@ func TestStepEventIDIsDeterministic(t *testing.T) {
 		}
 	}
 }
-
-func TestGzipObjects(t *testing.T) {
-	objects := []json.RawMessage{json.RawMessage(`{"kind":"ConfigMap","data":{"a":"` + strings.Repeat("x", 1<<20) + `"}}`), json.RawMessage(`{"kind":"Secret"}`)}
-	array, _ := json.Marshal(objects)
-	gz, err := GzipObjects(array)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(gz) > len(array)/100 {
-		t.Errorf("1 MiB of one letter compressed to %d bytes", len(gz))
-	}
-	back, err := GunzipObjects(gz)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d1, _ := SnapshotDigest(objects)
-	d2, _ := SnapshotDigest(back)
-	if d1 != d2 {
-		t.Error("the objects changed on the way")
-	}
-	bomb, _ := GzipObjects(make([]byte, MaxSnapshot+10))
-	for name, data := range map[string][]byte{"not gzip": []byte("plain"), "truncated": gz[:len(gz)/2], "bomb": bomb} {
-		if _, err := GunzipObjects(data); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-}

@@ -38,6 +38,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
@@ -356,14 +357,7 @@ func (g *Gate) readSnapshot(ctx context.Context, s *events.Snapshot) ([]json.Raw
 	if err != nil {
 		return nil, err
 	}
-	objects, err := bus.SnapshotObjects(ctx, store, s.ObjectStore)
-	if err != nil {
-		return nil, err
-	}
-	if d, err := events.SnapshotDigest(objects); err != nil || d != s.Digest {
-		return nil, fmt.Errorf("snapshot %s does not match its digest %s", s.ObjectStore, s.Digest)
-	}
-	return objects, nil
+	return snapshot.Open(ctx, store, s)
 }
 
 // summarize lists a snapshot's objects with their container images.

@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/gate"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
 
@@ -193,7 +194,7 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 	// what the step will deploy, with its images.
 	objs := []json.RawMessage{json.RawMessage(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"template":{"spec":{"containers":[{"name":"web","image":"registry/web:2"}]}}}}`)}
 	array, _ := json.Marshal(objs)
-	digest, _ := events.SnapshotDigest(objs)
+	digest, _ := snapshot.Digest(objs)
 	store, err := js.ObjectStore(ctx, bus.ObjectSnapshots)
 	if err != nil {
 		t.Fatal(err)

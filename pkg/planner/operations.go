@@ -9,6 +9,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
 
@@ -82,15 +83,10 @@ func (p *Planner) rollback(ctx context.Context, app *v1beta1.Application, rec *R
 		result.Succeeded, result.Message = false, "no earlier release succeeded: nothing to roll back to"
 		return nil
 	}
-	data, err := p.snaps.GetBytes(ctx, target.Snapshot.Object)
-	if err != nil {
-		result.Succeeded, result.Message = false, fmt.Sprintf("read the snapshot of release v%d: %v", target.Revision, err)
-		return nil
-	}
 	revision := rec.Run.Revision + 1
-	objName := snapshotName(app.Namespace, app.Name, revision, target.Snapshot.Digest)
-	if _, err := p.snaps.PutBytes(ctx, objName, data); err != nil {
-		result.Succeeded, result.Message = false, fmt.Sprintf("store snapshot %s: %v", objName, err)
+	snap, err := snapshot.Copy(ctx, p.snaps, target.Snapshot, app.Namespace, app.Name, revision)
+	if err != nil {
+		result.Succeeded, result.Message = false, fmt.Sprintf("copy the snapshot of release v%d: %v", target.Revision, err)
 		return nil
 	}
 	var specs []workflow.StepSpec
@@ -99,7 +95,7 @@ func (p *Planner) rollback(ctx context.Context, app *v1beta1.Application, rec *R
 	}
 	ref := events.AppRef{Namespace: app.Namespace, Application: app.Name, UID: string(app.UID),
 		Release: fmt.Sprintf("%s-v%d", app.Name, revision), Revision: revision, PublishVersion: target.PublishVersion}
-	rec.Snapshot = SnapshotRef{Digest: target.Snapshot.Digest, Object: objName, Size: len(data)}
+	rec.Snapshot = snap
 	if !rec.TraceDone && !rec.Run.Finished() {
 		p.endRelease(rec, "superseded")
 	}

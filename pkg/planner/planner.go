@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -48,16 +47,13 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/release"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
 
 // Finalizer keeps a deleted Application until every cluster removed it.
 const Finalizer = "flotilla.dev/cleanup"
-
-// InlineLimit is the largest snapshot sent inside a step event; larger ones
-// travel by name in the object store.
-const InlineLimit = 512 << 10
 
 // Options tune the planner.
 type Options struct {
@@ -394,15 +390,9 @@ func (p *Planner) cut(ctx context.Context, app *v1beta1.Application, prev *Recor
 		revision = prev.Run.Revision + 1
 		rec.Placed, rec.Releases = prev.Placed, prev.Releases
 	}
-	data, err := json.Marshal(objects)
-	if err != nil {
+	if rec.Snapshot, err = snapshot.Put(ctx, p.snaps, app.Namespace, app.Name, revision, objects); err != nil {
 		return nil, err
 	}
-	objName := snapshotName(app.Namespace, app.Name, revision, digest)
-	if _, err := p.snaps.PutBytes(ctx, objName, data); err != nil {
-		return nil, fmt.Errorf("store snapshot %s: %w", objName, err)
-	}
-	rec.Snapshot = SnapshotRef{Digest: digest, Object: objName, Size: len(data)}
 	ref := events.AppRef{
 		Namespace: app.Namespace, Application: app.Name, UID: string(app.UID),
 		Release: fmt.Sprintf("%s-v%d", app.Name, revision), Revision: revision,
@@ -419,20 +409,12 @@ func (p *Planner) cut(ctx context.Context, app *v1beta1.Application, prev *Recor
 	for len(rec.Releases) > keepReleases {
 		old := rec.Releases[0]
 		rec.Releases = rec.Releases[1:]
-		if err := p.snaps.Delete(ctx, old.Snapshot.Object); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			p.log.Warn("prune snapshot", "object", old.Snapshot.Object, "err", err)
+		if err := snapshot.Delete(ctx, p.snaps, old.Snapshot); err != nil {
+			p.log.Warn("prune snapshot", "err", err)
 		}
 	}
 	p.log.InfoContext(trace.ContextWithSpanContext(ctx, rec.rootContext()), "release cut", "app", app.Namespace+"/"+app.Name, "release", ref.Release, "digest", digest)
 	return rec, nil
-}
-
-// snapshotName names a release's snapshot by application, revision and
-// content: two replicas racing to cut the same revision from different hub
-// states never overwrite each other's bytes (the loser's is left unused).
-func snapshotName(ns, app string, revision int64, digest string) string {
-	hexPart := strings.TrimPrefix(digest, "sha256:")
-	return fmt.Sprintf("%s/%s/v%d-%s", ns, app, revision, hexPart[:min(12, len(hexPart))])
 }
 
 // commit publishes the events of transitions, then saves rec by
@@ -478,7 +460,7 @@ func (p *Planner) stepEvent(ctx context.Context, rec *Record, t workflow.Transit
 				d.Policies = append(d.Policies, pol)
 			}
 		}
-		snap, err := p.snapshot(ctx, rec.Snapshot)
+		snap, err := snapshot.ForStep(ctx, p.snaps, rec.Snapshot)
 		if err != nil {
 			return nil, err
 		}
@@ -488,21 +470,6 @@ func (p *Planner) stepEvent(ctx context.Context, rec *Record, t workflow.Transit
 	e := events.New(id, events.SourcePlanner, t.Type, rec.Run.Namespace+"/"+rec.Run.Application, d)
 	e.TraceParent = stepTraceParent(rec, t.Index)
 	return e, nil
-}
-
-// snapshot is the release's objects inline, or by name when too large.
-func (p *Planner) snapshot(ctx context.Context, ref SnapshotRef) (*events.Snapshot, error) {
-	s := &events.Snapshot{Digest: ref.Digest}
-	if ref.Size > InlineLimit {
-		s.ObjectStore = ref.Object
-		return s, nil
-	}
-	objects, err := bus.SnapshotObjects(ctx, p.snaps, ref.Object)
-	if err != nil {
-		return nil, err
-	}
-	s.Objects = objects
-	return s, nil
 }
 
 // handleReport feeds a dispatcher or cluster report into its application's

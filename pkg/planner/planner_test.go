@@ -18,6 +18,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/planner"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 )
 
 // The seed, unchanged: the planner starts deploy-test with the snapshot;
@@ -333,7 +334,7 @@ func TestDeleteWaitsForEveryCluster(t *testing.T) {
 func TestLargeSnapshotsAndReleaseHistory(t *testing.T) {
 	f := newFixture(t, "big")
 	f.startPlanner(planner.Hooks{})
-	big := strings.Repeat("x", planner.InlineLimit+1024)
+	big := strings.Repeat("x", snapshot.InlineLimit+1024)
 	// kubectl create: apply would copy the data into an annotation, which is capped at 256 KiB.
 	path := filepath.Join(t.TempDir(), "big.yaml")
 	if err := os.WriteFile(path, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\n  namespace: big\ndata:\n  blob: "+big+"\n"), 0o644); err != nil {

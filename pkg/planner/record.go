@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
 
@@ -26,7 +27,7 @@ type Record struct {
 	Key      string          `json:"key"`
 	Run      *workflow.Run   `json:"run"`
 	Policies []events.Policy `json:"policies"`
-	Snapshot SnapshotRef     `json:"snapshot"`
+	Snapshot snapshot.Ref    `json:"snapshot"`
 	// TraceID makes every event of the release one trace; TraceUnsampled
 	// keeps the sampler's decision on it. TraceDone is set once the
 	// release's root span was made (it ended, or a newer one replaced it).
@@ -69,19 +70,12 @@ func (r *Record) noteOutcome() {
 	}
 }
 
-// SnapshotRef locates a release's snapshot in the object store.
-type SnapshotRef struct {
-	Digest string `json:"digest"`
-	Object string `json:"object"`
-	Size   int    `json:"size"`
-}
-
 // ReleaseInfo is one kept release.
 type ReleaseInfo struct {
-	Revision       int64       `json:"revision"`
-	PublishVersion string      `json:"publishVersion,omitempty"`
-	Snapshot       SnapshotRef `json:"snapshot"`
-	Created        time.Time   `json:"created"`
+	Revision       int64        `json:"revision"`
+	PublishVersion string       `json:"publishVersion,omitempty"`
+	Snapshot       snapshot.Ref `json:"snapshot"`
+	Created        time.Time    `json:"created"`
 	// Succeeded is set once the release's workflow succeeded (rollback target).
 	Succeeded bool `json:"succeeded,omitempty"`
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
 
@@ -175,7 +176,7 @@ func Snapshot(objs []*unstructured.Unstructured) ([]json.RawMessage, string, err
 		}
 		out = append(out, data)
 	}
-	digest, err := events.SnapshotDigest(out)
+	digest, err := snapshot.Digest(out)
 	if err != nil {
 		return nil, "", err
 	}
