@@ -32,7 +32,6 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/apply"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
-	"github.com/flotilla-dev/flotilla/pkg/query"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
@@ -129,7 +128,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sub, err := a.nc.Subscribe(query.Subject(a.opts.Cluster), a.answer)
+	sub, err := a.nc.Subscribe(bus.QuerySubject(a.opts.Cluster), a.answer)
 	if err != nil {
 		return fmt.Errorf("agent: query subscription: %w", err)
 	}
@@ -201,7 +200,7 @@ func (a *Agent) clustersBucket(ctx context.Context) (jetstream.KeyValue, error) 
 
 func (a *Agent) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
 	cons, err := a.js.CreateOrUpdateConsumer(ctx, bus.StreamWork, jetstream.ConsumerConfig{
-		Durable:       "agent-" + a.opts.Cluster,
+		Durable:       bus.AgentConsumer(a.opts.Cluster),
 		FilterSubject: bus.WorkFilter(a.opts.Cluster),
 		// The newest desired state per application: an agent offline for a
 		// week does not replay every release in between.

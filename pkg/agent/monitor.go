@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -314,7 +313,7 @@ func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, erro
 	if err != nil {
 		return nil, fmt.Errorf("newest work of %s: %w", app, err)
 	}
-	e, err := events.Decode(&nats.Msg{Subject: raw.Subject, Header: raw.Header, Data: raw.Data})
+	e, err := events.DecodeStored(raw)
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,14 @@ const (
 	ObjectSnapshots = "flotilla-snapshots"
 )
 
+// Durable consumer names of the hub's services, shared by their replicas
+// (an agent's is AgentConsumer).
+const (
+	ConsumerPlanner    = "planner"
+	ConsumerDispatcher = "dispatcher"
+	ConsumerGate       = "gate"
+)
+
 // Subject prefixes; see the Subject functions for the full shape.
 const (
 	prefixSteps     = "flotilla.steps"
@@ -39,6 +47,7 @@ const (
 	prefixApprovals = "flotilla.approvals"
 	prefixGate      = "flotilla.gate"
 	prefixClusters  = "flotilla.clusters"
+	prefixQuery     = "flotilla.query"
 )
 
 // token makes a Kubernetes name one subject token: names may hold dots,
@@ -77,6 +86,16 @@ func DispatchSubject(ns, app string) string { return join(prefixDispatch, ns, ap
 
 // ApprovalSubject is where bots, the CLI and the HTTP hook send approvals.
 func ApprovalSubject(ns, app string) string { return join(prefixApprovals, ns, app) }
+
+// ApprovalsFilter matches every approval sent to the gate.
+const ApprovalsFilter = prefixApprovals + ".>"
+
+// QuerySubject is where a cluster's agent answers live queries (core NATS
+// request/reply, not a stream).
+func QuerySubject(cluster string) string { return join(prefixQuery, cluster) }
+
+// QueryFilter matches every cluster's query subject.
+const QueryFilter = prefixQuery + ".>"
 
 // GateSubject is where the gate publishes: kind "requested" (for bots),
 // "decisions" (for the planner) or "audit".

@@ -18,6 +18,9 @@ type ConnectOptions struct {
 	Creds string
 	// NKey is a file holding the user's NKey seed (SU...), to authenticate with.
 	NKey string
+	// TLSCA is a PEM file of the CA that signed the server's certificate;
+	// TLSCert and TLSKey a client certificate, when the server asks for one.
+	TLSCA, TLSCert, TLSKey string
 	// InboxPrefix, when set, is the prefix of reply subjects (an agent may
 	// subscribe to its own inboxes only).
 	InboxPrefix string
@@ -25,11 +28,15 @@ type ConnectOptions struct {
 	Name string
 }
 
-// BindFlags binds --nats-url and --nats-creds, defaulting to $NATS_URL.
+// BindFlags binds the --nats-* flags, defaulting to $NATS_URL, $NATS_CREDS,
+// $NATS_NKEY and $NATS_CA.
 func (o *ConnectOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.URL, "nats-url", envOr("NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated ($NATS_URL)")
-	fs.StringVar(&o.Creds, "nats-creds", "", "NATS credentials file (JWT + seed)")
+	fs.StringVar(&o.Creds, "nats-creds", os.Getenv("NATS_CREDS"), "NATS credentials file (JWT + seed) ($NATS_CREDS)")
 	fs.StringVar(&o.NKey, "nats-nkey", os.Getenv("NATS_NKEY"), "file with the NATS user's NKey seed ($NATS_NKEY)")
+	fs.StringVar(&o.TLSCA, "nats-ca", os.Getenv("NATS_CA"), "PEM file of the CA that signed the NATS server's certificate ($NATS_CA)")
+	fs.StringVar(&o.TLSCert, "nats-tls-cert", "", "client certificate (PEM) for a NATS server that asks for one")
+	fs.StringVar(&o.TLSKey, "nats-tls-key", "", "key (PEM) of --nats-tls-cert")
 }
 
 // Connect connects and returns the connection and its JetStream context. The
@@ -45,6 +52,12 @@ func (o *ConnectOptions) Connect() (*nats.Conn, jetstream.JetStream, error) {
 			return nil, nil, fmt.Errorf("NATS nkey %s: %w", o.NKey, err)
 		}
 		opts = append(opts, opt)
+	}
+	if o.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.TLSCA))
+	}
+	if o.TLSCert != "" || o.TLSKey != "" {
+		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
 	}
 	if o.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))

@@ -76,13 +76,30 @@ func (t *terminalError) Unwrap() error { return t.err }
 // Terminate says the message will never succeed: it is not redelivered.
 func Terminate(err error) error { return &terminalError{err: err} }
 
+// ConsumeOption tunes Consume.
+type ConsumeOption func(*consumeOptions)
+
+type consumeOptions struct {
+	rejected func(ctx context.Context, msg jetstream.Msg, err error)
+}
+
+// OnRejected has f told of every message that does not decode, before it
+// is terminated (the gate audits malformed approvals so).
+func OnRejected(f func(ctx context.Context, msg jetstream.Msg, err error)) ConsumeOption {
+	return func(o *consumeOptions) { o.rejected = f }
+}
+
 // Consume runs h on every message of cons until ctx ends. A message that
 // does not decode is terminated with the decoder's reason, so a corrupt
 // event never loops. Consuming stops when ctx ends or on the returned
 // context's Stop.
-func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, h Handler) (jetstream.ConsumeContext, error) {
+func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, h Handler, opts ...ConsumeOption) (jetstream.ConsumeContext, error) {
+	var o consumeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		settle(ctx, msg, log, h)
+		settle(ctx, msg, log, h, o)
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if ctx.Err() == nil {
 			log.Warn("consume", "err", err)
@@ -98,10 +115,13 @@ func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, h H
 	return cc, nil
 }
 
-func settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, h Handler) {
-	e, err := events.Decode(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+func settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, h Handler, o consumeOptions) {
+	e, err := events.DecodeMsg(msg)
 	if err != nil {
 		log.Warn("rejected event", "subject", msg.Subject(), "reason", err)
+		if o.rejected != nil {
+			o.rejected(ctx, msg, err)
+		}
 		_ = msg.TermWithReason(reason(err))
 		return
 	}

@@ -36,7 +36,7 @@ func AgentPermissions(cluster string) Permissions {
 			"$JS.API.CONSUMER.MSG.NEXT." + StreamWork + "." + cons,
 			"$JS.ACK." + StreamWork + "." + cons + ".>",
 		},
-		Subscribe:      []string{InboxPrefix(cluster) + ".>", "flotilla.query." + cluster},
+		Subscribe:      []string{InboxPrefix(cluster) + ".>", QuerySubject(cluster)},
 		AllowResponses: true,
 	}
 }
@@ -50,13 +50,13 @@ const (
 
 // CLIPermissions: live queries to agents.
 func CLIPermissions() Permissions {
-	return Permissions{Publish: []string{"flotilla.query.>"}, Subscribe: []string{CLIInboxPrefix + ".>"}}
+	return Permissions{Publish: []string{QueryFilter}, Subscribe: []string{CLIInboxPrefix + ".>"}}
 }
 
 // BotPermissions: a chat bot publishes approvals and reads what waits.
 func BotPermissions() Permissions {
 	return Permissions{
-		Publish:   []string{prefixApprovals + ".>"},
+		Publish:   []string{ApprovalsFilter},
 		Subscribe: []string{prefixGate + ".requested.>", BotInboxPrefix + ".>"},
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla-dev/flotilla/pkg/events"
@@ -43,7 +42,7 @@ func (t *Tail) Events() ([]*events.Event, error) {
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			e, err := events.Decode(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+			e, err := events.DecodeMsg(msg)
 			if err != nil {
 				return nil, fmt.Errorf("message %s on %s: %w", msg.Headers().Get(events.HeaderID), msg.Subject(), err)
 			}

@@ -14,15 +14,16 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
 )
 
 // Options are shared by every command.
 type Options struct {
-	Kube    *genericclioptions.ConfigFlags
-	NATSURL string
-	// NATSNKey is a file with the CLI's NATS NKey seed, when NATS requires one.
-	NATSNKey string
-	IO       genericiooptions.IOStreams
+	Kube *genericclioptions.ConfigFlags
+	// NATS is how live reads reach the agents (the services' own connect options).
+	NATS bus.ConnectOptions
+	IO   genericiooptions.IOStreams
 }
 
 func (o *Options) namespace() (string, error) {
@@ -60,12 +61,9 @@ func New(name string, streams genericiooptions.IOStreams) *cobra.Command {
 		SilenceErrors: true,
 	}
 	o.Kube.AddFlags(root.PersistentFlags())
-	natsURL := os.Getenv("NATS_URL")
-	if natsURL == "" {
-		natsURL = "nats://127.0.0.1:4222"
-	}
-	root.PersistentFlags().StringVar(&o.NATSURL, "nats-url", natsURL, "NATS URL for live reads from clusters ($NATS_URL)")
-	root.PersistentFlags().StringVar(&o.NATSNKey, "nats-nkey", os.Getenv("NATS_NKEY"), "file with the NATS NKey seed to log in with ($NATS_NKEY)")
+	o.NATS.BindFlags(root.PersistentFlags())
+	// Replies come to the CLI's own inboxes, the only ones its NATS user may read.
+	o.NATS.Name, o.NATS.InboxPrefix = "kubectl-flotilla", bus.CLIInboxPrefix
 	root.AddCommand(newGet(o), newWorkflow(o), newCluster(o), newTrace(o))
 	return root
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -14,7 +13,6 @@ import (
 	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
 
-	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/query"
 )
 
@@ -67,17 +65,9 @@ func (o *Options) get(cmd *cobra.Command, kind, name string, clusters []string, 
 	if mapping.Scope.Name() != "namespace" {
 		ns = ""
 	}
-	opts := []nats.Option{nats.Name("kubectl-flotilla"), nats.CustomInboxPrefix(bus.CLIInboxPrefix)}
-	if o.NATSNKey != "" {
-		auth, err := nats.NkeyOptionFromSeed(o.NATSNKey)
-		if err != nil {
-			return fmt.Errorf("NATS nkey %s: %w", o.NATSNKey, err)
-		}
-		opts = append(opts, auth)
-	}
-	nc, err := nats.Connect(o.NATSURL, opts...)
+	nc, _, err := o.NATS.Connect()
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s (live reads go through the agents; set --nats-url or NATS_URL): %w", o.NATSURL, err)
+		return fmt.Errorf("%w (live reads go through the agents; set --nats-url or NATS_URL)", err)
 	}
 	defer nc.Close()
 	out, errOut := o.IO.Out, o.IO.ErrOut

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/attribute"
@@ -119,7 +118,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 
 	steps, err := d.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{
-		Durable: "dispatcher", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64,
+		Durable: bus.ConsumerDispatcher, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64,
 	})
 	if err != nil {
 		return fmt.Errorf("dispatcher: steps consumer: %w", err)
@@ -131,7 +130,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	defer sc.Stop()
 	joins, err := d.js.CreateOrUpdateConsumer(ctx, bus.StreamClusters, jetstream.ConsumerConfig{
-		Durable: "dispatcher", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+		Durable: bus.ConsumerDispatcher, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
 		// Only what arrives from now on matters for liveness; joins are
 		// re-sent by agents that start.
 		DeliverPolicy: jetstream.DeliverNewPolicy,
@@ -345,7 +344,7 @@ func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.A
 	if err != nil {
 		return false, 0, err
 	}
-	e, err := events.Decode(&nats.Msg{Subject: raw.Subject, Header: raw.Header, Data: raw.Data})
+	e, err := events.DecodeStored(raw)
 	if err != nil {
 		return false, raw.Sequence, nil // unreadable: replace it
 	}

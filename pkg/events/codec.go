@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
+	"net/http"
 	"regexp"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NATS header names of the CloudEvents NATS binding, binary mode. NATS
@@ -43,6 +46,9 @@ type Event struct {
 	// Topic is the NATS subject the event arrived on (set by Decode, never
 	// sent): consumers check it against who the data claims to be.
 	Topic string
+	// Stored is when JetStream stored the message (set by DecodeMsg and
+	// DecodeStored, never sent): the server's clock, not the sender's.
+	Stored time.Time
 }
 
 // New returns an event stamped now. id must be deterministic for what it
@@ -106,13 +112,62 @@ func Decode(msg *nats.Msg) (*Event, error) {
 	return e, nil
 }
 
+// DecodeMsg decodes a message a JetStream consumer delivered, noting when
+// the stream stored it.
+func DecodeMsg(m jetstream.Msg) (*Event, error) {
+	e, err := Decode(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+	if err != nil {
+		return nil, err
+	}
+	if md, err := m.Metadata(); err == nil {
+		e.Stored = md.Timestamp
+	}
+	return e, nil
+}
+
+// DecodeStored decodes a message read from a stream directly (by subject
+// or sequence), noting when the stream stored it.
+func DecodeStored(m *jetstream.RawStreamMsg) (*Event, error) {
+	if m == nil {
+		return nil, fmt.Errorf("decode: %w: no message", ErrInvalid)
+	}
+	e, err := Decode(&nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+	if err != nil {
+		return nil, err
+	}
+	e.Stored = m.Time
+	return e, nil
+}
+
 func decode(h nats.Header, body []byte) (*Event, error) {
-	get := func(k string) string {
+	return decodeWith(func(k string) string {
 		if v := h[k]; len(v) > 0 {
 			return v[0]
 		}
 		return ""
-	}
+	}, body, true)
+}
+
+// DecodeHTTP reads a CloudEvent in the HTTP binding's binary mode (ce-*
+// headers, any case; JSON body) and validates it as Decode does. Over HTTP
+// ce-time is optional (a webhook's own timestamp header dates the call).
+// Every error wraps ErrInvalid or ErrUnknownType.
+func DecodeHTTP(h http.Header, body []byte) (*Event, error) {
+	return decodeWith(func(k string) string {
+		v := h.Get(k)
+		if k == HeaderContentType {
+			// Media type parameters (charset) do not change the data.
+			if mt, _, err := mime.ParseMediaType(v); err == nil {
+				return mt
+			}
+		}
+		return v
+	}, body, false)
+}
+
+// decodeWith is the one CloudEvents decoder of both bindings; get reads
+// an attribute's header, needTime says whether ce-time must be there.
+func decodeWith(get func(string) string, body []byte, needTime bool) (*Event, error) {
 	if v := get(HeaderSpecVersion); v != specVersion {
 		return nil, fmt.Errorf("decode: %w: %s %q is not %s", ErrInvalid, HeaderSpecVersion, v, specVersion)
 	}
@@ -125,12 +180,13 @@ func decode(h nats.Header, body []byte) (*Event, error) {
 	if ct := get(HeaderContentType); ct != contentJSON {
 		return nil, fmt.Errorf("decode %s %s: %w: content-type %q is not %s", e.Type, e.ID, ErrInvalid, ct, contentJSON)
 	}
-	ts := get(HeaderTime)
-	t, err := time.Parse(time.RFC3339Nano, ts)
-	if err != nil {
-		return nil, fmt.Errorf("decode %s %s: %w: %s %q: %w", e.Type, e.ID, ErrInvalid, HeaderTime, ts, err)
+	if ts := get(HeaderTime); ts != "" || needTime {
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return nil, fmt.Errorf("decode %s %s: %w: %s %q: %w", e.Type, e.ID, ErrInvalid, HeaderTime, ts, err)
+		}
+		e.Time = t
 	}
-	e.Time = t
 	if err := validateAttributes(e); err != nil {
 		return nil, fmt.Errorf("decode %s %s: %w", e.Type, e.ID, err)
 	}

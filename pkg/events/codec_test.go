@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -182,5 +183,69 @@ func TestStepEventIDIsDeterministic(t *testing.T) {
 		if other == a {
 			t.Errorf("%q collides", other)
 		}
+	}
+}
+
+func TestDecodeHTTP(t *testing.T) {
+	body := []byte(`{"namespace":"demo","application":"demo","publishVersion":"version1","step":"deploy-prod","decision":"approve","approver":"alice"}`)
+	base := func() http.Header {
+		h := http.Header{}
+		// Go canonicalises header names: the decoder reads them in any case.
+		h.Set("Ce-Specversion", "1.0")
+		h.Set("Ce-Id", "a-1")
+		h.Set("Ce-Source", "/bots/curl")
+		h.Set("Ce-Type", TypeApproval)
+		h.Set("Content-Type", "application/json")
+		return h
+	}
+	e, err := DecodeHTTP(base(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := e.Data.(*ApprovalData)
+	if e.ID != "a-1" || e.Source != "/bots/curl" || e.Type != TypeApproval || !e.Time.IsZero() || !ok || d.Approver != "alice" || d.Step != "deploy-prod" {
+		t.Errorf("DecodeHTTP() = %+v, data %+v", e, e.Data)
+	}
+	with := func(k, v string) http.Header {
+		h := base()
+		if v == "" {
+			h.Del(k)
+		} else {
+			h.Set(k, v)
+		}
+		return h
+	}
+	ok1, err := DecodeHTTP(with("Content-Type", "application/json; charset=utf-8"), body)
+	if err != nil || ok1.ID != "a-1" {
+		t.Errorf("charset parameter: %v", err)
+	}
+	timed, err := DecodeHTTP(with("ce-time", "2026-12-02T10:00:00Z"), body)
+	if err != nil || !timed.Time.Equal(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("ce-time: %v, %v", timed, err)
+	}
+	tp, err := DecodeHTTP(with("traceparent", testTraceParent), body)
+	if err != nil || tp.TraceParent != testTraceParent {
+		t.Errorf("traceparent: %+v, %v", tp, err)
+	}
+	for name, tt := range map[string]struct {
+		h    http.Header
+		body []byte
+		want error
+	}{
+		"no spec version":  {with("Ce-Specversion", ""), body, ErrInvalid},
+		"spec version 0.3": {with("Ce-Specversion", "0.3"), body, ErrInvalid},
+		"no id":            {with("Ce-Id", ""), body, ErrInvalid},
+		"no source":        {with("Ce-Source", ""), body, ErrInvalid},
+		"unknown type":     {with("Ce-Type", "com.example.other"), body, ErrUnknownType},
+		"not JSON":         {with("Content-Type", "text/plain"), body, ErrInvalid},
+		"bad time":         {with("Ce-Time", "yesterday"), body, ErrInvalid},
+		"bad data":         {base(), []byte(`{"namespace":1}`), ErrInvalid},
+		"invalid data":     {base(), []byte(`{"namespace":"demo"}`), ErrInvalid},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := DecodeHTTP(tt.h, tt.body); !errors.Is(err, tt.want) {
+				t.Errorf("DecodeHTTP() = %v, want %v", err, tt.want)
+			}
+		})
 	}
 }

@@ -137,7 +137,7 @@ func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
 			g.log.Warn("send recorded decisions", "err", err)
 		}
 	}, 5*time.Second)
-	steps, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{Durable: "gate", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
+	steps, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{Durable: bus.ConsumerGate, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
 	if err != nil {
 		return fmt.Errorf("gate: steps consumer: %w", err)
 	}
@@ -148,7 +148,7 @@ func (g *Gate) Run(ctx context.Context, srv *http.Server) error {
 	}
 	defer sc.Stop()
 	approvals, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
-		Durable: "gate", FilterSubject: "flotilla.approvals.>", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+		Durable: bus.ConsumerGate, FilterSubject: bus.ApprovalsFilter, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
 	})
 	if err != nil {
 		return fmt.Errorf("gate: approvals consumer: %w", err)

@@ -72,7 +72,7 @@ type Options struct {
 func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Workers, "workers", 4, "applications reconciled concurrently")
 	fs.DurationVar(&o.Resync, "resync", 30*time.Second, "re-read every application this often")
-	fs.StringVar(&o.Consumer, "consumer", "planner", "durable consumer name on the status stream (shared by replicas)")
+	fs.StringVar(&o.Consumer, "consumer", bus.ConsumerPlanner, "durable consumer name on the status stream (shared by replicas)")
 }
 
 // Hooks let tests stop a planner at a precise point, as a crash would.
@@ -119,7 +119,7 @@ func New(cfg *rest.Config, js jetstream.JetStream, log *slog.Logger, opts Option
 		opts.Resync = 30 * time.Second
 	}
 	if opts.Consumer == "" {
-		opts.Consumer = "planner"
+		opts.Consumer = bus.ConsumerPlanner
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {

@@ -1,5 +1,5 @@
 // Package query owns the live, read-only queries the CLI sends to a
-// cluster's agent over NATS request/reply (subject flotilla.query.<cluster>),
+// cluster's agent over NATS request/reply (bus.QuerySubject),
 // so the hub never needs a route into a managed cluster. An agent answers
 // only about objects Flotilla manages there.
 package query
@@ -12,10 +12,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-)
 
-// Subject is where a cluster's agent answers queries.
-func Subject(cluster string) string { return "flotilla.query." + cluster }
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+)
 
 // Request asks for one object, by kind (apiVersion+kind) or by resource.
 type Request struct {
@@ -82,7 +81,7 @@ func Do(ctx context.Context, nc *nats.Conn, cluster string, req Request) (*Respo
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	msg, err := nc.RequestWithContext(ctx, Subject(cluster), data)
+	msg, err := nc.RequestWithContext(ctx, bus.QuerySubject(cluster), data)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return nil, fmt.Errorf("cluster %s: no agent is connected", cluster)
 	}
