@@ -6,7 +6,14 @@ import (
 	"fmt"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -46,4 +53,37 @@ func (o *Options) RESTConfig() (*rest.Config, error) {
 		cfg.QPS, cfg.Burst = o.QPS, o.Burst
 	}
 	return cfg, nil
+}
+
+// Clients are the clients a service reads and writes an API server with,
+// built once from a configuration by the service's main; services take them,
+// so their pure parts are tested without servers.
+type Clients struct {
+	Dynamic  dynamic.Interface
+	Kube     kubernetes.Interface
+	Metadata metadata.Interface
+	// Mapper resolves kinds to resources through the server's discovery,
+	// refreshed on Reset (a CRD installed since the last look).
+	Mapper meta.ResettableRESTMapper
+}
+
+// NewClients builds the clients for the API server cfg reaches.
+func NewClients(cfg *rest.Config) (*Clients, error) {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client for %s: %w", cfg.Host, err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", cfg.Host, err)
+	}
+	md, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("metadata client for %s: %w", cfg.Host, err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("discovery client for %s: %w", cfg.Host, err)
+	}
+	return &Clients{Dynamic: dyn, Kube: cs, Metadata: md, Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))}, nil
 }
