@@ -35,7 +35,7 @@ func TestObjectsDecode(t *testing.T) {
 // Whoever may write an Application's status may write a resume request,
 // but only in their own name and groups.
 func TestResumeRequestNamesItsWriter(t *testing.T) {
-	env := testbed.StartT(t, testbed.Options{Clusters: []string{"unused"}})
+	env := testbed.StartT(t, testbed.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := crds.Install(ctx, env.Hub.Config); err != nil {

@@ -1,6 +1,7 @@
 package planner_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -8,16 +9,17 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/planner"
 )
 
 // Everything a user can get wrong: the Application says exactly what, no
 // step event goes out, and the planner keeps serving other applications.
 func TestBadInputIsReportedAndNothingIsPublished(t *testing.T) {
-	f := newFixture(t, "")
-	f.startPlanner(planner.Hooks{})
 	tests := []struct {
 		ns     string
 		edit   func(manifest string) string
@@ -47,7 +49,9 @@ func TestBadInputIsReportedAndNothingIsPublished(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.ns, func(t *testing.T) {
-			g := f.in(t, tt.ns)
+			t.Parallel()
+			g := newFixture(t, tt.ns)
+			g.startPlanner()
 			g.applyYAML(tt.edit(g.seed()))
 			app := g.waitApp("demo", "failed with "+tt.reason, func(a *v1beta1.Application) bool {
 				c := meta.FindStatusCondition(a.Status.Conditions, planner.ConditionReady)
@@ -63,42 +67,71 @@ func TestBadInputIsReportedAndNothingIsPublished(t *testing.T) {
 		})
 	}
 
-	// Fixing what was missing starts the release: nothing was lost.
-	t.Run("fixed", func(t *testing.T) {
-		g := *f
-		g.t, g.ns, g.steps = t, "no-workflow", nil
-		g.applyYAML(strings.ReplaceAll(g.seed("workflow.yaml"), "name: deploy-demo", "name: deploy-nope"))
-		g.waitStepEvents("demo", 1)
-		g.waitApp("demo", "running its workflow", phaseIs(v1beta1.PhaseRunningWorkflow))
-	})
+}
 
-	// Corrupt reports are terminated, not redelivered, and the planner goes on.
-	t.Run("corrupt report", func(t *testing.T) {
-		if _, err := f.js.Publish(f.ctx, bus.StatusSubject("c1", "x", "y"), []byte("{not an event")); err != nil {
-			t.Fatal(err)
-		}
-		g := f.in(t, "after-corrupt")
-		g.applyYAML(g.seed())
-		g.waitStepEvents("demo", 1)
-		cons, err := f.js.Consumer(f.ctx, bus.StreamStatus, "planner")
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := cons.Info(f.ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumAckPending != 0 || info.NumRedelivered != 0 {
-			t.Errorf("status consumer: %d ack pending, %d redelivered", info.NumAckPending, info.NumRedelivered)
-		}
+// Fixing what was missing starts the release at once (the Workflow is
+// watched: an hour's resync cannot be what starts it), and nothing was lost.
+func TestFixingBadInputStartsTheRelease(t *testing.T) {
+	f := newFixture(t, "fixed-later")
+	f.startPlannerWith(planner.Options{Resync: time.Hour}, nil)
+	f.applyYAML(f.seed("app-meta.yaml", "policy-topology.yaml", "app.yaml"))
+	f.waitApp("demo", "missing its Workflow", func(a *v1beta1.Application) bool {
+		c := meta.FindStatusCondition(a.Status.Conditions, planner.ConditionReady)
+		return c != nil && c.Reason == "WorkflowNotFound"
 	})
+	if evs := f.stepEvents("demo"); len(evs) != 0 {
+		t.Fatalf("published %v without a Workflow", summary(evs))
+	}
+	f.applyYAML(f.seed("workflow.yaml"))
+	if got := summary(f.waitStepEvents("demo", 1)); got[0] != "started deploy-test" {
+		t.Errorf("step events %v", got)
+	}
+	f.waitApp("demo", "running its workflow", phaseIs(v1beta1.PhaseRunningWorkflow))
+}
+
+// Corrupt reports are terminated, not redelivered, and the planner goes on.
+func TestCorruptReportsAreTerminated(t *testing.T) {
+	f := newFixture(t, "after-corrupt")
+	// The server says when a consumer terminates a message, and why.
+	terminated := make(chan *nats.Msg, 8)
+	sub, err := f.js.Conn().ChanSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+bus.StreamStatus+"."+bus.ConsumerPlanner, terminated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	f.startPlanner()
+	ack, err := f.js.Publish(f.ctx, bus.StatusSubject("c1", "x", "y"), []byte("{not an event"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-terminated:
+		var adv struct {
+			StreamSeq  uint64 `json:"stream_seq"`
+			Deliveries uint64 `json:"deliveries"`
+			Reason     string `json:"reason"`
+		}
+		if err := json.Unmarshal(m.Data, &adv); err != nil {
+			t.Fatal(err)
+		}
+		if adv.StreamSeq != ack.Sequence || adv.Deliveries != 1 || !strings.Contains(adv.Reason, "invalid event") {
+			t.Errorf("terminated %+v; want the corrupt report (sequence %d) at its first delivery, with the decoder's reason", adv, ack.Sequence)
+		}
+	case <-time.After(wait):
+		t.Fatal("the corrupt report was not terminated")
+	}
+	// The planner goes on: a report after the corrupt one moves its application.
+	f.applyYAML(f.seed())
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
+	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
 }
 
 // A release waiting for a referenced object starts when the object is
 // created, not on the next resync.
 func TestCreatingTheMissingObjectStartsTheRelease(t *testing.T) {
 	f := newFixture(t, "late-object")
-	f.startPlannerWith(planner.Hooks{}, planner.Options{Resync: time.Hour})
+	f.startPlannerWith(planner.Options{Resync: time.Hour}, nil)
 	f.applyYAML(f.seed("policy-topology.yaml", "workflow.yaml", "app.yaml"))
 	f.waitApp("demo", "missing its Deployment", func(a *v1beta1.Application) bool {
 		c := meta.FindStatusCondition(a.Status.Conditions, planner.ConditionReady)

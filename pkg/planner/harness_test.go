@@ -23,14 +23,20 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
+	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 	"github.com/flotilla-dev/flotilla/pkg/planner"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
 
-// env is the hub every test of this package shares; each test takes its own
-// namespace and its own NATS server.
+// env is the hub the tests of this package share. Each test is isolated
+// on it: its own namespace (deleted when it ends), its own NATS server, and
+// planners that run only that namespace.
 var env *testbed.Env
+
+// wait bounds every wait for the planner: generous, for a loaded machine.
+const wait = 60 * time.Second
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -41,7 +47,7 @@ func TestMain(m *testing.M) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		var err error
-		env, err = testbed.Start(ctx, testbed.Options{Clusters: []string{"unused"}})
+		env, err = testbed.Start(ctx, testbed.Options{})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -69,12 +75,14 @@ type fixture struct {
 	steps map[string]*bus.Tail
 }
 
+// newFixture gives a test its namespace on the shared hub and its own NATS
+// server; both are gone when the test ends.
 func newFixture(t *testing.T, ns string) *fixture {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs the hub API server and NATS")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	_, js := natstest.New(t).JetStream(t)
 	if err := bus.Setup(ctx, js, bus.SetupOptions{}); err != nil {
@@ -85,10 +93,34 @@ func newFixture(t *testing.T, ns string) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, ctx: ctx, ns: ns, js: js, dyn: dyn}
-	if ns != "" {
-		f.kubectl("create", "namespace", ns)
-	}
+	f.kubectl("create", "namespace", ns)
+	t.Cleanup(f.removeNamespace)
 	return f
+}
+
+// removeNamespace deletes what the test left (its planners are stopped by
+// then: cleanups run last first): its Applications, without waiting for
+// finalizers nobody runs any more, and the namespace.
+func (f *fixture) removeNamespace() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	apps := f.dyn.Resource(v1beta1.ApplicationResource).Namespace(f.ns)
+	list, err := apps.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		f.t.Logf("cleanup: list Applications of %s: %v", f.ns, err)
+		return
+	}
+	for _, a := range list.Items {
+		if len(a.GetFinalizers()) > 0 {
+			a.SetFinalizers(nil)
+			if _, err := apps.Update(ctx, &a, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				f.t.Logf("cleanup: %s/%s finalizers: %v", f.ns, a.GetName(), err)
+			}
+		}
+	}
+	if _, _, err := env.Kubectl(ctx, testbed.HubName, "delete", "namespace", f.ns, "--wait=false"); err != nil {
+		f.t.Logf("cleanup: %v", err)
+	}
 }
 
 func (f *fixture) kubectl(args ...string) string {
@@ -127,22 +159,35 @@ func (f *fixture) seed(files ...string) string {
 	return strings.Join(parts, "\n---\n")
 }
 
-// startPlanner runs a planner replica until the test ends or stop is called.
-func (f *fixture) startPlanner(hooks planner.Hooks) (stop func()) {
+// startPlanner runs a planner replica of the fixture's namespace until the
+// test ends or stop is called.
+func (f *fixture) startPlanner() (stop func()) {
 	f.t.Helper()
-	return f.startPlannerWith(hooks, planner.Options{})
+	return f.startPlannerWith(planner.Options{}, nil)
 }
 
-// startPlannerWith runs a planner replica with opts (resync: 2 s unless set).
-func (f *fixture) startPlannerWith(hooks planner.Hooks, opts planner.Options) (stop func()) {
+// startPlannerWith runs a planner replica with opts (resync: 2 s, namespace:
+// the fixture's, unless set); afterPublish, if set, runs between publishing
+// a change and saving it.
+func (f *fixture) startPlannerWith(opts planner.Options, afterPublish func() error) (stop func()) {
 	f.t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{f.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if opts.Resync == 0 {
 		opts.Resync = 2 * time.Second
 	}
-	p, err := planner.New(env.Hub.Config, f.js, log, opts, hooks)
+	if opts.Namespace == "" {
+		opts.Namespace = f.ns
+	}
+	clients, err := hub.NewClients(env.Hub.Config)
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	p, err := planner.New(clients, f.js, log, opts)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if afterPublish != nil {
+		planner.SetAfterPublish(p, afterPublish)
 	}
 	ctx, cancel := context.WithCancel(f.ctx)
 	done := make(chan error, 1)
@@ -169,35 +214,35 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// app reads the Application.
-func (f *fixture) app(name string) *v1beta1.Application {
-	f.t.Helper()
+// getApp reads the Application.
+func (f *fixture) getApp(name string) (*v1beta1.Application, error) {
 	u, err := f.dyn.Resource(v1beta1.ApplicationResource).Namespace(f.ns).Get(f.ctx, name, metav1.GetOptions{})
 	if err != nil {
-		f.t.Fatal(err)
+		return nil, err
 	}
 	app := &v1beta1.Application{}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, app); err != nil {
+		return nil, err
+	}
+	return app, nil
+}
+
+// app reads the Application, failing the test if it cannot.
+func (f *fixture) app(name string) *v1beta1.Application {
+	f.t.Helper()
+	app, err := f.getApp(name)
+	if err != nil {
 		f.t.Fatal(err)
 	}
 	return app
 }
 
-// waitApp polls the Application until ok says so.
+// waitApp waits until ok says so of the Application.
 func (f *fixture) waitApp(name, what string, ok func(*v1beta1.Application) bool) *v1beta1.Application {
 	f.t.Helper()
-	var app *v1beta1.Application
-	for {
-		app = f.app(name)
-		if ok(app) {
-			return app
-		}
-		select {
-		case <-f.ctx.Done():
-			f.t.Fatalf("Application %s/%s never %s; status: %+v", f.ns, name, what, app.Status)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return eventually.Value(f.t, wait, fmt.Sprintf("Application %s/%s %s", f.ns, name, what),
+		func() (*v1beta1.Application, error) { return f.getApp(name) },
+		func(a *v1beta1.Application) bool { return ok(a) })
 }
 
 func phaseIs(p v1beta1.ApplicationPhase) func(*v1beta1.Application) bool {
@@ -207,6 +252,14 @@ func phaseIs(p v1beta1.ApplicationPhase) func(*v1beta1.Application) bool {
 // stepEvents returns every step event published for an application, in order.
 func (f *fixture) stepEvents(app string) []*events.Event {
 	f.t.Helper()
+	evs, err := f.readStepEvents(app)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return evs
+}
+
+func (f *fixture) readStepEvents(app string) ([]*events.Event, error) {
 	if f.steps == nil {
 		f.steps = map[string]*bus.Tail{}
 	}
@@ -214,39 +267,26 @@ func (f *fixture) stepEvents(app string) []*events.Event {
 	if !ok {
 		var err error
 		if tl, err = bus.NewTail(f.ctx, f.js, bus.StreamSteps, bus.StepSubject(f.ns, app)); err != nil {
-			f.t.Fatal(err)
+			return nil, err
 		}
 		f.steps[app] = tl
 	}
-	evs, err := tl.Events()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return evs
+	return tl.Events()
 }
 
-// waitStepEvents waits until the application's step events are n.
+// waitStepEvents waits until the application has at least n step events.
 func (f *fixture) waitStepEvents(app string, n int) []*events.Event {
 	f.t.Helper()
-	for {
-		got := f.stepEvents(app)
-		if len(got) >= n {
-			return got
-		}
-		select {
-		case <-f.ctx.Done():
-			f.t.Fatalf("%d step events for %s, want %d: %v", len(got), app, n, summary(got))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return eventually.Value(f.t, wait, fmt.Sprintf("%d step events of %s", n, app),
+		func() ([]*events.Event, error) { return f.readStepEvents(app) },
+		func(evs []*events.Event) bool { return len(evs) >= n })
 }
 
 // summary is "<verb> <step>" per event, for comparisons and messages.
 func summary(evs []*events.Event) []string {
 	var out []string
 	for _, e := range evs {
-		parts := strings.Split(e.Type, ".")
-		s := parts[len(parts)-2]
+		s := events.Verb(e.Type)
 		switch d := e.Data.(type) {
 		case *events.StepData:
 			s += " " + d.Step
@@ -290,6 +330,15 @@ func stepData(t *testing.T, e *events.Event) *events.StepData {
 	return d
 }
 
+// eventAt returns evs[i], failing the test if there are not that many.
+func eventAt(t *testing.T, evs []*events.Event, i int) *events.Event {
+	t.Helper()
+	if i >= len(evs) {
+		t.Fatalf("want step event %d, have %d: %v", i+1, len(evs), summary(evs))
+	}
+	return evs[i]
+}
+
 func objectsOf(t *testing.T, d *events.StepData) []*unstructured.Unstructured {
 	t.Helper()
 	if d.Snapshot == nil {
@@ -306,14 +355,6 @@ func objectsOf(t *testing.T, d *events.StepData) []*unstructured.Unstructured {
 	return out
 }
 
-// in returns the fixture working in another, new namespace, on the same NATS.
-func (f *fixture) in(t *testing.T, ns string) *fixture {
-	g := *f
-	g.t, g.ns, g.steps = t, ns, nil
-	g.kubectl("create", "namespace", ns)
-	return &g
-}
-
 // managedCluster registers a cluster on the hub (cluster-scoped, so named
 // for the test), removed when the test ends.
 func (f *fixture) managedCluster(name string) {
@@ -324,17 +365,27 @@ func (f *fixture) managedCluster(name string) {
 	})
 }
 
-func (f *fixture) gone(ns, name string) bool {
-	_, err := f.dyn.Resource(v1beta1.ApplicationResource).Namespace(ns).Get(f.ctx, name, metav1.GetOptions{})
-	return apierrors.IsNotFound(err)
+func (f *fixture) gone(name string) (bool, error) {
+	_, err := f.dyn.Resource(v1beta1.ApplicationResource).Namespace(f.ns).Get(f.ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	return false, err
 }
 
-func (f *fixture) waitGone(ns, name string) {
+func (f *fixture) waitGone(name string) {
 	f.t.Helper()
-	for !f.gone(ns, name) {
-		if f.ctx.Err() != nil {
-			f.t.Fatalf("Application %s/%s not removed", ns, name)
-		}
-		time.Sleep(50 * time.Millisecond)
+	eventually.True(f.t, wait, fmt.Sprintf("Application %s/%s removed", f.ns, name), func() (bool, error) { return f.gone(name) })
+}
+
+// stillThere fails the test if the Application is gone.
+func (f *fixture) stillThere(name, why string) {
+	f.t.Helper()
+	gone, err := f.gone(name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if gone {
+		f.t.Fatalf("Application %s/%s removed %s", f.ns, name, why)
 	}
 }

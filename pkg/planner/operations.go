@@ -26,10 +26,10 @@ func pendingOperation(app *v1beta1.Application, rec *Record) *v1beta1.WorkflowOp
 	return op
 }
 
-// operate carries out a workflow operation on rec and records its outcome.
-// It returns the step transitions it caused.
-func (p *Planner) operate(ctx context.Context, app *v1beta1.Application, rec *Record, op *v1beta1.WorkflowOperation) []workflow.Transition {
-	now := p.now()
+// operate carries out a workflow operation on the pass's record and
+// records its outcome. It returns the step transitions it caused.
+func (p *Planner) operate(ctx context.Context, ps *pass, op *v1beta1.WorkflowOperation) []workflow.Transition {
+	rec, now := ps.rec, p.now()
 	result := &v1beta1.OperationResult{ID: op.ID, Type: op.Type, User: op.User, Succeeded: true, Time: metav1.NewTime(now).Rfc3339Copy()}
 	rec.LastOperation = result
 	fail := func(format string, args ...any) []workflow.Transition {
@@ -56,22 +56,23 @@ func (p *Planner) operate(ctx context.Context, app *v1beta1.Application, rec *Re
 		return run.Apply(now, workflow.Terminate{By: op.User, Reason: op.Reason})
 	case v1beta1.OperationRestart:
 		if !rec.TraceDone && !run.Finished() {
-			p.endRelease(rec, "restarted")
+			ps.fx.add(p.endRelease(rec, "restarted"))
 		}
 		rec.Run = run.Restart(now)
 		p.startTrace(rec)
-		rec.afterSave = append(rec.afterSave, func(context.Context) { p.metrics.releasesStarted.Inc() })
+		ps.fx.started++
 		result.Message = fmt.Sprintf("workflow of %s restarted from its first step (run %d)", run.Release, rec.Run.Attempt+1)
 		return nil
 	case v1beta1.OperationRollback:
-		return p.rollback(ctx, app, rec, result)
+		return p.rollback(ctx, ps, result)
 	}
 	return fail("unknown operation %q", op.Type)
 }
 
 // rollback cuts a new release from the newest earlier release whose
 // workflow succeeded, byte for byte its snapshot, and runs the workflow.
-func (p *Planner) rollback(ctx context.Context, app *v1beta1.Application, rec *Record, result *v1beta1.OperationResult) []workflow.Transition {
+func (p *Planner) rollback(ctx context.Context, ps *pass, result *v1beta1.OperationResult) []workflow.Transition {
+	app, rec := ps.app, ps.rec
 	var target *ReleaseInfo
 	for i := len(rec.Releases) - 1; i >= 0; i-- {
 		if r := rec.Releases[i]; r.Succeeded && r.Revision < rec.Run.Revision && r.Snapshot.Digest != rec.Snapshot.Digest {
@@ -97,12 +98,13 @@ func (p *Planner) rollback(ctx context.Context, app *v1beta1.Application, rec *R
 		Release: fmt.Sprintf("%s-v%d", app.Name, revision), Revision: revision, PublishVersion: target.PublishVersion}
 	rec.Snapshot = snap
 	if !rec.TraceDone && !rec.Run.Finished() {
-		p.endRelease(rec, "superseded")
+		ps.fx.add(p.endRelease(rec, "superseded"))
 	}
 	rec.Run = workflow.NewRun(ref, specs, p.now())
 	p.startTrace(rec)
-	rec.afterSave = append(rec.afterSave, func(context.Context) { p.metrics.releasesStarted.Inc() })
+	ps.fx.started++
 	rec.Releases = append(rec.Releases, ReleaseInfo{Revision: revision, PublishVersion: target.PublishVersion, Snapshot: rec.Snapshot, Created: p.now()})
+	ps.pruned = append(ps.pruned, rec.keepNewest()...)
 	result.Message = fmt.Sprintf("release %s rolls back to the objects of release v%d (%s)", ref.Release, target.Revision, target.PublishVersion)
 	p.log.InfoContext(trace.ContextWithSpanContext(ctx, rec.rootContext()), "rollback", "app", app.Namespace+"/"+app.Name, "release", ref.Release, "to", target.Revision)
 	return nil

@@ -6,7 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/cli"
@@ -33,7 +36,7 @@ func (e *cliError) Error() string { return e.msg }
 // release again from its first step; terminate ends it.
 func TestWorkflowOperations(t *testing.T) {
 	f := newFixture(t, "ops")
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	f.applyYAML(f.seed())
 	d := stepData(t, f.waitStepEvents("demo", 1)[0])
 
@@ -61,9 +64,9 @@ func TestWorkflowOperations(t *testing.T) {
 	if out, err := f.flotilla("workflow", "restart", "demo"); err != nil || out != "Successfully restart workflow: demo\n" {
 		t.Fatalf("restart: %q %v", out, err)
 	}
-	evs := f.waitStepEvents("demo", 4)
-	if got := summary(evs[3:4]); got[0] != "started deploy-test" || stepData(t, evs[3]).Attempt != 1 {
-		t.Fatalf("restart published %v (attempt %d)", got, stepData(t, evs[3]).Attempt)
+	restarted := eventAt(t, f.waitStepEvents("demo", 4), 3)
+	if got := summary([]*events.Event{restarted}); got[0] != "started deploy-test" || stepData(t, restarted).Attempt != 1 {
+		t.Fatalf("restart published %v (attempt %d)", got, stepData(t, restarted).Attempt)
 	}
 
 	// Terminate a running workflow (no step waits): workflowTerminated, with who.
@@ -71,8 +74,21 @@ func TestWorkflowOperations(t *testing.T) {
 		t.Fatalf("terminate: %q %v", out, err)
 	}
 	app = f.waitApp("demo", "terminated", phaseIs(v1beta1.PhaseWorkflowTerminated))
-	if msg := app.Status.Workflow.Steps[0].Message; !strings.Contains(msg, "terminated by") || !strings.Contains(msg, "bad build") {
-		t.Errorf("terminated step message %q", msg)
+	// Who: the name the hub authenticates the CLI's user as.
+	cs, err := kubernetes.NewForConfig(env.Hub.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := cs.AuthenticationV1().SelfSubjectReviews().Create(f.ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := self.Status.UserInfo.Username
+	if msg := app.Status.Workflow.Steps[0].Message; who == "" || !strings.Contains(msg, "terminated by "+who) || !strings.Contains(msg, "bad build") {
+		t.Errorf("terminated step message %q, want it to name %q and the reason", msg, who)
+	}
+	if op := app.Status.Workflow.LastOperation; op == nil || op.Type != v1beta1.OperationTerminate || op.User != who || !op.Succeeded {
+		t.Errorf("last operation %+v, want a terminate by %q", op, who)
 	}
 	// Operations on a finished workflow say why they cannot.
 	if _, err := f.flotilla("workflow", "suspend", "demo"); err == nil || !strings.Contains(err.Error(), "has finished") {

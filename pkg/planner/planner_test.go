@@ -10,13 +10,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/planner"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 )
@@ -26,7 +28,7 @@ import (
 // kubectl prints the seed's line.
 func TestSeedWaitsForApprovalAfterTheTestCluster(t *testing.T) {
 	f := newFixture(t, "demo")
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	for _, name := range []string{"app-meta.yaml", "policy-topology.yaml", "workflow.yaml", "app.yaml"} {
 		f.kubectl("apply", "-f", "../../examples/seed/"+name) // byte for byte the seed's files
 	}
@@ -62,10 +64,11 @@ func TestSeedWaitsForApprovalAfterTheTestCluster(t *testing.T) {
 	if got := summary(evs); !slices.Equal(got, []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"}) {
 		t.Fatalf("step events %v", got)
 	}
-	if msg := stepData(t, evs[2]).Message; msg != `Waiting approval to the deploy step "deploy-prod"` {
+	suspended := stepData(t, eventAt(t, evs, 2))
+	if msg := suspended.Message; msg != `Waiting approval to the deploy step "deploy-prod"` {
 		t.Errorf("suspended message %q", msg)
 	}
-	if objectsOf(t, stepData(t, evs[2]))[0].GetName() != "demo" {
+	if objs := objectsOf(t, suspended); len(objs) != 1 || objs[0].GetName() != "demo" {
 		t.Error("the suspended deploy step does not say what it will deploy")
 	}
 	for _, e := range evs {
@@ -103,7 +106,7 @@ func TestSeedWaitsForApprovalAfterTheTestCluster(t *testing.T) {
 // publishVersion is the release switch; a release's snapshot never changes.
 func TestPublishVersionCutsReleases(t *testing.T) {
 	f := newFixture(t, "pv")
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	f.applyYAML(f.seed())
 	first := stepData(t, f.waitStepEvents("demo", 1)[0])
 	if img := image(t, first); !strings.HasSuffix(img, ":red") {
@@ -182,20 +185,20 @@ func unstructuredContainers(obj map[string]any) (string, bool, error) {
 func TestCrashBetweenPublishAndSave(t *testing.T) {
 	f := newFixture(t, "crash")
 	crashed := make(chan struct{})
-	stopA := f.startPlanner(planner.Hooks{AfterPublish: func() error {
+	stopA := f.startPlannerWith(planner.Options{}, func() error {
 		select {
 		case <-crashed:
 		default:
 			close(crashed)
 		}
 		return errors.New("crash before save")
-	}})
+	})
 	f.applyYAML(f.seed())
 	<-crashed
 	f.waitStepEvents("demo", 1)
 	stopA()
 
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	d := stepData(t, f.waitStepEvents("demo", 1)[0])
 	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
 	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
@@ -205,8 +208,8 @@ func TestCrashBetweenPublishAndSave(t *testing.T) {
 // Two planners at once: each transition is published once.
 func TestTwoPlannersPublishEachTransitionOnce(t *testing.T) {
 	f := newFixture(t, "twins")
-	f.startPlanner(planner.Hooks{})
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
+	f.startPlanner()
 	f.applyYAML(f.seed())
 	d := stepData(t, f.waitStepEvents("demo", 1)[0])
 	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
@@ -231,7 +234,7 @@ func assertOnce(t *testing.T, evs []*events.Event, want []string) {
 // A cluster that fails to apply fails the step, naming cluster and object.
 func TestClusterFailureFailsTheStep(t *testing.T) {
 	f := newFixture(t, "fails")
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	f.applyYAML(f.seed())
 	d := stepData(t, f.waitStepEvents("demo", 1)[0])
 	f.report(d, "c-test", events.ClusterFailed, events.HealthUnknown, `apply Deployment fails/demo: admission webhook "policy" denied the request`)
@@ -252,7 +255,7 @@ func TestClusterFailureFailsTheStep(t *testing.T) {
 // A suspend step with a duration resumes by itself; a step timeout fails.
 func TestSuspendDurationAndTimeout(t *testing.T) {
 	f := newFixture(t, "timers")
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	f.applyYAML(f.seed("app-meta.yaml", "policy-topology.yaml") + `
 ---
 apiVersion: core.oam.dev/v1beta1
@@ -296,7 +299,7 @@ spec:
 func TestDeleteWaitsForEveryCluster(t *testing.T) {
 	f := newFixture(t, "bye")
 	f.managedCluster("c-bye")
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	f.applyYAML(f.seed())
 	d := stepData(t, f.waitStepEvents("demo", 1)[0])
 	f.report(d, "c-bye", events.ClusterApplied, events.HealthCurrent, "")
@@ -305,27 +308,32 @@ func TestDeleteWaitsForEveryCluster(t *testing.T) {
 	f.kubectl("-n", "bye", "delete", "app", "demo", "--wait=false")
 	f.waitApp("demo", "deleting", phaseIs(v1beta1.PhaseDeleting))
 	evs := f.waitStepEvents("demo", 4)
-	if got := summary(evs); got[3] != "deleted demo" {
+	if got := summary(evs); len(got) != 4 || got[3] != "deleted demo" {
 		t.Fatalf("step events %v: want the delete event last", got)
 	}
-	time.Sleep(500 * time.Millisecond)
-	if f.gone("bye", "demo") {
-		t.Fatal("Application removed before its cluster confirmed")
-	}
+	// The planner has decided to wait: its status says for whom.
+	f.waitApp("demo", "waiting for its cluster's confirmation", readyMessageIs("waiting for 1 of 1 clusters to confirm removal"))
+	f.stillThere("demo", "before its cluster confirmed")
 	f.status(d.AppRef, "c-bye", events.ClusterDeleted, events.HealthNotFound, "")
-	f.waitGone("bye", "demo")
+	f.waitGone("demo")
 	kv, err := f.js.KeyValue(f.ctx, bus.BucketRuns)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := kv.Get(f.ctx, "bye.demo"); err != nil {
-			break
+	eventually.True(t, wait, "the run state removed with the Application", func() (bool, error) {
+		_, err := kv.Get(f.ctx, "bye.demo")
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return true, nil
 		}
-		if f.ctx.Err() != nil {
-			t.Fatal("run state kept after the Application was removed")
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false, err
+	})
+}
+
+// readyMessageIs says whether the Ready condition's message is msg.
+func readyMessageIs(msg string) func(*v1beta1.Application) bool {
+	return func(a *v1beta1.Application) bool {
+		c := meta.FindStatusCondition(a.Status.Conditions, planner.ConditionReady)
+		return c != nil && c.Message == msg
 	}
 }
 
@@ -333,7 +341,7 @@ func TestDeleteWaitsForEveryCluster(t *testing.T) {
 // and only the newest ten releases are kept.
 func TestLargeSnapshotsAndReleaseHistory(t *testing.T) {
 	f := newFixture(t, "big")
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	big := strings.Repeat("x", snapshot.InlineLimit+1024)
 	// kubectl create: apply would copy the data into an annotation, which is capped at 256 KiB.
 	path := filepath.Join(t.TempDir(), "big.yaml")
@@ -409,19 +417,16 @@ spec:
 func TestDeletedClusterHoldsNoDeletion(t *testing.T) {
 	f := newFixture(t, "orphaned")
 	f.managedCluster("c-orphaned")
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	f.applyYAML(f.seed())
 	d := stepData(t, f.waitStepEvents("demo", 1)[0])
 	f.report(d, "c-orphaned", events.ClusterApplied, events.HealthCurrent, "")
 	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
 	f.kubectl("-n", "orphaned", "delete", "app", "demo", "--wait=false")
-	f.waitApp("demo", "deleting", phaseIs(v1beta1.PhaseDeleting))
-	time.Sleep(500 * time.Millisecond)
-	if f.gone("orphaned", "demo") {
-		t.Fatal("Application removed while its cluster exists and has not confirmed")
-	}
+	f.waitApp("demo", "waiting for its cluster's confirmation", readyMessageIs("waiting for 1 of 1 clusters to confirm removal"))
+	f.stillThere("demo", "while its cluster exists and has not confirmed")
 	f.kubectl("delete", "managedcluster", "c-orphaned")
-	f.waitGone("orphaned", "demo")
+	f.waitGone("demo")
 }
 
 // A resume request written by another client than kubectl-flotilla (a
@@ -430,7 +435,7 @@ func TestDeletedClusterHoldsNoDeletion(t *testing.T) {
 // differs, and every status write after it.
 func TestResumeRequestKeptAsWritten(t *testing.T) {
 	f := newFixture(t, "raw-resume")
-	f.startPlanner(planner.Hooks{})
+	f.startPlanner()
 	f.applyYAML(f.seed())
 	d := stepData(t, f.waitStepEvents("demo", 1)[0])
 	f.report(d, "c-raw", events.ClusterApplied, events.HealthCurrent, "")

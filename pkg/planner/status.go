@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -25,9 +26,10 @@ const (
 )
 
 // computeStatus derives the Application's status from its record, or from
-// the problem that keeps a release from starting. It is pure, and the
-// result is written once per change.
-func computeStatus(app *v1beta1.Application, rec *Record, refused *problem.Error) v1beta1.AppStatus {
+// the problem that keeps a release from starting, as of now (a condition
+// that changes status says since when). It is pure, and the result is
+// written once per change.
+func computeStatus(app *v1beta1.Application, rec *Record, refused *problem.Error, now time.Time) v1beta1.AppStatus {
 	st := v1beta1.AppStatus{
 		Conditions:         append([]metav1.Condition(nil), app.Status.Conditions...),
 		ObservedGeneration: app.Generation,
@@ -62,7 +64,7 @@ func computeStatus(app *v1beta1.Application, rec *Record, refused *problem.Error
 		st.Phase = v1beta1.PhaseStarting
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionUnknown, ReasonProgressing, "cutting the first release"
 	}
-	ready.LastTransitionTime = metav1.Now().Rfc3339Copy()
+	ready.LastTransitionTime = metav1.NewTime(now).Rfc3339Copy()
 	meta.SetStatusCondition(&st.Conditions, ready)
 	return st
 }
@@ -87,7 +89,7 @@ func runPhase(app *v1beta1.Application, run *workflow.Run, ready metav1.Conditio
 	case workflow.RunSucceeded:
 		for _, c := range run.DeployedClusters() {
 			if h := run.Health[c]; !h.Healthy {
-				ready.Reason, ready.Message = ReasonUnhealthy, fmt.Sprintf("cluster %s: %s", c, orText(h.Message, "not healthy"))
+				ready.Reason, ready.Message = ReasonUnhealthy, fmt.Sprintf("cluster %s: %s", c, cmp.Or(h.Message, "not healthy"))
 				return v1beta1.PhaseUnhealthy, ready
 			}
 		}
@@ -173,11 +175,4 @@ func apiTime(t time.Time) *metav1.Time {
 	}
 	mt := metav1.NewTime(t).Rfc3339Copy()
 	return &mt
-}
-
-func orText(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

@@ -71,12 +71,56 @@ func releaseAttrs(ref events.AppRef) []attribute.KeyValue {
 	}
 }
 
-// traceTransitions queues, for after rec is saved, the spans and metrics of
-// steps that ended and of the run if it ended.
-func (p *Planner) traceTransitions(rec *Record, transitions []workflow.Transition) {
+// effects are the spans and metrics of what a change did. They are data,
+// derived from the change, recorded by emit only once the change is saved:
+// a lost compare-and-set did nothing, and records nothing.
+type effects struct {
+	spans []telemetry.Span
+	steps []stepEnded
+	// started counts runs started (a cut, a restart, a rollback);
+	// finished the results of runs that ended.
+	started  int
+	finished []string
+}
+
+// stepEnded is a step's duration for the step histogram.
+type stepEnded struct {
+	typ, phase string
+	seconds    float64
+}
+
+func (fx *effects) add(o effects) {
+	fx.spans = append(fx.spans, o.spans...)
+	fx.steps = append(fx.steps, o.steps...)
+	fx.started += o.started
+	fx.finished = append(fx.finished, o.finished...)
+}
+
+// emit records fx: its spans (made now, with the start times and IDs the
+// run implies) and its metrics.
+func (p *Planner) emit(ctx context.Context, fx effects) {
+	for _, s := range fx.spans {
+		telemetry.Record(ctx, p.tracer, s)
+	}
+	for _, s := range fx.steps {
+		p.metrics.stepDuration.WithLabelValues(s.typ, s.phase).Observe(s.seconds)
+	}
+	if fx.started > 0 {
+		p.metrics.releasesStarted.Add(float64(fx.started))
+	}
+	for _, r := range fx.finished {
+		p.metrics.releasesFinished.WithLabelValues(r).Inc()
+	}
+}
+
+// traceTransitions is what transitions imply for the trace: the span of
+// every step that ended and, when the run ended, the release's. It marks
+// rec's trace done then, so the release's span is made once.
+func (p *Planner) traceTransitions(rec *Record, transitions []workflow.Transition) effects {
+	var fx effects
 	for _, t := range transitions {
 		if t.Type == events.TypeStepSucceeded || t.Type == events.TypeStepFailed {
-			p.endStep(rec, t.Index, "")
+			fx.add(p.endStep(rec, t.Index, ""))
 		}
 	}
 	if rec.Run.Finished() && !rec.TraceDone {
@@ -84,14 +128,15 @@ func (p *Planner) traceTransitions(rec *Record, transitions []workflow.Transitio
 		// A run that ended before its trace was kept (a record older than
 		// tracing) ends here without spans.
 		if len(transitions) > 0 {
-			p.endRelease(rec, string(rec.Run.Phase))
+			fx.add(p.endRelease(rec, string(rec.Run.Phase)))
 		}
 	}
+	return fx
 }
 
-// endStep queues step i's span and duration; cut, when not empty, says
-// why a step still open ends (superseded, restarted, deleted).
-func (p *Planner) endStep(rec *Record, i int, cut string) {
+// endStep is step i's span and duration; cut, when not empty, says why a
+// step still open ends (superseded, restarted, deleted).
+func (p *Planner) endStep(rec *Record, i int, cut string) effects {
 	s := rec.Run.Steps[i]
 	phase := string(s.Phase)
 	end := s.LastExecuteTime
@@ -116,23 +161,23 @@ func (p *Planner) endStep(rec *Record, i int, cut string) {
 	case s.Phase == workflow.StepFailed:
 		span.Err = s.Reason + ": " + s.Message
 	}
-	typ := s.Type
-	rec.afterSave = append(rec.afterSave, func(ctx context.Context) {
-		telemetry.Record(ctx, p.tracer, span)
-		if !span.Start.IsZero() && !span.End.IsZero() {
-			p.metrics.stepDuration.WithLabelValues(typ, phase).Observe(span.End.Sub(span.Start).Seconds())
-		}
-	})
+	fx := effects{spans: []telemetry.Span{span}}
+	if !span.Start.IsZero() && !span.End.IsZero() {
+		fx.steps = []stepEnded{{typ: s.Type, phase: phase, seconds: span.End.Sub(span.Start).Seconds()}}
+	}
+	return fx
 }
 
-// endRelease queues the root span of rec's run, ended with result; steps
-// still open end with it (their spans already have children).
-func (p *Planner) endRelease(rec *Record, result string) {
+// endRelease is the root span of rec's run, ended with result, and the
+// spans of the steps still open, which end with it (their spans already
+// have children).
+func (p *Planner) endRelease(rec *Record, result string) effects {
+	var fx effects
 	run := rec.Run
 	if result != string(run.Phase) {
 		for i, s := range run.Steps {
 			if !s.FirstExecuteTime.IsZero() && (s.Phase == workflow.StepRunning || s.Phase == workflow.StepSuspending) {
-				p.endStep(rec, i, result)
+				fx.add(p.endStep(rec, i, result))
 			}
 		}
 	}
@@ -147,13 +192,11 @@ func (p *Planner) endRelease(rec *Record, result string) {
 	if result != string(workflow.RunSucceeded) {
 		span.Err = result + ": " + run.Message
 	}
-	unsampled := rec.TraceUnsampled
-	rec.afterSave = append(rec.afterSave, func(ctx context.Context) {
-		if !unsampled {
-			telemetry.Record(ctx, p.tracer, span)
-		}
-		p.metrics.releasesFinished.WithLabelValues(result).Inc()
-	})
+	if !rec.TraceUnsampled {
+		fx.spans = append(fx.spans, span)
+	}
+	fx.finished = append(fx.finished, result)
+	return fx
 }
 
 // stepTraceParent is the traceparent every event of step i carries.

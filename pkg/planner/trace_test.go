@@ -2,6 +2,7 @@ package planner_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/planner"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
@@ -42,7 +44,7 @@ func spanNamed(spans []sdktrace.ReadOnlySpan, name string) sdktrace.ReadOnlySpan
 func TestReleaseTraceOutlivesThePlanner(t *testing.T) {
 	f := newFixture(t, "traced")
 	recA, insA, _ := recording(t)
-	stopA := f.startPlannerWith(planner.Hooks{}, planner.Options{Instruments: insA})
+	stopA := f.startPlannerWith(planner.Options{Instruments: insA}, nil)
 	f.applyYAML(f.seed())
 	started := f.waitStepEvents("demo", 1)
 	first := stepData(t, started[0])
@@ -77,7 +79,7 @@ func TestReleaseTraceOutlivesThePlanner(t *testing.T) {
 
 	// Later, another replica; the gate approves, production turns healthy.
 	recB, insB, regB := recording(t)
-	f.startPlannerWith(planner.Hooks{}, planner.Options{Instruments: insB})
+	f.startPlannerWith(planner.Options{Instruments: insB}, nil)
 	prod := stepData(t, evs[len(evs)-1])
 	dec := events.New(events.RunID(prod.AppRef)+".deploy-prod.decided", events.SourceGate, events.TypeStepApproved, "traced/demo",
 		&events.StepDecisionData{AppRef: prod.AppRef, Step: "deploy-prod", Approvals: []events.Approval{{Approver: "alice", Decision: events.DecisionApprove, Via: "http", Time: time.Now()}}})
@@ -89,14 +91,10 @@ func TestReleaseTraceOutlivesThePlanner(t *testing.T) {
 	f.waitApp("demo", "running", phaseIs(v1beta1.PhaseRunning))
 
 	var root, step sdktrace.ReadOnlySpan
-	deadline := time.Now().Add(10 * time.Second)
-	for root == nil && time.Now().Before(deadline) {
+	eventually.True(t, wait, "planner B's release and deploy-prod spans", func() (bool, error) {
 		root, step = spanNamed(recB.Ended(), "release"), spanNamed(recB.Ended(), "step deploy-prod")
-		time.Sleep(50 * time.Millisecond)
-	}
-	if root == nil || step == nil {
-		t.Fatalf("planner B made no release or deploy-prod span: %d spans", len(recB.Ended()))
-	}
+		return root != nil && step != nil, fmt.Errorf("%d spans ended", len(recB.Ended()))
+	})
 	if root.SpanContext().TraceID() != tid || root.SpanContext().SpanID() != telemetry.ReleaseSpanID(tid) || root.Parent().IsValid() {
 		t.Errorf("release span %s/%s parent %v", root.SpanContext().TraceID(), root.SpanContext().SpanID(), root.Parent())
 	}
@@ -142,7 +140,7 @@ func gatheredSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 func TestSupersededReleaseClosesItsSpans(t *testing.T) {
 	f := newFixture(t, "superseded")
 	rec, ins, reg := recording(t)
-	f.startPlannerWith(planner.Hooks{}, planner.Options{Instruments: ins})
+	f.startPlannerWith(planner.Options{Instruments: ins}, nil)
 	f.applyYAML(f.seed())
 	first := stepData(t, f.waitStepEvents("demo", 1)[0])
 	f.kubectl("-n", "superseded", "annotate", "--overwrite", "app", "demo", "app.oam.dev/publishVersion=version2")
@@ -151,8 +149,7 @@ func TestSupersededReleaseClosesItsSpans(t *testing.T) {
 	})
 	tid := telemetry.ReleaseTraceID(first.UID, 1)
 	var root, step sdktrace.ReadOnlySpan
-	deadline := time.Now().Add(10 * time.Second)
-	for (root == nil || step == nil) && time.Now().Before(deadline) {
+	eventually.True(t, wait, "release 1's release and step spans", func() (bool, error) {
 		for _, s := range rec.Ended() {
 			if s.SpanContext().TraceID() != tid {
 				continue
@@ -164,11 +161,8 @@ func TestSupersededReleaseClosesItsSpans(t *testing.T) {
 				step = s
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if root == nil || step == nil {
-		t.Fatalf("release 1's spans: release %v, step %v", root != nil, step != nil)
-	}
+		return root != nil && step != nil, fmt.Errorf("release span %v, step span %v", root != nil, step != nil)
+	})
 	phase := func(s sdktrace.ReadOnlySpan) string {
 		for _, kv := range s.Attributes() {
 			if kv.Key == telemetry.AttrPhase {
@@ -180,10 +174,8 @@ func TestSupersededReleaseClosesItsSpans(t *testing.T) {
 	if phase(root) != "superseded" || phase(step) != "superseded" || step.Parent().SpanID() != root.SpanContext().SpanID() {
 		t.Errorf("release span %q, step span %q under %s (release %s)", phase(root), phase(step), step.Parent().SpanID(), root.SpanContext().SpanID())
 	}
-	// (The planner sees every namespace of the shared hub: other tests'
-	// applications may start releases too, but none is superseded.)
-	if got := gatheredSum(t, reg, "flotilla_releases_started_total"); got < 2 {
-		t.Errorf("releases started %v, want at least 2", got)
+	if got := gatheredSum(t, reg, "flotilla_releases_started_total"); got != 2 {
+		t.Errorf("releases started %v, want 2", got)
 	}
 	if got := gatheredSum(t, reg, "flotilla_releases_finished_total"); got != 1 {
 		t.Errorf("releases finished %v, want 1 (superseded)", got)

@@ -18,7 +18,7 @@ func TestOptionsValidate(t *testing.T) {
 	}{
 		{"two clusters", []string{"test", "prod"}, nil},
 		{"page-shaped IDs", []string{"managedcluster-c5x9z9", "managedcluster-c1y2e5"}, nil},
-		{"no clusters", nil, []string{"at least one"}},
+		{"the hub alone", nil, nil},
 		{"duplicate", []string{"a", "b", "a"}, []string{`duplicate cluster name "a"`}},
 		{"upper case", []string{"Prod"}, []string{`"Prod" is not a DNS-1123 label`}},
 		{"dot", []string{"prod.eu"}, []string{`"prod.eu" is not a DNS-1123 label`}},

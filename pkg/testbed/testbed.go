@@ -48,7 +48,8 @@ var kwokStages []byte
 
 // Options say what to start.
 type Options struct {
-	// Clusters names the managed clusters, each a DNS-1123 label, unique, not HubName.
+	// Clusters names the managed clusters, each a DNS-1123 label, unique,
+	// not HubName. None: the hub alone (tests of hub-only services).
 	Clusters []string
 	// Dir receives PKI, kubeconfigs, etcd data and logs. Empty: a new
 	// temporary directory that Stop removes.
@@ -129,9 +130,6 @@ func (e *Env) PIDs() []int {
 
 // Validate reports what is wrong with the options, before anything starts.
 func (o Options) Validate() error {
-	if len(o.Clusters) == 0 {
-		return errors.New("testbed: no managed clusters: Options.Clusters needs at least one name")
-	}
 	seen := map[string]bool{}
 	var errs []error
 	for _, name := range o.Clusters {

@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -175,7 +176,7 @@ func (r *Run) Apply(now time.Time, in Input) []Transition {
 	case Dispatched:
 		if s := r.step(cur); s != nil && s.Name == in.Step && s.Phase == StepRunning && s.Type == StepTypeDeploy && s.Clusters == nil {
 			if in.Error != "" {
-				out = append(out, r.fail(now, cur, orDefault(in.Reason, ReasonDispatchFailed), in.Error)...)
+				out = append(out, r.fail(now, cur, cmp.Or(in.Reason, ReasonDispatchFailed), in.Error)...)
 				return out
 			}
 			s.Clusters = slices.Clone(in.Clusters)
@@ -394,11 +395,4 @@ func (r *Run) DeployedClusters() []string {
 	}
 	sort.Strings(out)
 	return slices.Compact(out)
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

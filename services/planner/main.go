@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 
+	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/planner"
 	"github.com/flotilla-dev/flotilla/pkg/service"
 )
@@ -17,7 +18,11 @@ func main() {
 	)
 	service.Main("planner", &common, opts.BindFlags, func(ctx context.Context, d service.Deps) error {
 		opts.Instruments = d.Instruments
-		p, err := planner.New(d.Kube, d.JS, d.Log, opts, planner.Hooks{})
+		clients, err := hub.NewClients(d.Kube)
+		if err != nil {
+			return err
+		}
+		p, err := planner.New(clients, d.JS, d.Log, opts)
 		if err != nil {
 			return err
 		}

@@ -44,18 +44,6 @@ type Record struct {
 	Releases []ReleaseInfo `json:"releases"`
 	// LastOperation is the outcome of the last workflow operation carried out.
 	LastOperation *v1beta1.OperationResult `json:"lastOperation,omitempty"`
-
-	// afterSave are spans and metrics of what this change did, recorded
-	// only once it is saved (a lost compare-and-set did nothing).
-	afterSave []func(context.Context)
-}
-
-// saved runs what waited for rec to be saved (spans, metrics).
-func (r *Record) saved(ctx context.Context) {
-	for _, f := range r.afterSave {
-		f(ctx)
-	}
-	r.afterSave = nil
 }
 
 // noteOutcome marks the current release succeeded once its workflow has.
@@ -82,6 +70,17 @@ type ReleaseInfo struct {
 
 // keepReleases is how many releases (and their snapshots) are kept for rollback.
 const keepReleases = 10
+
+// keepNewest drops the releases beyond the newest keepReleases and returns
+// their snapshots, to delete once the record is saved without them.
+func (r *Record) keepNewest() []snapshot.Ref {
+	var dropped []snapshot.Ref
+	for len(r.Releases) > keepReleases {
+		dropped = append(dropped, r.Releases[0].Snapshot)
+		r.Releases = r.Releases[1:]
+	}
+	return dropped
+}
 
 func (r *Record) place(clusters []string) {
 	for _, c := range clusters {

@@ -1,0 +1,194 @@
+package planner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/telemetry"
+	"github.com/flotilla-dev/flotilla/pkg/workflow"
+)
+
+// consumeReports consumes the dispatcher's and the clusters' reports (the
+// status stream) and the gate's decisions, until the returned stop.
+func (p *Planner) consumeReports(ctx context.Context) (stop func(), err error) {
+	status, err := p.js.CreateOrUpdateConsumer(ctx, bus.StreamStatus, jetstream.ConsumerConfig{
+		Durable:       p.opts.Consumer,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 256,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("planner: status consumer: %w", err)
+	}
+	p.metrics.consumers.Watch(status)
+	sc, err := bus.Consume(ctx, status, p.log, p.handleReport)
+	if err != nil {
+		return nil, fmt.Errorf("planner: %w", err)
+	}
+	decisions, err := p.js.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
+		Durable:       p.opts.Consumer,
+		FilterSubject: bus.GateDecisionsFilter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+	})
+	if err != nil {
+		sc.Stop()
+		return nil, fmt.Errorf("planner: decisions consumer: %w", err)
+	}
+	p.metrics.consumers.Watch(decisions)
+	dc, err := bus.Consume(ctx, decisions, p.log, p.handleReport)
+	if err != nil {
+		sc.Stop()
+		return nil, fmt.Errorf("planner: %w", err)
+	}
+	return func() { sc.Stop(); dc.Stop() }, nil
+}
+
+// handleReport feeds a dispatcher, gate or cluster report into its
+// application's run, in a span under the one that sent it.
+func (p *Planner) handleReport(ctx context.Context, e *events.Event) error {
+	kind, attrs := "report", []attribute.KeyValue(nil)
+	switch d := e.Data.(type) {
+	case *events.StepDispatchedData:
+		kind, attrs = "dispatch", []attribute.KeyValue{telemetry.AttrStep.String(d.Step), telemetry.AttrClusters.StringSlice(d.Clusters)}
+	case *events.ClusterStatusData:
+		kind, attrs = "status", []attribute.KeyValue{telemetry.AttrCluster.String(d.Cluster), telemetry.AttrPhase.String(string(d.Phase)), telemetry.AttrHealthy.Bool(d.Healthy())}
+	case *events.StepDecisionData:
+		kind, attrs = "decision", []attribute.KeyValue{telemetry.AttrStep.String(d.Step)}
+	case *events.ClusterDriftData:
+		kind, attrs = "drift", []attribute.KeyValue{telemetry.AttrCluster.String(d.Cluster)}
+	}
+	ctx, span := p.reportSpan(ctx, e, kind, attrs...)
+	defer span.End()
+	err := p.report(ctx, e)
+	switch {
+	case bus.IsRetry(err):
+		// Another replica saved first, or the run is not saved yet: normal, not a failure.
+		span.SetAttributes(telemetry.AttrRetry.Bool(true))
+	case err != nil:
+		telemetry.SetError(span, err)
+	default:
+		p.metrics.reports.WithLabelValues(kind).Inc()
+	}
+	return err
+}
+
+// report turns a report into the run's input, applies it and saves the
+// run; the status is written by the reconcile it enqueues.
+func (p *Planner) report(ctx context.Context, e *events.Event) error {
+	ref, in, err := p.reportInput(ctx, e)
+	if err != nil || in == nil && ref.UID == "" {
+		return err
+	}
+	key := ref.Namespace + "/" + ref.Application
+	unlock := p.locks.lock(key)
+	defer unlock()
+	rec, rev, err := p.store.load(ctx, ref.Namespace, ref.Application)
+	if err != nil {
+		return err
+	}
+	if rec == nil || rec.UID != ref.UID || rec.Run.Revision < ref.Revision {
+		// Either the report is about an application that is gone (drop it),
+		// or it overtook the save of the release it reports on (retry).
+		if p.appExists(ref) {
+			return bus.Retry(200*time.Millisecond, fmt.Errorf("no saved run yet for %s", ref.Release))
+		}
+		return nil
+	}
+	if rep, ok := in.(workflow.ClusterReport); ok && rep.Phase == events.ClusterDeleted {
+		if !slices.Contains(rec.Deleted, rep.Cluster) {
+			rec.Deleted = append(rec.Deleted, rep.Cluster)
+		}
+		in = nil
+	}
+	if d, ok := in.(workflow.Dispatched); ok {
+		// Even an older release's clusters hold objects to remove on deletion.
+		rec.place(d.Clusters)
+	}
+	if _, ok := in.(workflow.Decision); ok && ref.Attempt != rec.Run.Attempt {
+		return nil // a decision on a run since restarted
+	}
+	var transitions []workflow.Transition
+	if in != nil {
+		if ref.Revision != rec.Run.Revision {
+			if _, ok := in.(workflow.Dispatched); !ok {
+				return nil // about an older release
+			}
+			in = nil // only what was placed is kept
+		} else {
+			transitions = rec.Run.Apply(p.now(), in)
+			rec.noteOutcome()
+		}
+	}
+	if _, err := p.commit(ctx, rec, rev, transitions, effects{}); err != nil {
+		if errors.Is(err, errConflict) {
+			return bus.Retry(50*time.Millisecond, err)
+		}
+		return err
+	}
+	p.queue.Add(key)
+	return nil
+}
+
+// reportInput is what a report says to the run of the release it names. A
+// report with nothing for the run (drift: logged only) returns no input and
+// no release.
+func (p *Planner) reportInput(ctx context.Context, e *events.Event) (events.AppRef, workflow.Input, error) {
+	switch d := e.Data.(type) {
+	case *events.StepDispatchedData:
+		return d.AppRef, workflow.Dispatched{Step: d.Step, Clusters: d.Clusters, Reason: d.Reason, Error: d.Error}, nil
+	case *events.ClusterStatusData:
+		// A cluster speaks only on its own subjects (which its NATS user
+		// alone may publish to).
+		if want := bus.StatusSubject(d.Cluster, d.Namespace, d.Application); e.Topic != want {
+			return events.AppRef{}, nil, bus.Terminate(fmt.Errorf("report for cluster %s arrived on %s, not %s", d.Cluster, e.Topic, want))
+		}
+		return d.AppRef, workflow.ClusterReport{Cluster: d.Cluster, Step: d.Step, Phase: d.Phase, Healthy: d.Healthy(), Message: reportMessage(d), ObservedAt: d.ObservedAt}, nil
+	case *events.StepDecisionData:
+		dec := workflow.Decision{Step: d.Step, Approve: e.Type == events.TypeStepApproved, Reason: d.Reason, Approvals: d.Approvals}
+		if n := len(d.Approvals); n > 0 {
+			dec.By, dec.Reason = d.Approvals[n-1].Approver, d.Approvals[n-1].Reason
+		}
+		return d.AppRef, dec, nil
+	case *events.ClusterDriftData:
+		p.log.InfoContext(ctx, "drift repaired", "app", d.Namespace+"/"+d.Application, "cluster", d.Cluster, "object", d.Object.Kind+" "+d.Object.Name, "change", d.Change)
+		return events.AppRef{}, nil, nil
+	}
+	return events.AppRef{}, nil, bus.Terminate(fmt.Errorf("planner does not handle %s", e.Type))
+}
+
+// appExists reports whether the hub (as cached) has the application ref names.
+func (p *Planner) appExists(ref events.AppRef) bool {
+	obj, err := p.apps.ByNamespace(ref.Namespace).Get(ref.Application)
+	if err != nil {
+		return false
+	}
+	m, err := meta.Accessor(obj)
+	return err == nil && string(m.GetUID()) == ref.UID && m.GetDeletionTimestamp() == nil
+}
+
+// reportMessage names what is not healthy, for the step and the STATUS column.
+func reportMessage(d *events.ClusterStatusData) string {
+	if d.Message != "" || d.Phase != events.ClusterApplied {
+		return d.Message
+	}
+	for _, o := range d.Objects {
+		if o.Health != events.HealthCurrent {
+			msg := fmt.Sprintf("%s %s is %s", o.Kind, o.Name, o.Health)
+			if o.Message != "" {
+				msg += ": " + o.Message
+			}
+			return msg
+		}
+	}
+	return ""
+}
