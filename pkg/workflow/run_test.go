@@ -169,7 +169,7 @@ func TestFailures(t *testing.T) {
 }
 
 func TestInputsThatDoNotFitChangeNothing(t *testing.T) {
-	runSteps(t, seedSteps(), []step{
+	r := runSteps(t, seedSteps(), []step{
 		{0, Tick{}, []string{"started deploy-test"}, RunRunning},
 		// Approval of a step that does not wait: stale.
 		{0, Decision{Step: "deploy-prod", Approve: true}, nil, RunRunning},
@@ -179,12 +179,27 @@ func TestInputsThatDoNotFitChangeNothing(t *testing.T) {
 		{0, Dispatched{Step: "deploy-prod", Clusters: []string{"c-prod"}}, nil, RunRunning},
 		// The right dispatch: the earlier report already counts.
 		{0, Dispatched{Step: "deploy-test", Clusters: []string{"c-test"}}, []string{"succeeded deploy-test", "suspended deploy-prod"}, RunSuspending},
-		// A second dispatch answer is ignored, and so is a failure report from a cluster not in the step.
+		// A second dispatch answer for a step already done is ignored, even a failure.
+		{0, Dispatched{Step: "deploy-test", Reason: ReasonDispatchFailed, Error: "late failure"}, nil, RunSuspending},
+		// So is a failure report from a cluster not in the step.
 		{0, ClusterReport{Cluster: "c-other", Phase: events.ClusterFailed}, nil, RunSuspending},
 		// The approval, twice: counts once.
 		{0, Decision{Step: "deploy-prod", Approve: true}, []string{"started deploy-prod"}, RunRunning},
 		{0, Decision{Step: "deploy-prod", Approve: true}, nil, RunRunning},
+		// The running step's answer, then a second, different one: the first stands.
+		{0, Dispatched{Step: "deploy-prod", Clusters: []string{"c-prod"}}, nil, RunRunning},
+		{0, Dispatched{Step: "deploy-prod", Clusters: []string{"c-elsewhere"}}, nil, RunRunning},
+		{0, Dispatched{Step: "deploy-prod", Reason: ReasonDispatchFailed, Error: "late failure"}, nil, RunRunning},
 	})
+	if got := r.Steps[0].Clusters; !slices.Equal(got, []string{"c-test"}) {
+		t.Errorf("deploy-test went to %v after a second answer, want [c-test]", got)
+	}
+	if got := r.Steps[1].Clusters; !slices.Equal(got, []string{"c-prod"}) {
+		t.Errorf("deploy-prod went to %v after a second answer, want [c-prod]", got)
+	}
+	if r.Steps[0].Phase != StepSucceeded || r.Steps[1].Phase != StepRunning {
+		t.Errorf("steps %s, %s after late answers", r.Steps[0].Phase, r.Steps[1].Phase)
+	}
 }
 
 func TestSuspendStep(t *testing.T) {
