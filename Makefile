@@ -66,7 +66,7 @@ fuzz:
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
-## bench: timing goals (test bed start, ...)
+## bench: measured times, printed not asserted (test bed start and stop, ...)
 bench: testbed
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout $(TEST_TIMEOUT) ./...
 
