@@ -37,8 +37,10 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	clusterv1beta2 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1beta2"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+	grantv1alpha1 "github.com/flotilla-dev/flotilla/pkg/api/grant/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
@@ -131,15 +133,19 @@ func New(c *hub.Clients, js jetstream.JetStream, log *slog.Logger, opts Options)
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "applications"}),
 	}
+	p.apps = factory.ForResource(v1beta1.ApplicationResource).Lister()
+	p.clusters = clusterFactory.ForResource(clusterv1.ManagedClusterResource).Lister()
 	p.hub = &hubReader{
 		dyn:       c.Dynamic,
 		mapper:    c.Mapper,
 		workflows: factory.ForResource(v1alpha1.WorkflowResource).Lister(),
 		policies:  factory.ForResource(v1alpha1.PolicyResource).Lister(),
+		scopes:    clusterFactory.ForResource(grantv1alpha1.ScopeGrantResource).Lister(),
+		sets:      clusterFactory.ForResource(clusterv1beta2.ManagedClusterSetResource).Lister(),
+		bindings:  factory.ForResource(clusterv1beta2.ManagedClusterSetBindingResource).Lister(),
+		clusters:  p.clusters,
 		missing:   p.watchKind,
 	}
-	p.apps = factory.ForResource(v1beta1.ApplicationResource).Lister()
-	p.clusters = clusterFactory.ForResource(clusterv1.ManagedClusterResource).Lister()
 	if c.Metadata != nil {
 		p.meta = newMetadataFactory(c.Metadata, ns)
 	}
@@ -211,11 +217,19 @@ func (p *Planner) addHandlers() error {
 	}); err != nil {
 		return err
 	}
-	// A Workflow or Policy that appears or changes may unblock an
-	// Application of its namespace.
-	for _, gvr := range []schema.GroupVersionResource{v1alpha1.WorkflowResource, v1alpha1.PolicyResource} {
+	// A Workflow, Policy or cluster set binding that appears or changes may
+	// unblock an Application of its namespace.
+	for _, gvr := range []schema.GroupVersionResource{v1alpha1.WorkflowResource, v1alpha1.PolicyResource, clusterv1beta2.ManagedClusterSetBindingResource} {
 		if _, err := p.factory.ForResource(gvr).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: p.enqueueNamespace, UpdateFunc: func(_, obj any) { p.enqueueNamespace(obj) }, DeleteFunc: p.enqueueNamespace,
+		}); err != nil {
+			return err
+		}
+	}
+	// A grant or cluster set that appears or changes may unblock any Application.
+	for _, gvr := range []schema.GroupVersionResource{grantv1alpha1.ScopeGrantResource, clusterv1beta2.ManagedClusterSetResource} {
+		if _, err := p.clusterFactory.ForResource(gvr).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: p.enqueueAll, UpdateFunc: func(_, obj any) { p.enqueueAll(obj) }, DeleteFunc: p.enqueueAll,
 		}); err != nil {
 			return err
 		}
@@ -237,6 +251,14 @@ func (p *Planner) addHandlers() error {
 func (p *Planner) enqueue(obj any) {
 	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 		p.queue.Add(key)
+	}
+}
+
+// enqueueAll enqueues every Application.
+func (p *Planner) enqueueAll(any) {
+	apps, _ := p.apps.List(labels.Everything())
+	for _, a := range apps {
+		p.enqueue(a)
 	}
 }
 

@@ -8,23 +8,29 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
+	"github.com/flotilla-dev/flotilla/pkg/grant"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/release"
 )
 
 // hubReader is release.Hub over the planner's informer caches (Workflows,
-// Policies) and direct reads of referenced objects of any kind.
+// Policies, grants, ManagedClusters) and direct reads of referenced objects
+// of any kind.
 type hubReader struct {
 	dyn       dynamic.Interface
 	mapper    meta.ResettableRESTMapper
 	workflows cache.GenericLister
 	policies  cache.GenericLister
+	// scopes, sets and bindings are what hub admins granted; clusters the
+	// ManagedClusters.
+	scopes, sets, bindings, clusters cache.GenericLister
 	// missing is told the resource of a referenced object not found, so
 	// its creation is noticed at once rather than on the next resync.
 	missing func(schema.GroupVersionResource)
@@ -80,10 +86,12 @@ func (h *hubReader) Object(ctx context.Context, ns string, ref release.ObjectRef
 	if err != nil {
 		return nil, err
 	}
+	var ri dynamic.ResourceInterface = h.dyn.Resource(mapping.Resource).Namespace(ns)
 	if mapping.Scope.Name() != meta.RESTScopeNameNamespace {
-		return nil, problem.New(release.ReasonInvalidObjectReference, "%s is cluster-scoped: ref-objects references namespaced objects", ref)
+		// Cluster-scoped: deployed only where the namespace is granted the kind.
+		ri = h.dyn.Resource(mapping.Resource)
 	}
-	obj, err := h.dyn.Resource(mapping.Resource).Namespace(ns).Get(ctx, ref.Name, metav1.GetOptions{})
+	obj, err := ri.Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		if h.missing != nil {
 			h.missing(mapping.Resource)
@@ -102,4 +110,52 @@ func (h *hubReader) mapping(ref release.ObjectRef) (*meta.RESTMapping, error) {
 		return nil, err
 	}
 	return h.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+}
+
+// Grants are the ScopeGrants, ManagedClusterSets and ManagedClusterSetBindings.
+func (h *hubReader) Grants(context.Context) (grant.Grants, error) {
+	var g grant.Grants
+	if err := listTyped(h.scopes, &g.Scopes); err != nil {
+		return g, err
+	}
+	if err := listTyped(h.sets, &g.Sets); err != nil {
+		return g, err
+	}
+	return g, listTyped(h.bindings, &g.Bindings)
+}
+
+// ClusterLabels are a ManagedCluster's labels.
+func (h *hubReader) ClusterLabels(_ context.Context, name string) (map[string]string, bool, error) {
+	obj, err := h.clusters.Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return nil, false, err
+	}
+	return m.GetLabels(), true, nil
+}
+
+// listTyped decodes every object of a lister into *into, a slice of a typed kind.
+func listTyped[T any](l cache.GenericLister, into *[]T) error {
+	objs, err := l.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	for _, obj := range objs {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			return fmt.Errorf("unexpected %T in cache", obj)
+		}
+		var v T
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &v); err != nil {
+			return fmt.Errorf("decode %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		*into = append(*into, v)
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/grant"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
@@ -37,6 +38,7 @@ const (
 	ReasonObjectNotFound           = "ObjectNotFound"
 	ReasonInvalidObjectReference   = "InvalidObjectReference"
 	ReasonNoWorkflow               = "NoWorkflow"
+	ReasonInvalidPolicy            = "InvalidPolicy"
 )
 
 // Hub is what resolving reads from the hub. Getters return (nil, nil) for an
@@ -44,8 +46,13 @@ const (
 type Hub interface {
 	Workflow(ctx context.Context, ns, name string) (*v1alpha1.Workflow, error)
 	Policy(ctx context.Context, ns, name string) (*v1alpha1.Policy, error)
-	// Object fetches a referenced object; ref has GVK or GVR filled by Parse.
+	// Object fetches a referenced object; ref has GVK or GVR filled by
+	// Parse. An object of a cluster-scoped kind comes without a namespace.
 	Object(ctx context.Context, ns string, ref ObjectRef) (*unstructured.Unstructured, error)
+	// Grants are what hub admins granted Applications beyond their namespace.
+	Grants(ctx context.Context) (grant.Grants, error)
+	// ClusterLabels are the labels of a ManagedCluster (found false: none of that name).
+	ClusterLabels(ctx context.Context, name string) (labels map[string]string, found bool, err error)
 }
 
 // Spec is everything a release is cut from.
@@ -99,7 +106,67 @@ func Resolve(ctx context.Context, hub Hub, app *v1beta1.Application) (*Spec, err
 			spec.Objects = append(spec.Objects, obj)
 		}
 	}
+	if err := confine(ctx, hub, ns, spec); err != nil {
+		return nil, err
+	}
 	return spec, nil
+}
+
+// confine refuses a release that reaches beyond what the Application's
+// namespace is granted (package grant): a topology's target namespace, a
+// cluster a topology names, an object of a cluster-scoped kind. Refused
+// here, before any step runs, nothing of it is applied anywhere. Clusters
+// chosen by label are only ever chosen among those granted (dispatcher).
+func confine(ctx context.Context, hub Hub, ns string, spec *Spec) error {
+	grants, err := hub.Grants(ctx)
+	if err != nil {
+		return fmt.Errorf("read grants: %w", err)
+	}
+	for _, p := range spec.Policies {
+		if p.Type != PolicyTopology {
+			continue
+		}
+		var topo struct {
+			Clusters  []string `json:"clusters"`
+			Namespace string   `json:"namespace"`
+		}
+		if len(p.Properties) > 0 {
+			if err := json.Unmarshal(p.Properties, &topo); err != nil {
+				return problem.New(ReasonInvalidPolicy, "policy %q: properties: %v", p.Name, err)
+			}
+		}
+		if err := grants.TargetNamespace(ns, topo.Namespace); err != nil {
+			return within("policy "+strconv.Quote(p.Name), err)
+		}
+		for _, c := range topo.Clusters {
+			lbls, found, err := hub.ClusterLabels(ctx, c)
+			if err != nil {
+				return fmt.Errorf("policy %q: read ManagedCluster %s: %w", p.Name, c, err)
+			}
+			if !found {
+				continue // the dispatcher says the cluster is not there, when the step runs
+			}
+			if err := grants.Cluster(ns, c, lbls); err != nil {
+				return within("policy "+strconv.Quote(p.Name), err)
+			}
+		}
+	}
+	for _, o := range spec.Objects {
+		if o.GetNamespace() == "" {
+			if err := grants.ClusterScopedKind(ns, o.GroupVersionKind().GroupKind()); err != nil {
+				return within(o.GetKind()+" "+o.GetName(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// within says where a problem is: the same reason, its message prefixed.
+func within(where string, err error) error {
+	if p, ok := problem.As(err); ok {
+		return problem.New(p.Reason, "%s: %s", where, p.Message)
+	}
+	return fmt.Errorf("%s: %w", where, err)
 }
 
 func resolveSteps(ctx context.Context, hub Hub, app *v1beta1.Application) ([]workflow.StepSpec, error) {

@@ -6,12 +6,16 @@ import (
 	"strings"
 	"testing"
 
+	clusterv1beta2 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1beta2"
+	grantv1alpha1 "github.com/flotilla-dev/flotilla/pkg/api/grant/v1alpha1"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
+	"github.com/flotilla-dev/flotilla/pkg/grant"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
@@ -20,6 +24,14 @@ type memHub struct {
 	workflows map[string]*v1alpha1.Workflow
 	policies  map[string]*v1alpha1.Policy
 	objects   map[string]*unstructured.Unstructured // "Kind/name" or "resource.group/name"
+	grants    grant.Grants
+	clusters  map[string]map[string]string
+}
+
+func (h *memHub) Grants(context.Context) (grant.Grants, error) { return h.grants, nil }
+func (h *memHub) ClusterLabels(_ context.Context, name string) (map[string]string, bool, error) {
+	l, ok := h.clusters[name]
+	return l, ok, nil
 }
 
 func (h *memHub) Workflow(_ context.Context, _, name string) (*v1alpha1.Workflow, error) {
@@ -205,5 +217,69 @@ func TestKey(t *testing.T) {
 	delete(app.Annotations, v1beta1.AnnotationPublishVersion)
 	if got := Key(app); got != "generation:5" {
 		t.Errorf("Key without publishVersion = %q", got)
+	}
+}
+
+// What a namespace may reach is what hub admins granted, checked before
+// anything runs.
+func TestResolveConfinesToWhatIsGranted(t *testing.T) {
+	ns := func(ns string) *v1alpha1.Policy {
+		return &v1alpha1.Policy{Type: "topology", Properties: rawx(`{"clusters":["c1"],"namespace":"` + ns + `"}`)}
+	}
+	clusterRole := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": map[string]any{"name": "reader"}}}
+	withClusterRole := func(a *v1beta1.Application, h *memHub) {
+		h.objects["ClusterRole/reader"] = clusterRole
+		a.Spec.Components[0].Properties = rawx(`{"objects":[{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","name":"reader"}]}`)
+	}
+	grantTo := func(h *memHub, spec grantv1alpha1.ScopeGrantSpec) {
+		h.grants.Scopes = append(h.grants.Scopes, grantv1alpha1.ScopeGrant{ObjectMeta: metav1.ObjectMeta{Name: "g"}, Spec: spec})
+	}
+	tests := []struct {
+		name   string
+		mutate func(a *v1beta1.Application, h *memHub)
+		reason string
+		msg    string
+	}{
+		{"the seed, no grant needed", func(*v1beta1.Application, *memHub) {}, "", ""},
+		{"its own namespace named", func(_ *v1beta1.Application, h *memHub) { h.policies["cluster-test"] = ns("demo") }, "", ""},
+		{"another namespace", func(_ *v1beta1.Application, h *memHub) { h.policies["cluster-test"] = ns("kube-system") },
+			grant.ReasonNamespaceNotGranted, `policy "cluster-test": Applications of namespace "demo" deploy only into namespace "demo"`},
+		{"another namespace, granted", func(_ *v1beta1.Application, h *memHub) {
+			h.policies["cluster-test"] = ns("kube-system")
+			grantTo(h, grantv1alpha1.ScopeGrantSpec{Namespaces: []string{"demo"}, TargetNamespaces: []string{"kube-system"}})
+		}, "", ""},
+		{"the agent's namespace, granted anywhere", func(_ *v1beta1.Application, h *memHub) {
+			h.policies["cluster-test"] = ns(grant.AgentNamespace)
+			grantTo(h, grantv1alpha1.ScopeGrantSpec{Namespaces: []string{"*"}, TargetNamespaces: []string{"*"}})
+		}, grant.ReasonReservedNamespace, `the cluster agent's own`},
+		{"a cluster-scoped kind", withClusterRole, grant.ReasonKindNotGranted, "ClusterRole reader: ClusterRole.rbac.authorization.k8s.io is cluster-scoped"},
+		{"a cluster-scoped kind, granted", func(a *v1beta1.Application, h *memHub) {
+			withClusterRole(a, h)
+			grantTo(h, grantv1alpha1.ScopeGrantSpec{Namespaces: []string{"demo"}, ClusterScopedKinds: []grantv1alpha1.GroupKind{{Group: "rbac.authorization.k8s.io", Kind: "ClusterRole"}}})
+		}, "", ""},
+		{"a cluster of a set the namespace is not bound to", func(_ *v1beta1.Application, h *memHub) {
+			h.clusters = map[string]map[string]string{"c2": {"cluster.open-cluster-management.io/clusterset": "prod"}}
+		}, grant.ReasonClusterNotBound, `policy "cluster-prod": cluster "c2" is in ManagedClusterSet prod`},
+		{"a cluster of a set the namespace is bound to", func(_ *v1beta1.Application, h *memHub) {
+			h.clusters = map[string]map[string]string{"c2": {"cluster.open-cluster-management.io/clusterset": "prod"}}
+			h.grants.Bindings = []clusterv1beta2.ManagedClusterSetBinding{{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "prod"}, Spec: clusterv1beta2.ManagedClusterSetBindingSpec{ClusterSet: "prod"}}}
+		}, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app, hub := seedApp(), seedHub()
+			tt.mutate(app, hub)
+			_, err := Resolve(context.Background(), hub, app)
+			if tt.reason == "" {
+				if err != nil {
+					t.Fatalf("Resolve() = %v, want it allowed", err)
+				}
+				return
+			}
+			p, ok := problem.As(err)
+			if !ok || p.Reason != tt.reason || !strings.Contains(p.Message, tt.msg) {
+				t.Fatalf("Resolve() = %v, want %s containing %q", err, tt.reason, tt.msg)
+			}
+		})
 	}
 }
