@@ -13,13 +13,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Stream names.
+// Stream names. Each stream has one writer (or one kind of writer), so
+// that no less-trusted writer (an agent, a bot) shares a stream, and so a
+// duplicate window, with a service's own events: a forged message ID can
+// pre-empt nothing it does not write itself.
 const (
-	StreamSteps     = "FLOTILLA_STEPS"
-	StreamWork      = "FLOTILLA_WORK"
-	StreamStatus    = "FLOTILLA_STATUS"
-	StreamApprovals = "FLOTILLA_APPROVALS"
-	StreamClusters  = "FLOTILLA_CLUSTERS"
+	StreamSteps     = "FLOTILLA_STEPS"     // planner
+	StreamWork      = "FLOTILLA_WORK"      // dispatcher
+	StreamDispatch  = "FLOTILLA_DISPATCH"  // dispatcher
+	StreamStatus    = "FLOTILLA_STATUS"    // each cluster's agent, on its own subjects
+	StreamClusters  = "FLOTILLA_CLUSTERS"  // each cluster's agent, on its own subjects
+	StreamApprovals = "FLOTILLA_APPROVALS" // bots (and the CLI's webhook peers)
+	StreamGate      = "FLOTILLA_GATE"      // gate
 )
 
 // KV buckets and the object store.
@@ -104,6 +109,35 @@ func GateSubject(kind, ns, app string) string { return join(prefixGate+"."+kind,
 // GateDecisionsFilter matches every decision the gate sends the planner.
 const GateDecisionsFilter = prefixGate + ".decisions.>"
 
+// StreamOf names the stream that holds subject ("" for none).
+func StreamOf(subject string) string {
+	for _, s := range Streams(SetupOptions{}) {
+		for _, pattern := range s.Subjects {
+			if subjectMatches(pattern, subject) {
+				return s.Name
+			}
+		}
+	}
+	return ""
+}
+
+// subjectMatches reports whether a NATS subject matches a pattern with
+// "*" (one token) and a final ">" (one or more tokens).
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return i < len(s)
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
+
 // ClusterSubject is where an agent sends its join request or heartbeats
 // (kind "join" or "heartbeat").
 func ClusterSubject(cluster, kind string) string { return join(prefixClusters, cluster, kind) }
@@ -154,14 +188,26 @@ func Streams(o SetupOptions) []jetstream.StreamConfig {
 			// their permissions can name.
 			AllowDirect: true,
 		},
+		// Updated before the streams below are created: they take over
+		// subjects these held before each writer had its own stream.
 		{
-			Name: StreamStatus, Subjects: []string{prefixStatus + ".>", prefixDispatch + ".>"},
-			Description: "agents and dispatcher → planner: cluster status and dispatch results",
+			Name: StreamStatus, Subjects: []string{prefixStatus + ".>"},
+			Description: "agents → planner: cluster status and drift reports",
 			MaxAge:      7 * day, Duplicates: 2 * time.Minute,
 		},
 		{
-			Name: StreamApprovals, Subjects: []string{prefixApprovals + ".>", prefixGate + ".>"},
-			Description: "bots, CLI, HTTP → gate: approvals; gate → bots, planner, audit: requests, decisions, audit records",
+			Name: StreamApprovals, Subjects: []string{prefixApprovals + ".>"},
+			Description: "bots → gate: approvals",
+			MaxAge:      365 * day, Duplicates: 10 * time.Minute,
+		},
+		{
+			Name: StreamDispatch, Subjects: []string{prefixDispatch + ".>"},
+			Description: "dispatcher → planner: where each deploy step went, or why nowhere",
+			MaxAge:      7 * day, Duplicates: 10 * time.Minute,
+		},
+		{
+			Name: StreamGate, Subjects: []string{prefixGate + ".>"},
+			Description: "gate → bots, planner, auditors: approval requests, decisions, audit records",
 			MaxAge:      365 * day, Duplicates: 10 * time.Minute,
 		},
 		{

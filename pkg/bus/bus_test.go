@@ -52,7 +52,7 @@ func TestSetupIsIdempotentAndWorkKeepsTheLastPerSubject(t *testing.T) {
 			t.Fatalf("setup #%d: %v", i+1, err)
 		}
 	}
-	for _, name := range []string{StreamSteps, StreamWork, StreamStatus, StreamApprovals, StreamClusters} {
+	for _, name := range []string{StreamSteps, StreamWork, StreamDispatch, StreamStatus, StreamClusters, StreamApprovals, StreamGate} {
 		if _, err := js.Stream(ctx, name); err != nil {
 			t.Errorf("stream %s: %v", name, err)
 		}
@@ -179,5 +179,60 @@ func TestConsumeSettlesEachMessage(t *testing.T) {
 	}
 	if info.NumAckPending != 0 || info.NumPending != 0 {
 		t.Errorf("consumer has %d ack pending, %d pending: want every message settled", info.NumAckPending, info.NumPending)
+	}
+}
+
+// Every subject is in exactly one stream, of one writer: an agent's or a
+// bot's subjects never share a stream (a duplicate window) with a service's.
+func TestEachWriterHasItsOwnStream(t *testing.T) {
+	tests := []struct {
+		subject, stream string
+	}{
+		{StepSubject("demo", "demo"), StreamSteps},
+		{WorkSubject("c1", "demo", "demo"), StreamWork},
+		{DispatchSubject("demo", "demo"), StreamDispatch},
+		{StatusSubject("c1", "demo", "demo"), StreamStatus},
+		{ClusterSubject("c1", "heartbeat"), StreamClusters},
+		{ApprovalSubject("demo", "demo"), StreamApprovals},
+		{GateSubject("decisions", "demo", "demo"), StreamGate},
+		{GateSubject("requested", "demo", "demo"), StreamGate},
+		{GateSubject("audit", "demo", "demo"), StreamGate},
+		{QuerySubject("c1"), ""},
+		{"flotilla", ""},
+	}
+	for _, tt := range tests {
+		if got := StreamOf(tt.subject); got != tt.stream {
+			t.Errorf("StreamOf(%q) = %q, want %q", tt.subject, got, tt.stream)
+		}
+	}
+	seen := map[string]string{}
+	for _, s := range Streams(SetupOptions{}) {
+		for _, subj := range s.Subjects {
+			if other, ok := seen[subj]; ok {
+				t.Errorf("subjects %s in streams %s and %s", subj, other, s.Name)
+			}
+			seen[subj] = s.Name
+		}
+	}
+}
+
+func TestSubjectMatches(t *testing.T) {
+	tests := []struct {
+		pattern, subject string
+		want             bool
+	}{
+		{"a.>", "a.b", true},
+		{"a.>", "a.b.c", true},
+		{"a.>", "a", false},
+		{"a.*.c", "a.b.c", true},
+		{"a.*.c", "a.b.d", false},
+		{"a.*", "a.b.c", false},
+		{"a.b", "a.b", true},
+		{"a.b", "a.bc", false},
+	}
+	for _, tt := range tests {
+		if got := subjectMatches(tt.pattern, tt.subject); got != tt.want {
+			t.Errorf("subjectMatches(%q, %q) = %v, want %v", tt.pattern, tt.subject, got, tt.want)
+		}
 	}
 }

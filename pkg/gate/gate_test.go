@@ -79,7 +79,7 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 		}
 	}
 	decisions := func(app string) []*events.Event {
-		tl, err := bus.NewTail(ctx, js, bus.StreamApprovals, bus.GateSubject("decisions", "ns", app))
+		tl, err := bus.NewTail(ctx, js, bus.StreamGate, bus.GateSubject("decisions", "ns", app))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +210,7 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		tl, err := bus.NewTail(ctx, js, bus.StreamApprovals, bus.GateSubject("requested", "ns", "large"))
+		tl, err := bus.NewTail(ctx, js, bus.StreamGate, bus.GateSubject("requested", "ns", "large"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +229,7 @@ func TestQuorumRejectAndApprovers(t *testing.T) {
 	}
 
 	// Every decision, accepted or refused, is audited.
-	tl, err := bus.NewTail(ctx, js, bus.StreamApprovals, "flotilla.gate.audit.>")
+	tl, err := bus.NewTail(ctx, js, bus.StreamGate, "flotilla.gate.audit.>")
 	if err != nil {
 		t.Fatal(err)
 	}

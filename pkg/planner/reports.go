@@ -17,40 +17,45 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
 
-// consumeReports consumes the dispatcher's and the clusters' reports (the
-// status stream) and the gate's decisions, until the returned stop.
+// consumeReports consumes the clusters' reports (the status stream), the
+// dispatcher's answers (the dispatch stream) and the gate's decisions (the
+// gate stream), until the returned stop. Each stream has one writer: what
+// arrives on it is judged as that writer's (reportInput).
 func (p *Planner) consumeReports(ctx context.Context) (stop func(), err error) {
-	status, err := p.js.CreateOrUpdateConsumer(ctx, bus.StreamStatus, jetstream.ConsumerConfig{
-		Durable:       p.opts.Consumer,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxAckPending: 256,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("planner: status consumer: %w", err)
+	var running []jetstream.ConsumeContext
+	stop = func() {
+		for _, c := range running {
+			c.Stop()
+		}
 	}
-	p.metrics.consumers.Watch(status)
-	sc, err := bus.Consume(ctx, status, p.log, p.handleReport)
-	if err != nil {
-		return nil, fmt.Errorf("planner: %w", err)
+	for _, c := range []struct {
+		stream, filter string
+		maxAckPending  int
+	}{
+		{bus.StreamStatus, "", 256},
+		{bus.StreamDispatch, "", 64},
+		{bus.StreamGate, bus.GateDecisionsFilter, 64},
+	} {
+		cons, err := p.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
+			Durable:       p.opts.Consumer,
+			FilterSubject: c.filter,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       30 * time.Second,
+			MaxAckPending: c.maxAckPending,
+		})
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("planner: consumer on %s: %w", c.stream, err)
+		}
+		p.metrics.consumers.Watch(cons)
+		cc, err := bus.Consume(ctx, cons, p.log, p.handleReport)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("planner: %w", err)
+		}
+		running = append(running, cc)
 	}
-	decisions, err := p.js.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
-		Durable:       p.opts.Consumer,
-		FilterSubject: bus.GateDecisionsFilter,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-	})
-	if err != nil {
-		sc.Stop()
-		return nil, fmt.Errorf("planner: decisions consumer: %w", err)
-	}
-	p.metrics.consumers.Watch(decisions)
-	dc, err := bus.Consume(ctx, decisions, p.log, p.handleReport)
-	if err != nil {
-		sc.Stop()
-		return nil, fmt.Errorf("planner: %w", err)
-	}
-	return func() { sc.Stop(); dc.Stop() }, nil
+	return stop, nil
 }
 
 // handleReport feeds a dispatcher, gate or cluster report into its
@@ -143,27 +148,43 @@ func (p *Planner) report(ctx context.Context, e *events.Event) error {
 // report with nothing for the run (drift: logged only) returns no input and
 // no release.
 func (p *Planner) reportInput(ctx context.Context, e *events.Event) (events.AppRef, workflow.Input, error) {
+	// Every writer speaks only on subjects its NATS user alone may publish
+	// to: a report counts only from its writer's subject for what it is
+	// about, never from what its body claims.
+	from := func(want string) error {
+		if e.Topic != want {
+			return bus.Terminate(fmt.Errorf("%s %s arrived on %s: it counts only from %s", e.Type, e.ID, e.Topic, want))
+		}
+		return nil
+	}
 	switch d := e.Data.(type) {
 	case *events.StepDispatchedData:
+		if err := from(bus.DispatchSubject(d.Namespace, d.Application)); err != nil {
+			return events.AppRef{}, nil, err
+		}
 		return d.AppRef, workflow.Dispatched{Step: d.Step, Clusters: d.Clusters, Reason: d.Reason, Error: d.Error}, nil
 	case *events.ClusterStatusData:
-		// A cluster speaks only on its own subjects (which its NATS user
-		// alone may publish to).
-		if want := bus.StatusSubject(d.Cluster, d.Namespace, d.Application); e.Topic != want {
-			return events.AppRef{}, nil, bus.Terminate(fmt.Errorf("report for cluster %s arrived on %s, not %s", d.Cluster, e.Topic, want))
+		if err := from(bus.StatusSubject(d.Cluster, d.Namespace, d.Application)); err != nil {
+			return events.AppRef{}, nil, err
 		}
 		return d.AppRef, workflow.ClusterReport{Cluster: d.Cluster, Step: d.Step, Phase: d.Phase, Healthy: d.Healthy(), Message: reportMessage(d), ObservedAt: d.ObservedAt}, nil
 	case *events.StepDecisionData:
+		if err := from(bus.GateSubject("decisions", d.Namespace, d.Application)); err != nil {
+			return events.AppRef{}, nil, err
+		}
 		dec := workflow.Decision{Step: d.Step, Approve: e.Type == events.TypeStepApproved, Reason: d.Reason, Approvals: d.Approvals}
 		if n := len(d.Approvals); n > 0 {
 			dec.By, dec.Reason = d.Approvals[n-1].Approver, d.Approvals[n-1].Reason
 		}
 		return d.AppRef, dec, nil
 	case *events.ClusterDriftData:
+		if err := from(bus.StatusSubject(d.Cluster, d.Namespace, d.Application)); err != nil {
+			return events.AppRef{}, nil, err
+		}
 		p.log.InfoContext(ctx, "drift repaired", "app", d.Namespace+"/"+d.Application, "cluster", d.Cluster, "object", d.Object.Kind+" "+d.Object.Name, "change", d.Change)
 		return events.AppRef{}, nil, nil
 	}
-	return events.AppRef{}, nil, bus.Terminate(fmt.Errorf("planner does not handle %s", e.Type))
+	return events.AppRef{}, nil, bus.Terminate(fmt.Errorf("planner does not handle %s (on %s)", e.Type, e.Topic))
 }
 
 // appExists reports whether the hub (as cached) has the application ref names.
