@@ -79,6 +79,13 @@ func WorkCluster(subject string) string {
 	return parts[2]
 }
 
+// StatusFilter matches every report of one cluster.
+func StatusFilter(cluster string) string { return prefixStatus + "." + token(cluster) + ".>" }
+
+// ReportLane is the durable consumer, named from a service's consumer
+// name, that reads one cluster's reports.
+func ReportLane(consumer, cluster string) string { return consumer + "-" + token(cluster) }
+
 // WorkFilter matches every work subject of one cluster.
 func WorkFilter(cluster string) string { return prefixWork + "." + token(cluster) + ".>" }
 

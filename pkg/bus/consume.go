@@ -81,6 +81,13 @@ type ConsumeOption func(*consumeOptions)
 
 type consumeOptions struct {
 	rejected func(ctx context.Context, msg jetstream.Msg, err error)
+	pullMax  int
+}
+
+// PullMax has at most n messages fetched ahead: a service consuming many
+// consumers (one per cluster) keeps its buffers small.
+func PullMax(n int) ConsumeOption {
+	return func(o *consumeOptions) { o.pullMax = n }
 }
 
 // OnRejected has f told of every message that does not decode, before it
@@ -98,13 +105,17 @@ func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, h H
 	for _, opt := range opts {
 		opt(&o)
 	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		settle(ctx, msg, log, h, o)
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	copts := []jetstream.PullConsumeOpt{jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if ctx.Err() == nil {
 			log.Warn("consume", "err", err)
 		}
-	}))
+	})}
+	if o.pullMax > 0 {
+		copts = append(copts, jetstream.PullMaxMessages(o.pullMax))
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		settle(ctx, msg, log, h, o)
+	}, copts...)
 	if err != nil {
 		return nil, fmt.Errorf("consume: %w", err)
 	}

@@ -43,6 +43,15 @@ func (m *ConsumerMetrics) Watch(c jetstream.Consumer) {
 	m.consumers[[2]string{info.Stream, info.Name}] = c
 }
 
+// Unwatch stops reporting on a consumer (deleted, as a cluster's report
+// lane is when the cluster leaves).
+func (m *ConsumerMetrics) Unwatch(c jetstream.Consumer) {
+	info := c.CachedInfo()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.consumers, [2]string{info.Stream, info.Name})
+}
+
 // Describe implements prometheus.Collector.
 func (m *ConsumerMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.pending

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Event types. Each has one data struct below.
@@ -312,13 +313,60 @@ func (d *ClusterStatusData) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("phase %q is not Applied, Failed or Deleted", d.Phase))
 	}
+	if len(d.Objects) > MaxReportObjects {
+		errs = append(errs, fmt.Errorf("%d objects: a report names at most %d", len(d.Objects), MaxReportObjects))
+	}
+	if len(d.Message) > MaxReportMessage {
+		errs = append(errs, fmt.Errorf("message of %d bytes: at most %d", len(d.Message), MaxReportMessage))
+	}
 	for i, o := range d.Objects {
 		if o.Kind == "" || o.Name == "" || o.Version == "" {
 			errs = append(errs, fmt.Errorf("objects[%d] needs version, kind and name", i))
 		}
+		if len(o.Message) > MaxObjectMessage {
+			errs = append(errs, fmt.Errorf("objects[%d]: message of %d bytes: at most %d", i, len(o.Message), MaxObjectMessage))
+		}
+		if i > 16 && len(errs) > 16 {
+			break // enough to say why
+		}
 	}
 	return errors.Join(errs...)
 }
+
+// Trim cuts the report's messages to the bounds (at a character's
+// boundary, marked with "…"), so a cluster whose API server says much still
+// reports; what is cut is only the end of a message.
+func (d *ClusterStatusData) Trim() {
+	d.Message = trim(d.Message, MaxReportMessage)
+	for i := range d.Objects {
+		d.Objects[i].Message = trim(d.Objects[i].Message, MaxObjectMessage)
+	}
+}
+
+func trim(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
+
+// Bounds of what a cluster may say: what the planner keeps of a report goes
+// into the application's run record, which must stay well under NATS's
+// payload limit whatever a cluster sends.
+const (
+	// MaxReportObjects is the most objects one report lists.
+	MaxReportObjects = 1000
+	// MaxReportMessage is the longest message of a report, a heartbeat's
+	// problem or a step's message.
+	MaxReportMessage = 4 << 10
+	// MaxObjectMessage is the longest message about one object.
+	MaxObjectMessage = 1 << 10
+)
 
 // ClusterJoinData is an agent's request to join, and (as ClusterHeartbeatData)
 // its heartbeat: who it is and how often it beats.
@@ -343,6 +391,12 @@ func (d *ClusterJoinData) Validate() error {
 	}
 	if d.HeartbeatMillis <= 0 {
 		errs = append(errs, fmt.Errorf("heartbeatMillis %d is not positive", d.HeartbeatMillis))
+	}
+	if len(d.Problem) > MaxReportMessage {
+		errs = append(errs, fmt.Errorf("problem of %d bytes: at most %d", len(d.Problem), MaxReportMessage))
+	}
+	if len(d.Labels) > 64 {
+		errs = append(errs, fmt.Errorf("%d labels: at most 64", len(d.Labels)))
 	}
 	return errors.Join(errs...)
 }

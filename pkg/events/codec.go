@@ -49,6 +49,9 @@ type Event struct {
 	// Stored is when JetStream stored the message (set by DecodeMsg and
 	// DecodeStored, never sent): the server's clock, not the sender's.
 	Stored time.Time
+	// Deliveries is how many times a consumer has been handed the message,
+	// this time included (set by DecodeMsg).
+	Deliveries uint64
 }
 
 // New returns an event stamped now. id must be deterministic for what it
@@ -120,7 +123,7 @@ func DecodeMsg(m jetstream.Msg) (*Event, error) {
 		return nil, err
 	}
 	if md, err := m.Metadata(); err == nil {
-		e.Stored = md.Timestamp
+		e.Stored, e.Deliveries = md.Timestamp, md.NumDelivered
 	}
 	return e, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 )
@@ -247,5 +248,49 @@ func TestDecodeHTTP(t *testing.T) {
 				t.Errorf("DecodeHTTP() = %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+// A cluster says only so much: over the bounds a report is invalid (the
+// planner terminates it), and Trim brings an honest long one within them.
+func TestReportBounds(t *testing.T) {
+	ref := stepData().AppRef
+	obj := func(msg string) ObjectStatus {
+		return ObjectStatus{Version: "v1", Kind: "ConfigMap", Name: "c", Health: HealthFailed, Message: msg}
+	}
+	many := make([]ObjectStatus, MaxReportObjects+1)
+	for i := range many {
+		many[i] = obj("")
+	}
+	long := strings.Repeat("é", MaxReportMessage) // two bytes each
+	tests := []struct {
+		name string
+		d    *ClusterStatusData
+		ok   bool
+	}{
+		{"within", &ClusterStatusData{AppRef: ref, Cluster: "c1", Phase: ClusterApplied, Objects: many[:MaxReportObjects]}, true},
+		{"too many objects", &ClusterStatusData{AppRef: ref, Cluster: "c1", Phase: ClusterApplied, Objects: many}, false},
+		{"message too long", &ClusterStatusData{AppRef: ref, Cluster: "c1", Phase: ClusterFailed, Message: long}, false},
+		{"object message too long", &ClusterStatusData{AppRef: ref, Cluster: "c1", Phase: ClusterFailed, Objects: []ObjectStatus{obj(long)}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.d.Validate(); (err == nil) != tt.ok {
+				t.Errorf("Validate() = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+	d := &ClusterStatusData{AppRef: ref, Cluster: "c1", Phase: ClusterFailed, Message: long, Objects: []ObjectStatus{obj(long)}}
+	d.Trim()
+	if err := d.Validate(); err != nil {
+		t.Fatalf("trimmed report: %v", err)
+	}
+	if !utf8.ValidString(d.Message) || !utf8.ValidString(d.Objects[0].Message) || !strings.HasSuffix(d.Message, "…") {
+		t.Errorf("trimmed messages %q… are not whole characters ending with …", d.Message[:20])
+	}
+	short := &ClusterStatusData{AppRef: ref, Cluster: "c1", Phase: ClusterFailed, Message: "denied"}
+	short.Trim()
+	if short.Message != "denied" {
+		t.Errorf("a short message became %q", short.Message)
 	}
 }

@@ -94,7 +94,8 @@ func TestCorruptReportsAreTerminated(t *testing.T) {
 	f := newFixture(t, "after-corrupt")
 	// The server says when a consumer terminates a message, and why.
 	terminated := make(chan *nats.Msg, 8)
-	sub, err := f.js.Conn().ChanSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+bus.StreamStatus+"."+bus.ConsumerPlanner, terminated)
+	f.managedCluster("c1")
+	sub, err := f.js.Conn().ChanSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+bus.StreamStatus+"."+bus.ReportLane(bus.ConsumerPlanner, "c1"), terminated)
 	if err != nil {
 		t.Fatal(err)
 	}

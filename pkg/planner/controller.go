@@ -92,6 +92,9 @@ type Planner struct {
 	// events and saving it, as a crash there would.
 	afterPublish func() error
 
+	// lanes read each cluster's reports.
+	lanes *lanes
+
 	tracer  trace.Tracer
 	metrics *metrics
 	// watched are the kinds of referenced objects once missing, watched
@@ -149,6 +152,8 @@ func New(c *hub.Clients, js jetstream.JetStream, log *slog.Logger, opts Options)
 	if c.Metadata != nil {
 		p.meta = newMetadataFactory(c.Metadata, ns)
 	}
+	p.lanes = newLanes(p)
+	p.metrics.deadLetters = bus.NewDeadLetters(log)
 	if err := opts.Instruments.Register(p.metrics.collectors()...); err != nil {
 		return nil, fmt.Errorf("planner: %w", err)
 	}
@@ -234,9 +239,13 @@ func (p *Planner) addHandlers() error {
 			return err
 		}
 	}
-	// A ManagedCluster deleted may be the last one a deleted Application waits for.
+	// A ManagedCluster opens its report lane; deleted, it closes it, and
+	// may be the last one a deleted Application waits for.
 	_, err := p.clusterFactory.ForResource(clusterv1.ManagedClusterResource).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		DeleteFunc: func(any) {
+		AddFunc:    p.lanes.enqueue,
+		UpdateFunc: func(_, obj any) { p.lanes.enqueue(obj) },
+		DeleteFunc: func(obj any) {
+			p.lanes.enqueue(obj)
 			apps, _ := p.apps.List(labels.Everything())
 			for _, a := range apps {
 				if m, err := metaOf(a); err == nil && m.GetDeletionTimestamp() != nil {

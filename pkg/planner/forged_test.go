@@ -21,7 +21,7 @@ type terminations chan *nats.Msg
 func (f *fixture) watchTerminations(stream string) terminations {
 	f.t.Helper()
 	ch := make(chan *nats.Msg, 16)
-	sub, err := f.js.Conn().ChanSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+stream+"."+bus.ConsumerPlanner, ch)
+	sub, err := f.js.Conn().ChanSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+stream+".*", ch)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -102,4 +102,33 @@ func TestForgedReportsMoveNothing(t *testing.T) {
 	if got := summary(f.stepEvents("demo")); len(got) != 3 {
 		t.Errorf("step events %v after the forgeries", got)
 	}
+}
+
+// One cluster's flood of reports on a release that never comes fills only
+// its own lane: another cluster's report still moves its application, and
+// the flood is dropped after a few tries, each with the reason.
+func TestOneClustersFloodHoldsUpNoOther(t *testing.T) {
+	f := newFixture(t, "flood")
+	status := f.watchTerminations(bus.StreamStatus)
+	f.startPlanner()
+	f.applyYAML(f.seed())
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.managedCluster("c-noisy")
+	never := d.AppRef
+	never.Revision, never.Release = 99, "demo-v99"
+	var first uint64
+	for i := range 300 {
+		st := &events.ClusterStatusData{AppRef: never, Cluster: "c-noisy", Phase: events.ClusterApplied, ObservedAt: time.Now()}
+		ack, err := bus.Publish(f.ctx, f.js, bus.StatusSubject("c-noisy", "flood", "demo"),
+			events.New(fmt.Sprintf("noisy.%d", i), events.SourceAgent("c-noisy"), events.TypeClusterStatus, "", st))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = ack.Sequence
+		}
+	}
+	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
+	f.waitApp("demo", "waiting for approval despite the flood", phaseIs(v1beta1.PhaseWorkflowSuspending))
+	status.expect(t, first, "names release demo-v99 (revision 99) of flood/demo, which the planner does not have after 8 tries")
 }

@@ -73,6 +73,8 @@ type fixture struct {
 	js    jetstream.JetStream
 	dyn   dynamic.Interface
 	steps map[string]*bus.Tail
+	// clusters are the ManagedClusters the test registered.
+	clusters map[string]bool
 }
 
 // newFixture gives a test its namespace on the shared hub and its own NATS
@@ -312,6 +314,10 @@ func (f *fixture) report(step *events.StepData, cluster string, phase events.Clu
 
 func (f *fixture) status(ref events.AppRef, cluster string, phase events.ClusterPhase, health events.Health, msg string) {
 	f.t.Helper()
+	// The planner reads only the reports of clusters the hub has.
+	if !f.clusters[cluster] {
+		f.managedCluster(cluster)
+	}
 	st := &events.ClusterStatusData{AppRef: ref, Cluster: cluster, Phase: phase, Message: msg, ObservedAt: time.Now().UTC(),
 		Objects: []events.ObjectStatus{{Group: "apps", Version: "v1", Kind: "Deployment", Namespace: ref.Namespace, Name: "demo", Health: health,
 			Replicas: &events.Replicas{Desired: 1, Ready: 1, Updated: 1, Available: 1}}}}
@@ -359,6 +365,10 @@ func objectsOf(t *testing.T, d *events.StepData) []*unstructured.Unstructured {
 // for the test), removed when the test ends.
 func (f *fixture) managedCluster(name string) {
 	f.t.Helper()
+	if f.clusters == nil {
+		f.clusters = map[string]bool{}
+	}
+	f.clusters[name] = true
 	f.applyYAML("apiVersion: cluster.open-cluster-management.io/v1\nkind: ManagedCluster\nmetadata:\n  name: " + name + "\nspec:\n  hubAcceptsClient: true\n")
 	f.t.Cleanup(func() {
 		_, _, _ = env.Kubectl(context.Background(), testbed.HubName, "delete", "managedcluster", name, "--ignore-not-found")

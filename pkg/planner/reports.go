@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -17,31 +18,49 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/workflow"
 )
 
-// consumeReports consumes the clusters' reports (the status stream), the
-// dispatcher's answers (the dispatch stream) and the gate's decisions (the
-// gate stream), until the returned stop. Each stream has one writer: what
-// arrives on it is judged as that writer's (reportInput).
+// consumeReports consumes the clusters' reports (the status stream, a lane
+// per cluster), the dispatcher's answers (the dispatch stream) and the
+// gate's decisions (the gate stream), until the returned stop. Each stream
+// has one writer: what arrives on it is judged as that writer's
+// (reportInput). A message given up on after bus.MaxDeliver deliveries is
+// counted and logged as a dead letter.
 func (p *Planner) consumeReports(ctx context.Context) (stop func(), err error) {
 	var running []jetstream.ConsumeContext
+	var watching []*nats.Subscription
 	stop = func() {
 		for _, c := range running {
 			c.Stop()
 		}
+		for _, s := range watching {
+			_ = s.Unsubscribe()
+		}
 	}
+	for _, stream := range []string{bus.StreamStatus, bus.StreamDispatch, bus.StreamGate} {
+		sub, err := p.metrics.deadLetters.Watch(p.js.Conn(), stream)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("planner: %w", err)
+		}
+		watching = append(watching, sub)
+	}
+	// Before lanes, one consumer read every cluster's reports.
+	if err := p.js.DeleteConsumer(ctx, bus.StreamStatus, p.opts.Consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		p.log.Warn("delete the consumer of every cluster's reports", "err", err)
+	}
+	go p.lanes.run(ctx)
 	for _, c := range []struct {
 		stream, filter string
-		maxAckPending  int
 	}{
-		{bus.StreamStatus, "", 256},
-		{bus.StreamDispatch, "", 64},
-		{bus.StreamGate, bus.GateDecisionsFilter, 64},
+		{bus.StreamDispatch, ""},
+		{bus.StreamGate, bus.GateDecisionsFilter},
 	} {
 		cons, err := p.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
 			Durable:       p.opts.Consumer,
 			FilterSubject: c.filter,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       30 * time.Second,
-			MaxAckPending: c.maxAckPending,
+			MaxAckPending: 64,
+			MaxDeliver:    bus.MaxDeliver,
 		})
 		if err != nil {
 			stop()
@@ -103,11 +122,16 @@ func (p *Planner) report(ctx context.Context, e *events.Event) error {
 	}
 	if rec == nil || rec.UID != ref.UID || rec.Run.Revision < ref.Revision {
 		// Either the report is about an application that is gone (drop it),
-		// or it overtook the save of the release it reports on (retry).
-		if p.appExists(ref) {
-			return bus.Retry(200*time.Millisecond, fmt.Errorf("no saved run yet for %s", ref.Release))
+		// or it overtook the save of the release it reports on (retry,
+		// backing off), or it names a release that never comes: a few
+		// tries, then it is dropped with the reason.
+		if !p.appExists(ref) {
+			return nil
 		}
-		return nil
+		if e.Deliveries >= maxReportTries {
+			return bus.Terminate(fmt.Errorf("%s names release %s (revision %d) of %s, which the planner does not have after %d tries", e.Type, ref.Release, ref.Revision, key, e.Deliveries))
+		}
+		return bus.Retry(retryDelay(e.Deliveries), fmt.Errorf("no saved run yet for %s", ref.Release))
 	}
 	if rep, ok := in.(workflow.ClusterReport); ok && rep.Phase == events.ClusterDeleted {
 		if !slices.Contains(rec.Deleted, rep.Cluster) {
@@ -142,6 +166,20 @@ func (p *Planner) report(ctx context.Context, e *events.Event) error {
 	}
 	p.queue.Add(key)
 	return nil
+}
+
+// maxReportTries is how often a report on a release the planner has not
+// saved is tried: a report overtaking its release's save succeeds at the
+// first or second; the backoff gives a slow save about 25 s.
+const maxReportTries = 8
+
+// retryDelay backs off from 200 ms, doubling, to at most 6.4 s.
+func retryDelay(deliveries uint64) time.Duration {
+	d := 200 * time.Millisecond
+	for i := uint64(1); i < deliveries && d < 6400*time.Millisecond; i++ {
+		d *= 2
+	}
+	return d
 }
 
 // reportInput is what a report says to the run of the release it names. A

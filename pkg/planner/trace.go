@@ -211,6 +211,7 @@ type metrics struct {
 	stepDuration     *prometheus.HistogramVec
 	reports          *prometheus.CounterVec
 	consumers        *bus.ConsumerMetrics
+	deadLetters      *bus.DeadLetters
 }
 
 func newMetrics() *metrics {
@@ -233,7 +234,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.releasesStarted, m.releasesFinished, m.stepDuration, m.reports, m.consumers}
+	return []prometheus.Collector{m.releasesStarted, m.releasesFinished, m.stepDuration, m.reports, m.consumers, m.deadLetters.Collector()}
 }
 
 // reportSpan starts the span of handling report e, under the span that sent it.
