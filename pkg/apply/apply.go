@@ -181,8 +181,16 @@ func (a *Applier) Mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error
 // Apply server-side-applies objs (in dependency order, creating namespaces
 // as needed), then prunes what the application's previous release had and
 // this one does not, and records the new inventory. An object the API
-// server rejects fails alone: the others are still applied.
+// server rejects fails alone: the others are still applied. An inventory
+// that records another application (ReasonInventoryConflict) fails the
+// apply before anything is applied.
 func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*unstructured.Unstructured) (*Result, error) {
+	// The inventory first: one that is not this application's stops
+	// everything before anything is applied.
+	prev, err := a.Inventory(ctx, app)
+	if err != nil {
+		return nil, err
+	}
 	objs = slices.Clone(objs)
 	Sort(objs)
 	res := &Result{}
@@ -205,10 +213,6 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	}
 	ctx, span := a.tracer.Start(ctx, "prune and record inventory")
 	defer span.End()
-	prev, err := a.Inventory(ctx, app)
-	if err != nil {
-		return res, err
-	}
 	inventory, pruned, pruneErrs := prune(ctx, prev, desired, a.delete)
 	res.Pruned, res.PruneErrs = pruned, pruneErrs
 	if err := a.saveInventory(ctx, app, release, inventory); err != nil {

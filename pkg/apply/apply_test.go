@@ -26,6 +26,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/apply"
 	"github.com/flotilla-dev/flotilla/pkg/apply/applytest"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
 
@@ -195,6 +196,7 @@ func TestApplier(t *testing.T) {
 	t.Run("DeletionRetriesInReverseOrder", c.testDeletionRetriesInReverseOrder)
 	t.Run("ClusterScopedObjects", c.testClusterScopedObjects)
 	t.Run("LongNamesKeepTheirOwnInventories", c.testLongNamesKeepTheirOwnInventories)
+	t.Run("ForeignInventoryIsNotTrusted", c.testForeignInventoryIsNotTrusted)
 }
 
 func context60(t *testing.T) context.Context {
@@ -479,5 +481,43 @@ func (c *cluster) testLongNamesKeepTheirOwnInventories(t *testing.T) {
 	}
 	if got := inventory(t, ctx, a, one); !slices.Equal(got, []string{"ConfigMap long/one"}) {
 		t.Errorf("inventory of the first after deleting the second %v", got)
+	}
+}
+
+// An inventory under an application's name that records another
+// application is never used: applying or deleting fails with
+// InventoryConflict, nothing is applied or deleted, the inventory stays.
+func (c *cluster) testForeignInventoryIsNotTrusted(t *testing.T) {
+	ctx := context60(t)
+	a, faults, _ := c.applier()
+	other := apply.App{Namespace: "foreign", Name: "other", UID: "uid-other"}
+	mustApply(t, ctx, a, other, "other-v1", objects(t, configMap("keep")))
+	app := apply.App{Namespace: "foreign", Name: "web", UID: "uid-web"}
+	// As if both names led to one ConfigMap: the other's inventory, under this one's name.
+	inv, err := c.cs.CoreV1().ConfigMaps(apply.InventoryNamespace).Get(ctx, "inventory.foreign.other", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv = inv.DeepCopy()
+	inv.ObjectMeta = metav1.ObjectMeta{Name: "inventory.foreign.web", Namespace: apply.InventoryNamespace}
+	if _, err := c.cs.CoreV1().ConfigMaps(apply.InventoryNamespace).Create(ctx, inv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	writes := len(faults.Calls(applytest.Call{}))
+	_, err = a.Apply(ctx, app, "web-v1", objects(t, configMap("settings")))
+	if !problem.Is(err, apply.ReasonInventoryConflict) || !strings.Contains(err.Error(), "foreign/other") {
+		t.Fatalf("apply over another application's inventory: %v, want %s naming it", err, apply.ReasonInventoryConflict)
+	}
+	if err := a.Delete(ctx, app); !problem.Is(err, apply.ReasonInventoryConflict) {
+		t.Errorf("delete over another application's inventory: %v, want %s", err, apply.ReasonInventoryConflict)
+	}
+	if got := faults.Calls(applytest.Call{}); len(got) != writes {
+		t.Errorf("writes after the conflict: %v", got[writes:])
+	}
+	if !c.exists(t, ctx, configMaps, "foreign", "keep") || c.exists(t, ctx, configMaps, "foreign", "settings") {
+		t.Error("a conflicting inventory led to pruning or applying")
+	}
+	if !c.exists(t, ctx, configMaps, apply.InventoryNamespace, "inventory.foreign.web") {
+		t.Error("the conflicting inventory was deleted")
 	}
 }

@@ -102,7 +102,7 @@ func inventoryOwner(cm *corev1.ConfigMap) App {
 // name's labels, so its first release prunes what its predecessor left.
 func decodeInventory(cm *corev1.ConfigMap, app App) ([]Ref, error) {
 	if owner := inventoryOwner(cm); owner.Namespace != app.Namespace || owner.Name != app.Name || cm.Name != inventoryName(app) {
-		return nil, problem.New(ReasonInventoryConflict, "inventory %s/%s records application %s, not %s: refusing to prune or delete by it",
+		return nil, problem.New(ReasonInventoryConflict, "inventory %s/%s records application %s, not %s: refusing to use it",
 			cm.Namespace, cm.Name, owner, app)
 	}
 	var refs []Ref
