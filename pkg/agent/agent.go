@@ -22,16 +22,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/flotilla-dev/flotilla/pkg/apply"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
@@ -78,8 +75,8 @@ type Agent struct {
 	metrics *metrics
 }
 
-// New builds an agent for the cluster at cfg (its own cluster only).
-func New(cfg *rest.Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, opts Options) (*Agent, error) {
+// New builds an agent over its own cluster's clients.
+func New(c Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, opts Options) (*Agent, error) {
 	if opts.Cluster == "" {
 		return nil, errors.New("agent: --cluster-name is required")
 	}
@@ -89,22 +86,12 @@ func New(cfg *rest.Config, nc *nats.Conn, js jetstream.JetStream, log *slog.Logg
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 10 * time.Second
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("agent: cluster client: %w", err)
+	if err := c.validate(); err != nil {
+		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("agent: cluster client: %w", err)
-	}
-	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("agent: cluster discovery: %w", err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
 	a := &Agent{
-		opts: opts, log: log.With("cluster", opts.Cluster), nc: nc, js: js, dyn: dyn, cs: cs,
-		applier: apply.NewApplier(dyn, cs, mapper, opts.Instruments.T()),
+		opts: opts, log: log.With("cluster", opts.Cluster), nc: nc, js: js, dyn: c.Dynamic, cs: c.Kube,
+		applier: apply.NewApplier(c.Dynamic, c.Kube, c.Mapper, opts.Instruments.T()),
 		desired: map[apply.App]*events.WorkData{}, traces: map[apply.App]workTrace{},
 		tracer: opts.Instruments.T(), metrics: newMetrics(),
 	}
@@ -139,7 +126,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("asked to join the hub", "heartbeat", a.opts.Heartbeat)
 	go a.heartbeats(ctx)
-	go a.monitor.run(ctx)
+	a.monitor.start(ctx)
 
 	// Work flows only while the hub accepts this cluster. The agent reads
 	// its own acceptance key (its permissions name that key alone).
@@ -299,6 +286,9 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 		a.mu.Unlock()
 		a.monitor.forget(app)
 		if err := a.applier.Delete(ctx, app); err != nil {
+			if p, refused := problem.As(err); refused {
+				return a.refuse(ctx, d, "cannot remove the application: "+p.Message, err)
+			}
 			log.WarnContext(ctx, "remove application", "err", err)
 			return bus.Retry(5*time.Second, err)
 		}
@@ -311,29 +301,24 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 		}
 		return err
 	}
-	objs, err := a.objects(ctx, d.Snapshot)
+	objs, err := a.desiredObjects(ctx, d)
 	if err != nil {
 		// A snapshot this agent cannot read (too large to travel inline and
 		// its NATS user may not read the object store, or one that does not
 		// match its digest) fails the release here, visibly, rather than
 		// blocking this cluster's other work with endless retries.
 		log.WarnContext(ctx, "cannot read the release's snapshot", "err", err)
-		if rerr := a.report(ctx, &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Step: d.Step, Phase: events.ClusterFailed,
-			Message: "cannot read the release's snapshot: " + err.Error(), ObservedAt: time.Now().UTC()}); rerr != nil {
-			return bus.Retry(5*time.Second, rerr)
-		}
-		return bus.Terminate(err)
-	}
-	if d.TargetNamespace != "" {
-		for _, o := range objs {
-			o.SetNamespace(d.TargetNamespace)
-		}
+		return a.refuse(ctx, d, "cannot read the release's snapshot: "+err.Error(), err)
 	}
 	// Desired first: drift repair triggered by this very apply must see the new release.
 	a.mu.Lock()
 	a.desired[app] = d
 	a.mu.Unlock()
 	res, err := a.applier.Apply(ctx, app, d.Release, objs)
+	if p, refused := problem.As(err); refused {
+		log.WarnContext(ctx, "release refused", "err", err)
+		return a.refuse(ctx, d, p.Message, err)
+	}
 	if res != nil {
 		for _, o := range res.Failed() {
 			if !transient(o.Err) {
@@ -378,9 +363,36 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 		a.setTrace(app, workTrace{release: d.Release, span: span.SpanContext(), waitingSince: time.Now()})
 	}
 	_, watch := a.tracer.Start(ctx, "watch objects")
-	a.monitor.track(app, res.Objects)
+	if err := a.monitor.track(ctx, app, res.Objects); err != nil {
+		log.WarnContext(ctx, "watch objects", "err", err)
+	}
 	watch.End()
 	return a.report(ctx, st)
+}
+
+// refuse fails work that retrying cannot help (err says why): the cluster
+// reports the release Failed with msg, and the work is not delivered again.
+func (a *Agent) refuse(ctx context.Context, d *events.WorkData, msg string, err error) error {
+	if rerr := a.report(ctx, &events.ClusterStatusData{AppRef: d.AppRef, Cluster: a.opts.Cluster, Step: d.Step, Phase: events.ClusterFailed,
+		Message: msg, ObservedAt: time.Now().UTC()}); rerr != nil {
+		return bus.Retry(5*time.Second, rerr)
+	}
+	return bus.Terminate(err)
+}
+
+// desiredObjects are the objects work puts in the cluster: its snapshot's,
+// moved to its target namespace when a topology policy names one.
+func (a *Agent) desiredObjects(ctx context.Context, w *events.WorkData) ([]*unstructured.Unstructured, error) {
+	objs, err := a.objects(ctx, w.Snapshot)
+	if err != nil {
+		return nil, err
+	}
+	if w.TargetNamespace != "" {
+		for _, o := range objs {
+			o.SetNamespace(w.TargetNamespace)
+		}
+	}
+	return objs, nil
 }
 
 // objects opens a work message's snapshot (package snapshot checks it

@@ -3,19 +3,26 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/apply"
+	"github.com/flotilla-dev/flotilla/pkg/apply/applytest"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/query"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 )
 
 const (
@@ -85,7 +92,10 @@ func TestWorkLandsInEveryClusterAndReportsHealth(t *testing.T) {
 			}
 		}
 		for _, e := range f.reports(c) {
-			data, _ := json.Marshal(e.Data)
+			data, err := json.Marshal(e.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if strings.Contains(string(data), "s3cr3t") {
 				t.Errorf("a status event carries the Secret's value: %s", data)
 			}
@@ -104,9 +114,12 @@ func TestPruneAndDelete(t *testing.T) {
 	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
 		t.Errorf("ConfigMap dropped by release 2 still there: %v", err)
 	}
-	d, _ := f.client("c1").AppsV1().Deployments("prune").Get(f.ctx, "web", metav1.GetOptions{})
-	if d.Spec.Template.Spec.Containers[0].Image != "nginx:2" {
-		t.Errorf("image %s", d.Spec.Template.Spec.Containers[0].Image)
+	d, err := f.client("c1").AppsV1().Deployments("prune").Get(f.ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img := image(d); img != "nginx:2" {
+		t.Errorf("image %s", img)
 	}
 
 	f.deleteApp()
@@ -119,8 +132,8 @@ func TestPruneAndDelete(t *testing.T) {
 	}
 }
 
-// Someone scales the Deployment in the cluster: it is back within 5 s and
-// the drift is reported. Deleted objects come back too.
+// Someone scales the Deployment in the cluster: it is put back (the time
+// it took is logged) and the drift is reported. Deleted objects come back too.
 func TestDriftIsRepaired(t *testing.T) {
 	f := newFixture(t, "drift")
 	f.deploy(1, []string{"c2"}, deployment("web", "nginx:1", 1), configMap)
@@ -130,44 +143,42 @@ func TestDriftIsRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	began := time.Now()
-	ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
-	defer cancel()
-	var d *appsv1.Deployment
-	for {
-		var err error
-		if d, err = cs.AppsV1().Deployments("drift").Get(ctx, "web", metav1.GetOptions{}); err == nil && *d.Spec.Replicas == 1 && d.Generation > 2 {
-			break
+	f.eventually("the Deployment scaled back to 1", func() (bool, error) {
+		d, err := cs.AppsV1().Deployments("drift").Get(f.ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("replicas still %d after 5s", *d.Spec.Replicas)
+		if d.Spec.Replicas == nil {
+			return false, errors.New("no spec.replicas")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return *d.Spec.Replicas == 1 && d.Generation > 2, fmt.Errorf("replicas %d at generation %d", *d.Spec.Replicas, d.Generation)
+	})
 	t.Logf("scale drift repaired in %v", time.Since(began).Round(time.Millisecond))
 	if _, err := cs.CoreV1().ConfigMaps("drift").Patch(f.ctx, "settings", types.MergePatchType, []byte(`{"data":{"color":"blue"}}`), metav1.PatchOptions{FieldManager: "someone"}); err != nil {
 		t.Fatal(err)
 	}
-	f.eventually("the ConfigMap's data put back", func() bool {
+	f.eventually("the ConfigMap's data put back", func() (bool, error) {
 		cm, err := cs.CoreV1().ConfigMaps("drift").Get(f.ctx, "settings", metav1.GetOptions{})
-		return err == nil && cm.Data["color"] == "red"
+		return err == nil && cm.Data["color"] == "red", err
 	})
 	if err := cs.CoreV1().ConfigMaps("drift").Delete(f.ctx, "settings", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f.eventually("the ConfigMap came back", func() bool {
+	f.eventually("the ConfigMap came back", func() (bool, error) {
 		_, err := f.get("c2", "v1", "configmaps", "settings")
-		return err == nil
+		return err == nil, err
 	})
 	// The drift event goes out right after the repair.
 	var changes []string
-	f.eventually("both drifts reported", func() bool {
+	f.eventually("both drifts reported", func() (bool, error) {
 		changes = nil
 		for _, e := range f.reports("c2") {
 			if dd, ok := e.Data.(*events.ClusterDriftData); ok {
 				changes = append(changes, dd.Object.Kind+" "+dd.Change)
 			}
 		}
-		return slices.Contains(changes, "Deployment modified") && slices.Contains(changes, "ConfigMap modified") && slices.Contains(changes, "ConfigMap deleted")
+		return slices.Contains(changes, "Deployment modified") && slices.Contains(changes, "ConfigMap modified") && slices.Contains(changes, "ConfigMap deleted"),
+			fmt.Errorf("drifts reported: %v", changes)
 	})
 }
 
@@ -189,13 +200,16 @@ func TestInvalidObjectFailsAlone(t *testing.T) {
 func TestOfflineAgentGetsOnlyTheNewestRelease(t *testing.T) {
 	f := newFixture(t, "offline")
 	ctx, cancel := context.WithCancel(f.ctx)
-	done := startAgent(ctx, "c3", env.Cluster("c2")) // a third cluster name, living in c2's API server
+	done, _, _, err := startAgent(ctx, "c3", env.Cluster("c2")) // a third cluster name, living in c2's API server
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := accept(f.ctx, "c3"); err != nil {
 		t.Fatal(err)
 	}
-	f.eventually("c3 pulling work", func() bool {
-		_, err := js.Consumer(f.ctx, "FLOTILLA_WORK", "agent-c3")
-		return err == nil
+	f.eventually("c3 pulling work", func() (bool, error) {
+		_, err := js.Consumer(f.ctx, bus.StreamWork, bus.AgentConsumer("c3"))
+		return err == nil, err
 	})
 	cancel()
 	<-done
@@ -203,18 +217,45 @@ func TestOfflineAgentGetsOnlyTheNewestRelease(t *testing.T) {
 		f.deploy(rev, []string{"c3"}, deployment("web", "nginx:"+string(rune('0'+rev)), 1))
 		f.dispatched(rev)
 	}
+	stream, err := js.Stream(f.ctx, bus.StreamWork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, err := stream.GetLastMsgForSubject(f.ctx, bus.WorkSubject("c3", "offline", "demo"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel = context.WithCancel(f.ctx)
 	defer cancel()
-	startAgent(ctx, "c3", env.Cluster("c2"))
+	if _, _, _, err := startAgent(ctx, "c3", env.Cluster("c2")); err != nil {
+		t.Fatal(err)
+	}
 	f.waitReport("c3", "release 3 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 3 })
-	time.Sleep(time.Second) // room for a wrong replay to show
+	// Work is delivered in stream order, one at a time, and acknowledged
+	// after its report: once the newest is acknowledged, a replay of an
+	// older one would have been reported already.
+	cons, err := js.Consumer(f.ctx, bus.StreamWork, bus.AgentConsumer("c3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("c3 acknowledged the newest work", func() (bool, error) {
+		i, err := cons.Info(f.ctx)
+		if err != nil {
+			return false, err
+		}
+		return i.AckFloor.Stream >= newest.Sequence && i.NumAckPending == 0 && i.NumPending == 0,
+			fmt.Errorf("ack floor %d (newest %d), %d unacknowledged, %d pending", i.AckFloor.Stream, newest.Sequence, i.NumAckPending, i.NumPending)
+	})
 	for _, e := range f.reports("c3") {
 		if d, ok := e.Data.(*events.ClusterStatusData); ok && d.Revision != 3 {
 			t.Errorf("the agent applied release %d after reconnecting", d.Revision)
 		}
 	}
-	d, _ := f.client("c2").AppsV1().Deployments("offline").Get(f.ctx, "web", metav1.GetOptions{})
-	if img := d.Spec.Template.Spec.Containers[0].Image; img != "nginx:3" {
+	d, err := f.client("c2").AppsV1().Deployments("offline").Get(f.ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img := image(d); img != "nginx:3" {
 		t.Errorf("image %s, want nginx:3", img)
 	}
 }
@@ -225,10 +266,13 @@ func TestOfflineAgentGetsOnlyTheNewestRelease(t *testing.T) {
 func TestJoinAcceptAndAvailability(t *testing.T) {
 	f := newFixture(t, "join")
 	ctx, cancel := context.WithCancel(f.ctx)
-	done := startAgent(ctx, "newcomer", env.Cluster("c1"))
-	f.eventually("newcomer registered", func() bool {
+	done, _, _, err := startAgent(ctx, "newcomer", env.Cluster("c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("newcomer registered", func() (bool, error) {
 		_, err := hub.Resource(clusterv1.ManagedClusterResource).Get(f.ctx, "newcomer", metav1.GetOptions{})
-		return err == nil
+		return err == nil, err
 	})
 	f.deploy(1, []string{"newcomer"}, configMap)
 	if d := f.dispatched(1); d.Reason != "ClusterNotAccepted" || !strings.Contains(d.Error, `"newcomer"`) || len(d.Clusters) != 0 {
@@ -247,8 +291,8 @@ func TestJoinAcceptAndAvailability(t *testing.T) {
 	if err := accept(f.ctx, "newcomer"); err != nil {
 		t.Fatal(err)
 	}
-	f.eventually("newcomer joined and available", func() bool {
-		return conditionIs(f.ctx, "newcomer", clusterv1.ConditionJoined, "True") && conditionIs(f.ctx, "newcomer", clusterv1.ConditionAvailable, "True")
+	f.eventually("newcomer joined and available", func() (bool, error) {
+		return conditionIs(f.ctx, "newcomer", clusterv1.ConditionJoined, "True") && conditionIs(f.ctx, "newcomer", clusterv1.ConditionAvailable, "True"), nil
 	})
 	out, _, err := env.Kubectl(f.ctx, "hub", "get", "managedcluster", "newcomer")
 	if err != nil {
@@ -260,7 +304,9 @@ func TestJoinAcceptAndAvailability(t *testing.T) {
 	cancel()
 	<-done
 	stopped := time.Now()
-	f.eventually("newcomer unavailable", func() bool { return conditionIs(f.ctx, "newcomer", clusterv1.ConditionAvailable, "Unknown") })
+	f.eventually("newcomer unavailable", func() (bool, error) {
+		return conditionIs(f.ctx, "newcomer", clusterv1.ConditionAvailable, "Unknown"), nil
+	})
 	if took := time.Since(stopped); took > 3*heartbeat+3*time.Second {
 		t.Errorf("AVAILABLE turned Unknown %v after the agent stopped; want within 3 heartbeats (%v)", took, 3*heartbeat)
 	}
@@ -289,6 +335,14 @@ func TestQueries(t *testing.T) {
 	}
 }
 
+// image is the Deployment's first container's image ("" if it has none).
+func image(d *appsv1.Deployment) string {
+	if cs := d.Spec.Template.Spec.Containers; len(cs) > 0 {
+		return cs[0].Image
+	}
+	return ""
+}
+
 func conditionIs(ctx context.Context, cluster, typ, status string) bool {
 	u, err := hub.Resource(clusterv1.ManagedClusterResource).Get(ctx, cluster, metav1.GetOptions{})
 	if err != nil {
@@ -296,8 +350,7 @@ func conditionIs(ctx context.Context, cluster, typ, status string) bool {
 	}
 	conds, _, _ := unstructuredSlice(u.Object, "status", "conditions")
 	for _, c := range conds {
-		m := c.(map[string]any)
-		if m["type"] == typ {
+		if m, ok := c.(map[string]any); ok && m["type"] == typ {
 			return m["status"] == status
 		}
 	}
@@ -318,5 +371,173 @@ func TestSnapshotMustMatchItsDigest(t *testing.T) {
 	st := f.waitReport("c1", "release 1 failed", func(d *events.ClusterStatusData) bool { return d.Revision == 1 })
 	if st.Phase != events.ClusterFailed || !strings.Contains(st.Message, "does not match its digest") {
 		t.Errorf("report on the refused release: %s %q", st.Phase, st.Message)
+	}
+}
+
+// A repair that fails (the API server unavailable for a moment) is tried
+// again, with backoff, until the drift is put back and reported.
+func TestFailedRepairIsRetried(t *testing.T) {
+	f := newFixture(t, "retry")
+	f.deploy(1, []string{"c2"}, configMap)
+	f.waitReport("c2", "healthy", func(d *events.ClusterStatusData) bool { return d.Healthy() && len(d.Objects) == 1 })
+	repairs := applytest.Call{Verb: applytest.VerbApply, Resource: "configmaps", Namespace: "retry", Name: "settings"}
+	fault := faults["c2"].Fail(repairs, 1, apierrors.NewServiceUnavailable("injected: the API server is restarting"))
+	cs := f.client("c2")
+	if _, err := cs.CoreV1().ConfigMaps("retry").Patch(f.ctx, "settings", types.MergePatchType, []byte(`{"data":{"color":"blue"}}`), metav1.PatchOptions{FieldManager: "someone"}); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	f.eventually("the repair failed once", func() (bool, error) { return fault.Hits() == 1, nil })
+	f.eventually("the ConfigMap's data put back", func() (bool, error) {
+		cm, err := cs.CoreV1().ConfigMaps("retry").Get(f.ctx, "settings", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return cm.Data["color"] == "red", fmt.Errorf("color %q", cm.Data["color"])
+	})
+	t.Logf("repaired %v after the change, the first try failing", time.Since(began).Round(time.Millisecond))
+	if n := len(faults["c2"].Calls(repairs)); n < 3 {
+		t.Errorf("%d applies of the ConfigMap, want the release's, the failed repair and its retry", n)
+	}
+	f.eventually("the drift reported", func() (bool, error) {
+		for _, e := range f.reports("c2") {
+			if d, ok := e.Data.(*events.ClusterDriftData); ok && d.Object.Kind == "ConfigMap" && d.Change == "modified" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// A work message whose compressed snapshot does not match its digest is
+// refused: the cluster reports the release Failed naming the digest, and
+// applies nothing. The same snapshot with its own digest applies.
+func TestCompressedSnapshotMustMatchItsDigest(t *testing.T) {
+	f := newFixture(t, "gzipped")
+	gz, err := snapshot.Gzip(f.array(configMap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := f.digest(secret)
+	f.work(1, "c1", &events.Snapshot{Digest: other, Gzip: gz})
+	f.refused(1, other)
+	f.work(2, "c1", &events.Snapshot{Digest: f.digest(configMap), Gzip: gz})
+	f.waitReport("c1", "release 2 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 2 && d.Phase == events.ClusterApplied })
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); err != nil {
+		t.Errorf("the compressed snapshot with its own digest was not applied: %v", err)
+	}
+}
+
+// A work message whose snapshot in the object store does not match its
+// digest is refused likewise. The same object with its own digest applies.
+func TestStoredSnapshotMustMatchItsDigest(t *testing.T) {
+	f := newFixture(t, "stored")
+	store, err := bus.Snapshots(f.ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "stored/demo/test-" + f.uid
+	if _, err := store.PutBytes(f.ctx, name, f.array(configMap)); err != nil {
+		t.Fatal(err)
+	}
+	other := f.digest(secret)
+	f.work(1, "c1", &events.Snapshot{Digest: other, ObjectStore: name})
+	f.refused(1, other)
+	f.work(2, "c1", &events.Snapshot{Digest: f.digest(configMap), ObjectStore: name})
+	f.waitReport("c1", "release 2 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 2 && d.Phase == events.ClusterApplied })
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); err != nil {
+		t.Errorf("the stored snapshot with its own digest was not applied: %v", err)
+	}
+}
+
+// refused waits for c1's report that release rev was refused for not
+// matching digest, and checks that nothing of it was applied.
+func (f *fixture) refused(rev int64, digest string) {
+	f.t.Helper()
+	st := f.waitReport("c1", fmt.Sprintf("release %d failed", rev), func(d *events.ClusterStatusData) bool { return d.Revision == rev })
+	if st.Phase != events.ClusterFailed || !strings.Contains(st.Message, "does not match its digest "+digest) {
+		f.t.Errorf("report on the refused release: %s %q, want Failed naming the digest %s", st.Phase, st.Message, digest)
+	}
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
+		f.t.Errorf("the agent applied a snapshot that does not match its digest: %v", err)
+	}
+	if _, err := f.client("c1").CoreV1().ConfigMaps(apply.InventoryNamespace).Get(f.ctx, "inventory."+f.ns+".demo", metav1.GetOptions{}); !isNotFound(err) {
+		f.t.Errorf("the refused release has an inventory: %v", err)
+	}
+}
+
+// array is the JSON array of the manifests' objects: what a digest is of.
+func (f *fixture) array(manifests ...string) []byte {
+	f.t.Helper()
+	data, err := json.Marshal(f.objects(manifests...))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return data
+}
+
+func (f *fixture) digest(manifests ...string) string {
+	f.t.Helper()
+	d, err := snapshot.Digest(f.objects(manifests...))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return d
+}
+
+// An inventory under the application's name that records another
+// application fails the release, visibly and at once: nothing is applied.
+func TestForeignInventoryFailsTheRelease(t *testing.T) {
+	f := newFixture(t, "foreign")
+	cs := f.client("c1")
+	if _, err := cs.CoreV1().Namespaces().Create(f.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: apply.InventoryNamespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	foreign := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "inventory.foreign.demo", Namespace: apply.InventoryNamespace},
+		Data:       map[string]string{"namespace": "foreign", "application": "other", "uid": "uid-other", "objects": "[]"},
+	}
+	if _, err := cs.CoreV1().ConfigMaps(apply.InventoryNamespace).Create(f.ctx, foreign, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.deploy(1, []string{"c1"}, configMap)
+	st := f.waitReport("c1", "release 1 failed", func(d *events.ClusterStatusData) bool { return d.Revision == 1 })
+	if st.Phase != events.ClusterFailed || !strings.Contains(st.Message, "records application foreign/other") {
+		t.Errorf("report %s %q, want Failed naming the inventory's application", st.Phase, st.Message)
+	}
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
+		t.Errorf("applied over another application's inventory: %v", err)
+	}
+}
+
+// A drift report whose publish fails goes out when the repair is retried.
+func TestDriftReportIsSentAfterAFailedPublish(t *testing.T) {
+	f := newFixture(t, "resend")
+	f.deploy(1, []string{"c1"}, configMap)
+	f.waitReport("c1", "healthy", func(d *events.ClusterStatusData) bool { return d.Healthy() && len(d.Objects) == 1 })
+	subject := bus.StatusSubject("c1", "resend", "demo")
+	publishes["c1"].failNext(subject, events.TypeClusterDrift, 1)
+	cs := f.client("c1")
+	if _, err := cs.CoreV1().ConfigMaps("resend").Patch(f.ctx, "settings", types.MergePatchType, []byte(`{"data":{"color":"blue"}}`), metav1.PatchOptions{FieldManager: "someone"}); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the drift reported", func() (bool, error) {
+		var drifts []string
+		for _, e := range f.reports("c1") {
+			if d, ok := e.Data.(*events.ClusterDriftData); ok {
+				drifts = append(drifts, d.Object.Kind+" "+d.Change)
+			}
+		}
+		return slices.Equal(drifts, []string{"ConfigMap modified"}), fmt.Errorf("drifts reported: %v", drifts)
+	})
+	if n := publishes["c1"].failed(subject, events.TypeClusterDrift); n != 1 {
+		t.Errorf("%d drift publishes failed, want the first", n)
+	}
+	cm, err := cs.CoreV1().ConfigMaps("resend").Get(f.ctx, "settings", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cm.Data["color"] != "red" {
+		t.Errorf("color %q after the repair, want red", cm.Data["color"])
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,9 +25,11 @@ import (
 	"github.com/flotilla-dev/flotilla/deploy/crds"
 	"github.com/flotilla-dev/flotilla/pkg/agent"
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	"github.com/flotilla-dev/flotilla/pkg/apply/applytest"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/dispatcher"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
@@ -40,9 +43,19 @@ var (
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	hub dynamic.Interface
+	// faults are the dynamic clients of the agents of c1 and c2, and
+	// publishes their JetStream: a test makes chosen calls of its own
+	// namespace fail.
+	faults    = map[string]*applytest.Dynamic{}
+	publishes = map[string]*publishFaults{}
 )
 
-const heartbeat = 300 * time.Millisecond
+const (
+	heartbeat = 300 * time.Millisecond
+	// wait bounds every wait for something to happen: generous, for a
+	// loaded two-core machine.
+	wait = 60 * time.Second
+)
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -74,21 +87,35 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer nc.Close()
-		js, _ = jetstream.New(nc)
-		hub, _ = dynamic.NewForConfig(env.Hub.Config)
+		if js, err = jetstream.New(nc); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if hub, err = dynamic.NewForConfig(env.Hub.Config); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		log := testLogger()
 		d, err := dispatcher.New(env.Hub.Config, js, log.With("service", "dispatcher"), dispatcher.Options{CheckInterval: 100 * time.Millisecond})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		dispatched := make(chan struct{})
+		services := []<-chan struct{}{dispatched}
 		go func() {
+			defer close(dispatched)
 			if err := d.Run(ctx); err != nil {
 				fmt.Fprintln(os.Stderr, "dispatcher:", err)
 			}
 		}()
 		for _, c := range []string{"c1", "c2"} {
-			startAgent(ctx, c, env.Cluster(c))
+			var done <-chan struct{}
+			if done, faults[c], publishes[c], err = startAgent(ctx, c, env.Cluster(c)); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			services = append(services, done)
 			if err := accept(ctx, c); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
@@ -96,33 +123,52 @@ func TestMain(m *testing.M) {
 		}
 		// As `make up` does: start once the hub shows both joined.
 		for _, c := range []string{"c1", "c2"} {
-			deadline := time.Now().Add(30 * time.Second)
-			for !conditionIs(ctx, c, clusterv1.ConditionJoined, "True") {
-				if time.Now().After(deadline) {
-					fmt.Fprintln(os.Stderr, "cluster", c, "never joined")
-					return 1
-				}
-				time.Sleep(50 * time.Millisecond)
+			joined, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := eventually.Wait(joined, func() (bool, error) { return conditionIs(joined, c, clusterv1.ConditionJoined, "True"), nil })
+			cancel()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "cluster", c, "never joined:", err)
+				return 1
 			}
 		}
 		code := m.Run()
 		cancel() // services stop before NATS and the clusters do
-		time.Sleep(300 * time.Millisecond)
+		for _, done := range services {
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				fmt.Fprintln(os.Stderr, "a service did not stop within 10 s")
+			}
+		}
 		return code
 	}())
 }
 
-// startAgent runs an agent with only its own cluster's config; cancel ctx to stop it.
-func startAgent(ctx context.Context, name string, cluster *testbed.Cluster) (done <-chan struct{}) {
+// startAgent runs an agent with only its own cluster's clients (its
+// dynamic client through faults, its publishes through pubs); cancel ctx
+// to stop it.
+func startAgent(ctx context.Context, name string, cluster *testbed.Cluster) (done <-chan struct{}, faults *applytest.Dynamic, pubs *publishFaults, err error) {
 	log := testLogger()
+	clients, err := agent.NewClients(cluster.Config)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	faults = applytest.NewDynamic(clients.Dynamic)
+	clients.Dynamic = faults
 	conn, err := nats.Connect(nc.ConnectedUrl())
 	if err != nil {
-		panic(err)
+		return nil, nil, nil, fmt.Errorf("agent %s: %w", name, err)
 	}
-	ajs, _ := jetstream.New(conn)
-	a, err := agent.New(cluster.Config, conn, ajs, log.With("service", "agent"), agent.Options{Cluster: name, Heartbeat: heartbeat})
+	ajs, err := jetstream.New(conn)
 	if err != nil {
-		panic(err)
+		conn.Close()
+		return nil, nil, nil, fmt.Errorf("agent %s: %w", name, err)
+	}
+	pubs = &publishFaults{JetStream: ajs, left: map[publishKey]int{}, hits: map[publishKey]int{}}
+	a, err := agent.New(clients, conn, pubs, log.With("service", "agent"), agent.Options{Cluster: name, Heartbeat: heartbeat})
+	if err != nil {
+		conn.Close()
+		return nil, nil, nil, err
 	}
 	ch := make(chan struct{})
 	go func() {
@@ -132,22 +178,61 @@ func startAgent(ctx context.Context, name string, cluster *testbed.Cluster) (don
 			fmt.Fprintln(os.Stderr, "agent:", err)
 		}
 	}()
-	return ch
+	return ch, faults, pubs, nil
+}
+
+// publishFaults is an agent's JetStream, whose publishes of an event type
+// on a subject fail when a test says so (as when NATS does not answer).
+type publishFaults struct {
+	jetstream.JetStream
+	mu   sync.Mutex
+	left map[publishKey]int
+	hits map[publishKey]int
+}
+
+type publishKey struct{ subject, typ string }
+
+// failNext makes the next n publishes of typ on subject fail.
+func (p *publishFaults) failNext(subject, typ string, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.left[publishKey{subject, typ}] = n
+}
+
+// failed is how many publishes of typ on subject failed.
+func (p *publishFaults) failed(subject, typ string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hits[publishKey{subject, typ}]
+}
+
+func (p *publishFaults) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	k := publishKey{msg.Subject, msg.Header.Get(events.HeaderType)}
+	p.mu.Lock()
+	fail := p.left[k] > 0
+	if fail {
+		p.left[k]--
+		p.hits[k]++
+	}
+	p.mu.Unlock()
+	if fail {
+		return nil, errors.New("injected: nats: timeout")
+	}
+	return p.JetStream.PublishMsg(ctx, msg, opts...)
 }
 
 // accept waits for the cluster to register, then accepts it as an admin would.
 func accept(ctx context.Context, name string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := eventually.Wait(ctx, func() (bool, error) {
 		_, err := hub.Resource(clusterv1.ManagedClusterResource).Patch(ctx, name, types.MergePatchType, []byte(`{"spec":{"hubAcceptsClient":true}}`), metav1.PatchOptions{})
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("accept %s: %w", name, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err == nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("accept %s: %w", name, err)
 	}
+	return nil
 }
 
 type fixture struct {
@@ -181,7 +266,7 @@ func newFixture(t *testing.T, ns string) *fixture {
 	if testing.Short() {
 		t.Skip("needs managed clusters and NATS")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*wait)
 	t.Cleanup(cancel)
 	return &fixture{t: t, ctx: ctx, ns: ns, uid: "uid-" + ns, tails: map[string]*bus.Tail{}}
 }
@@ -218,15 +303,11 @@ func (f *fixture) deploy(rev int64, clusters []string, manifests ...string) {
 // deployWithDigest is deploy with a snapshot digest of the caller's (empty: the right one).
 func (f *fixture) deployWithDigest(rev int64, clusters []string, forcedDigest string, manifests ...string) {
 	f.t.Helper()
-	var objs []json.RawMessage
-	for _, m := range manifests {
-		data, err := yaml.YAMLToJSON([]byte(m))
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		objs = append(objs, data)
+	objs := f.objects(manifests...)
+	props, err := json.Marshal(map[string]any{"clusters": clusters})
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	props, _ := json.Marshal(map[string]any{"clusters": clusters})
 	digest, err := snapshot.Digest(objs)
 	if err != nil {
 		f.t.Fatal(err)
@@ -239,6 +320,32 @@ func (f *fixture) deployWithDigest(rev int64, clusters []string, forcedDigest st
 		Snapshot: &events.Snapshot{Digest: digest, Objects: objs}}
 	e := events.New(events.StepEventID(f.ref(rev), "deploy", events.TypeStepStarted), events.SourcePlanner, events.TypeStepStarted, "", step)
 	if _, err := bus.Publish(f.ctx, js, bus.StepSubject(f.ns, "demo"), e); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// objects are the manifests (YAML documents) as a snapshot holds them.
+func (f *fixture) objects(manifests ...string) []json.RawMessage {
+	f.t.Helper()
+	var objs []json.RawMessage
+	for _, m := range manifests {
+		data, err := yaml.YAMLToJSON([]byte(m))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		objs = append(objs, data)
+	}
+	return objs
+}
+
+// work publishes what the dispatcher would for release rev to cluster,
+// with the snapshot as given (the dispatcher checks digests too: going
+// around it is how a test shows what the agent checks itself).
+func (f *fixture) work(rev int64, cluster string, s *events.Snapshot) {
+	f.t.Helper()
+	w := &events.WorkData{AppRef: f.ref(rev), Cluster: cluster, Step: "deploy", Snapshot: s}
+	e := events.New(events.WorkID(f.ref(rev), "deploy", cluster), events.SourceDispatcher, events.TypeWork, f.ns+"/demo", w)
+	if _, err := bus.Publish(f.ctx, js, bus.WorkSubject(cluster, f.ns, "demo"), e); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -261,13 +368,13 @@ func (f *fixture) reports(cluster string) []*events.Event {
 func (f *fixture) dispatched(rev int64) *events.StepDispatchedData {
 	f.t.Helper()
 	var got *events.StepDispatchedData
-	f.eventually("the dispatcher answered", func() bool {
+	f.eventually("the dispatcher answered", func() (bool, error) {
 		for _, e := range f.tail(bus.DispatchSubject(f.ns, "demo")) {
-			if d := e.Data.(*events.StepDispatchedData); d.Revision == rev {
+			if d, ok := e.Data.(*events.StepDispatchedData); ok && d.Revision == rev {
 				got = d
 			}
 		}
-		return got != nil
+		return got != nil, nil
 	})
 	return got
 }
@@ -276,30 +383,28 @@ func (f *fixture) dispatched(rev int64) *events.StepDispatchedData {
 func (f *fixture) waitReport(cluster, what string, ok func(*events.ClusterStatusData) bool) *events.ClusterStatusData {
 	f.t.Helper()
 	var found *events.ClusterStatusData
-	f.eventually(cluster+" reported "+what, func() bool {
+	f.eventually(cluster+" reported "+what, func() (bool, error) {
 		for _, e := range f.reports(cluster) {
 			if d, isStatus := e.Data.(*events.ClusterStatusData); isStatus && ok(d) {
 				found = d
 			}
 		}
-		return found != nil
+		return found != nil, nil
 	})
 	return found
 }
 
-func (f *fixture) eventually(what string, ok func() bool) {
+// eventually waits (up to wait) for cond to hold.
+func (f *fixture) eventually(what string, cond func() (bool, error)) {
 	f.t.Helper()
-	for !ok() {
-		select {
-		case <-f.ctx.Done():
-			f.t.Fatalf("never: %s", what)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	eventually.True(f.t, wait, what, cond)
 }
 
 func (f *fixture) get(cluster, apiVersion, resource, name string) (*unstructured.Unstructured, error) {
-	gv, _ := schema.ParseGroupVersion(apiVersion)
+	gv, err := schema.ParseGroupVersion(apiVersion)
+	if err != nil {
+		return nil, err
+	}
 	return f.dynamic(cluster).Resource(gv.WithResource(resource)).Namespace(f.ns).Get(f.ctx, name, metav1.GetOptions{})
 }
 

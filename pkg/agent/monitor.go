@@ -3,10 +3,13 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,23 +21,52 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/apply"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
 // monitor watches what the agent applied (one informer per resource, on
 // Flotilla's label only), repairs drift, and re-assesses an application's
-// health whenever one of its objects changes.
+// health whenever one of its objects changes. Its informers' handlers only
+// put items on a rate-limited queue; workers do the I/O (re-apply, read the
+// work stream, report) and retry what failed with backoff, so a transient
+// failure is tried again and a slow call holds up no informer.
 type monitor struct {
 	a       *Agent
 	factory dynamicinformer.DynamicSharedInformerFactory
-	queue   workqueue.TypedRateLimitingInterface[apply.App]
+	queue   workqueue.TypedRateLimitingInterface[item]
 
 	mu        sync.Mutex
 	ctx       context.Context
 	informers map[schema.GroupVersionResource]cache.SharedIndexInformer
 	tracked   map[apply.App][]apply.Ref
 	last      map[apply.App]string // fingerprint of the last status reported
+	// unsent are drift reports whose publish failed, sent on their item's retry.
+	unsent map[item]*events.Event
 }
+
+// item is one job of the monitor's workers: assess an application's health
+// or, when object is set, repair that object of it (and then assess):
+// changed, or deleted.
+type item struct {
+	app     apply.App
+	object  apply.Ref
+	deleted bool
+}
+
+func (it item) job() string {
+	switch {
+	case it.object == (apply.Ref{}):
+		return "assess health"
+	case it.deleted:
+		return "repair deleted " + it.object.String()
+	}
+	return "repair " + it.object.String()
+}
+
+// monitorWorkers repair and assess in parallel: one slow repair does not
+// hold up every other application's.
+const monitorWorkers = 2
 
 func newMonitor(a *Agent) *monitor {
 	return &monitor{
@@ -43,15 +75,18 @@ func newMonitor(a *Agent) *monitor {
 			o.LabelSelector = apply.LabelManagedBy + "=" + apply.ManagedByValue
 		}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[apply.App](100*time.Millisecond, 30*time.Second),
-			workqueue.TypedRateLimitingQueueConfig[apply.App]{Name: "health"}),
+			workqueue.NewTypedItemExponentialFailureRateLimiter[item](100*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[item]{Name: "monitor"}),
 		informers: map[schema.GroupVersionResource]cache.SharedIndexInformer{},
 		tracked:   map[apply.App][]apply.Ref{},
 		last:      map[apply.App]string{},
+		unsent:    map[item]*events.Event{},
 	}
 }
 
-func (m *monitor) run(ctx context.Context) {
+// start sets the monitor's workers going, until ctx ends. Informers
+// started from then on live as long as ctx.
+func (m *monitor) start(ctx context.Context) {
 	m.mu.Lock()
 	m.ctx = ctx
 	m.mu.Unlock()
@@ -59,70 +94,135 @@ func (m *monitor) run(ctx context.Context) {
 		<-ctx.Done()
 		m.queue.ShutDown()
 	}()
-	for {
-		app, quit := m.queue.Get()
-		if quit {
-			return
-		}
-		if err := m.assess(ctx, app); err != nil && ctx.Err() == nil {
-			m.a.log.Warn("assess health", "app", app.String(), "err", err)
-			m.queue.AddRateLimited(app)
-		} else {
-			m.queue.Forget(app)
-		}
-		m.queue.Done(app)
+	for range monitorWorkers {
+		go func() {
+			for m.next(ctx) {
+			}
+		}()
 	}
+}
+
+// next does one item of the queue; false once the queue is shut down.
+func (m *monitor) next(ctx context.Context) bool {
+	it, quit := m.queue.Get()
+	if quit {
+		return false
+	}
+	defer m.queue.Done(it)
+	err := m.do(ctx, it)
+	switch {
+	case err == nil || ctx.Err() != nil:
+		m.queue.Forget(it)
+	case !retriable(err):
+		m.a.log.Warn(it.job()+" failed", "app", it.app.String(), "err", err)
+		m.queue.Forget(it)
+	default:
+		m.a.log.Warn(it.job()+" failed, retrying", "app", it.app.String(), "err", err)
+		m.queue.AddRateLimited(it)
+	}
+	return true
+}
+
+func (m *monitor) do(ctx context.Context, it item) error {
+	if it.object == (apply.Ref{}) {
+		return m.assess(ctx, it.app)
+	}
+	err := m.repair(ctx, it)
+	// Health after the repair, whatever came of it.
+	m.queue.Add(item{app: it.app})
+	return err
+}
+
+// retriable says whether a failed item may succeed later: not when the
+// release's snapshot is invalid or the API server refuses the object.
+func retriable(err error) bool {
+	return !errors.Is(err, snapshot.ErrInvalid) && transient(err)
 }
 
 // adopt starts watching every application the cluster's inventories record.
 func (m *monitor) adopt(ctx context.Context) error {
 	invs, err := m.a.applier.Inventories(ctx)
-	if err != nil {
-		return err
-	}
 	for app, refs := range invs {
-		m.watch(app, refs)
+		err = errors.Join(err, m.watch(ctx, app, refs))
 	}
-	return nil
+	return err
 }
 
 // track records what an apply put in the cluster.
-func (m *monitor) track(app apply.App, outcomes []apply.Outcome) {
+func (m *monitor) track(ctx context.Context, app apply.App, outcomes []apply.Outcome) error {
 	var refs []apply.Ref
 	for _, o := range outcomes {
 		if o.Err == nil {
 			refs = append(refs, o.Ref)
 		}
 	}
-	m.watch(app, refs)
+	return m.watch(ctx, app, refs)
 }
 
-func (m *monitor) watch(app apply.App, refs []apply.Ref) {
+func (m *monitor) watch(ctx context.Context, app apply.App, refs []apply.Ref) error {
 	m.mu.Lock()
 	m.tracked[app] = refs
-	ctx := m.ctx
+	runCtx := m.ctx
 	var started []cache.SharedIndexInformer
+	var errs []error
 	for _, r := range refs {
 		gvr := r.GVR()
 		if _, ok := m.informers[gvr]; ok {
 			continue
 		}
 		inf := m.factory.ForResource(gvr).Informer()
-		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { m.changedObject(nil, obj) },
-			UpdateFunc: func(old, obj any) { m.changedObject(old, obj) },
-			DeleteFunc: func(obj any) { m.deletedObject(obj) },
-		})
+		if _, err := inf.AddEventHandler(m.handlers(gvr)); err != nil {
+			errs = append(errs, fmt.Errorf("watch %s: %w", gvr.Resource, err))
+			continue
+		}
 		m.informers[gvr] = inf
 		started = append(started, inf)
 	}
 	m.mu.Unlock()
-	if ctx != nil && len(started) > 0 {
-		m.factory.Start(ctx.Done())
+	if runCtx != nil && len(started) > 0 {
+		m.factory.Start(runCtx.Done())
 		for _, inf := range started {
-			cache.WaitForCacheSync(ctx.Done(), inf.HasSynced)
+			if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+				errs = append(errs, fmt.Errorf("watch objects of %s: %w", app, ctx.Err()))
+				break
+			}
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// handlers of the informer of gvr: they only enqueue.
+func (m *monitor) handlers(gvr schema.GroupVersionResource) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { m.enqueue(gvr, nil, obj, false) },
+		UpdateFunc: func(old, obj any) { m.enqueue(gvr, old, obj, false) },
+		DeleteFunc: func(obj any) { m.enqueue(gvr, nil, obj, true) },
+	}
+}
+
+// enqueue puts on the queue what an informer event calls for: a repair of
+// the object when it was deleted or someone changed it behind Flotilla's
+// back, else a fresh assessment of its application's health.
+func (m *monitor) enqueue(gvr schema.GroupVersionResource, old, obj any, deleted bool) {
+	app, u, ok := m.appOf(obj)
+	if !ok {
+		return
+	}
+	if deleted || drifted(old, u) {
+		m.queue.Add(item{app: app, deleted: deleted, object: apply.Ref{Group: gvr.Group, Version: gvr.Version, Resource: gvr.Resource,
+			Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName()}})
+		return
+	}
+	m.queue.Add(item{app: app})
+}
+
+// drifted says whether an update changed an object's spec: the generation
+// moved, or, for kinds without one (ConfigMaps, Secrets, ...), the content
+// (their resourceVersion moves only then). Whether Flotilla's own apply
+// made the change, the repair finds out.
+func drifted(old any, u *unstructured.Unstructured) bool {
+	o, _ := old.(*unstructured.Unstructured)
+	return o != nil && (o.GetGeneration() != u.GetGeneration() || u.GetGeneration() == 0 && o.GetResourceVersion() != u.GetResourceVersion())
 }
 
 func (m *monitor) forget(app apply.App) {
@@ -132,7 +232,9 @@ func (m *monitor) forget(app apply.App) {
 	delete(m.last, app)
 }
 
-func appOf(obj any) (apply.App, *unstructured.Unstructured, bool) {
+// appOf finds the tracked application (with its UID) an object of the
+// informers belongs to, by its labels.
+func (m *monitor) appOf(obj any) (apply.App, *unstructured.Unstructured, bool) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
@@ -141,104 +243,143 @@ func appOf(obj any) (apply.App, *unstructured.Unstructured, bool) {
 		return apply.App{}, nil, false
 	}
 	l := u.GetLabels()
-	return apply.App{Namespace: l[apply.LabelAppNS], Name: l[apply.LabelApplication]}, u, l[apply.LabelApplication] != ""
-}
-
-// changedObject repairs a spec change made behind Flotilla's back (the
-// generation moved) and re-assesses health.
-func (m *monitor) changedObject(old, obj any) {
-	app, u, ok := appOf(obj)
-	if !ok {
-		return
+	ns, name := l[apply.LabelAppNS], l[apply.LabelApplication]
+	if name == "" {
+		return apply.App{}, nil, false
 	}
-	app, tracked := m.trackedApp(app)
-	if !tracked {
-		return
-	}
-	// A spec change moves the generation; kinds without one (ConfigMaps,
-	// Secrets, ...) change their resourceVersion only on content changes.
-	if o, _ := old.(*unstructured.Unstructured); o != nil &&
-		(o.GetGeneration() != u.GetGeneration() || u.GetGeneration() == 0 && o.GetResourceVersion() != u.GetResourceVersion()) {
-		m.repair(app, u, "modified")
-	}
-	m.queue.Add(app)
-}
-
-func (m *monitor) deletedObject(obj any) {
-	app, u, ok := appOf(obj)
-	if !ok {
-		return
-	}
-	if app, tracked := m.trackedApp(app); tracked {
-		m.repair(app, u, "deleted")
-		m.queue.Add(app)
-	}
-}
-
-// trackedApp finds the tracked application (with its UID) a label pair names.
-func (m *monitor) trackedApp(app apply.App) (apply.App, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for t := range m.tracked {
-		if t.Namespace == app.Namespace && t.Name == app.Name {
-			return t, true
+		if apply.LabelValue(t.Namespace) == ns && apply.LabelValue(t.Name) == name {
+			return t, u, true
 		}
 	}
-	return app, false
+	return apply.App{}, nil, false
 }
 
-// repair re-applies the desired version of obj; if that changed anything,
-// the drift is reported.
-func (m *monitor) repair(app apply.App, obj *unstructured.Unstructured, change string) {
-	ctx := m.ctx
-	if ctx == nil || ctx.Err() != nil {
-		return
+// cached is the object a reference names as the informers last saw it (nil: not there).
+func (m *monitor) cached(r apply.Ref) *unstructured.Unstructured {
+	m.mu.Lock()
+	inf := m.informers[r.GVR()]
+	m.mu.Unlock()
+	if inf == nil {
+		return nil
 	}
-	work, err := m.a.work(ctx, app)
+	key := r.Name
+	if r.Namespace != "" {
+		key = r.Namespace + "/" + r.Name
+	}
+	item, exists, err := inf.GetStore().GetByKey(key)
+	if err != nil || !exists {
+		return nil
+	}
+	u, _ := item.(*unstructured.Unstructured)
+	return u
+}
+
+// repair re-applies the desired version of the item's object; if that
+// changed anything (someone else's change or deletion was put back), the
+// drift is reported.
+func (m *monitor) repair(ctx context.Context, it item) error {
+	if sent, err := m.sendUnsent(ctx, it); sent || err != nil {
+		// The repair was done; its report had not gone out.
+		return err
+	}
+	work, err := m.a.work(ctx, it.app)
 	if err != nil || work == nil || work.Delete {
-		return
+		return err
 	}
-	objs, err := m.a.objects(ctx, work.Snapshot)
+	objs, err := m.a.desiredObjects(ctx, work)
 	if err != nil {
-		return
+		return fmt.Errorf("repair %s of %s: %w", it.object, it.app, err)
 	}
-	for _, want := range objs {
-		if want.GetKind() != obj.GetKind() || want.GetName() != obj.GetName() || want.GroupVersionKind().Group != obj.GroupVersionKind().Group {
-			continue
-		}
-		applied, err := m.a.applier.ApplyObject(ctx, app, work.Release, want)
-		if err != nil {
-			m.a.log.Warn("repair drift", "app", app.String(), "object", obj.GetKind()+" "+obj.GetName(), "err", err)
-			return
-		}
+	r := it.object
+	i := slices.IndexFunc(objs, func(o *unstructured.Unstructured) bool {
+		return o.GetKind() == r.Kind && o.GetName() == r.Name && o.GroupVersionKind().Group == r.Group
+	})
+	if i < 0 {
+		return nil // not in the newest release: pruned, not drifted
+	}
+	// The object as the informer last saw it, at least as new as the event
+	// that queued this repair.
+	observed := m.cached(r)
+	applied, err := m.a.applier.ApplyObject(ctx, it.app, work.Release, objs[i])
+	if err != nil {
+		return fmt.Errorf("repair %s of %s: %w", r, it.app, err)
+	}
+	change, drift := driftOf(it.deleted, observed, applied)
+	if !drift {
+		return nil
+	}
+	m.a.metrics.drift.WithLabelValues(m.a.opts.Cluster, change).Inc()
+	// The repair belongs to the release whose objects it put back.
+	if w, ok := m.a.traceOf(it.app); ok && w.release == work.Release {
+		ctx = trace.ContextWithSpanContext(ctx, w.span)
+	}
+	ctx, span := m.a.tracer.Start(ctx, "repair drift", trace.WithAttributes(telemetry.AttrCluster.String(m.a.opts.Cluster),
+		telemetry.AttrObject.String(r.Kind+" "+r.Namespace+"/"+r.Name), telemetry.AttrDriftChange.String(change)))
+	defer span.End()
+	m.a.log.InfoContext(ctx, "drift repaired", "app", it.app.String(), "object", r.Kind+" "+r.Name, "change", change)
+	gvk := applied.GroupVersionKind()
+	d := &events.ClusterDriftData{AppRef: work.AppRef, Cluster: m.a.opts.Cluster, Change: change,
+		Object: events.ObjectStatus{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: r.Namespace, Name: r.Name,
+			Generation: applied.GetGeneration(), Health: events.HealthInProgress}}
+	id := fmt.Sprintf("%s.drift.%s.%d", m.a.opts.Cluster, it.app.UID, time.Now().UnixNano())
+	e := events.New(id, events.SourceAgent(m.a.opts.Cluster), events.TypeClusterDrift, it.app.String(), d)
+	e.TraceParent, e.TraceState = telemetry.Inject(ctx)
+	if err := m.publishDrift(ctx, it, e); err != nil {
+		telemetry.SetError(span, err)
+		return err
+	}
+	return nil
+}
+
+// driftOf says whether a repair put back a drift, and which: a deletion
+// (the event said so) or a modification. observed is the object as the
+// informer saw it before the repair, applied as the repair left it.
+func driftOf(deleted bool, observed, applied *unstructured.Unstructured) (change string, drift bool) {
+	if deleted {
+		return "deleted", true
+	}
+	switch {
+	case observed == nil || applied.GetUID() != observed.GetUID():
+		// Deleted since the informer saw it: its deletion event reports it.
+		return "", false
+	case observed.GetGeneration() != 0:
 		// Someone else's spec change moved the generation; putting ours back
 		// moves it again. An apply that changes nothing leaves it alone (the
 		// event was our own apply).
-		if change == "modified" && (obj.GetGeneration() != 0 && applied.GetGeneration() == obj.GetGeneration() ||
-			obj.GetGeneration() == 0 && applied.GetResourceVersion() == obj.GetResourceVersion()) {
-			return
-		}
-		m.a.metrics.drift.WithLabelValues(m.a.opts.Cluster, change).Inc()
-		// The repair belongs to the release whose objects it put back.
-		if w, ok := m.a.traceOf(app); ok && w.release == work.Release {
-			ctx = trace.ContextWithSpanContext(ctx, w.span)
-		}
-		ctx, span := m.a.tracer.Start(ctx, "repair drift", trace.WithAttributes(telemetry.AttrCluster.String(m.a.opts.Cluster),
-			telemetry.AttrObject.String(obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName()), telemetry.AttrDriftChange.String(change)))
-		defer span.End()
-		m.a.log.InfoContext(ctx, "drift repaired", "app", app.String(), "object", obj.GetKind()+" "+obj.GetName(), "change", change)
-		gvk := obj.GroupVersionKind()
-		d := &events.ClusterDriftData{AppRef: work.AppRef, Cluster: m.a.opts.Cluster, Change: change,
-			Object: events.ObjectStatus{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName(),
-				Generation: applied.GetGeneration(), Health: events.HealthInProgress}}
-		id := fmt.Sprintf("%s.drift.%s.%d", m.a.opts.Cluster, app.UID, time.Now().UnixNano())
-		e := events.New(id, events.SourceAgent(m.a.opts.Cluster), events.TypeClusterDrift, app.String(), d)
-		e.TraceParent, e.TraceState = telemetry.Inject(ctx)
-		if _, err := bus.Publish(ctx, m.a.js, bus.StatusSubject(m.a.opts.Cluster, app.Namespace, app.Name), e); err != nil {
-			m.a.log.WarnContext(ctx, "report drift", "err", err)
-		}
-		return
+		return "modified", applied.GetGeneration() != observed.GetGeneration()
+	default:
+		// Kinds without a generation: their resourceVersion moves only when
+		// their content does.
+		return "modified", applied.GetResourceVersion() != observed.GetResourceVersion()
 	}
+}
+
+// publishDrift sends a drift report, or keeps it for the item's retry
+// (its ID unchanged: JetStream drops a copy that did arrive).
+func (m *monitor) publishDrift(ctx context.Context, it item, e *events.Event) error {
+	if _, err := bus.Publish(ctx, m.a.js, bus.StatusSubject(m.a.opts.Cluster, it.app.Namespace, it.app.Name), e); err != nil {
+		m.mu.Lock()
+		m.unsent[it] = e
+		m.mu.Unlock()
+		return fmt.Errorf("report drift of %s: %w", it.object, err)
+	}
+	return nil
+}
+
+// sendUnsent sends the drift report an earlier try of it could not; sent
+// says there was one.
+func (m *monitor) sendUnsent(ctx context.Context, it item) (sent bool, err error) {
+	m.mu.Lock()
+	e := m.unsent[it]
+	delete(m.unsent, it)
+	m.mu.Unlock()
+	if e == nil {
+		return false, nil
+	}
+	return true, m.publishDrift(ctx, it, e)
 }
 
 // assess computes an application's health from the informer caches and
@@ -256,20 +397,7 @@ func (m *monitor) assess(ctx context.Context, app apply.App) error {
 	}
 	st := &events.ClusterStatusData{AppRef: work.AppRef, Cluster: m.a.opts.Cluster, Step: work.Step, Phase: events.ClusterApplied, ObservedAt: time.Now().UTC()}
 	for _, r := range refs {
-		m.mu.Lock()
-		inf := m.informers[r.GVR()]
-		m.mu.Unlock()
-		var obj *unstructured.Unstructured
-		if inf != nil {
-			key := r.Name
-			if r.Namespace != "" {
-				key = r.Namespace + "/" + r.Name
-			}
-			if item, exists, _ := inf.GetStore().GetByKey(key); exists {
-				obj, _ = item.(*unstructured.Unstructured)
-			}
-		}
-		st.Objects = append(st.Objects, apply.Health(r, obj))
+		st.Objects = append(st.Objects, apply.Health(r, m.cached(r)))
 	}
 	return m.a.report(ctx, st)
 }
@@ -297,7 +425,7 @@ func (m *monitor) unreport(st *events.ClusterStatusData) {
 }
 
 // work is the newest work for app: from memory, else (after a restart) the
-// last message of its subject on the work stream.
+// last message of its subject on the work stream; nil when there is none.
 func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, error) {
 	a.mu.Lock()
 	w := a.desired[app]
@@ -310,6 +438,11 @@ func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, erro
 		return nil, err
 	}
 	raw, err := stream.GetLastMsgForSubject(ctx, bus.WorkSubject(a.opts.Cluster, app.Namespace, app.Name))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// No work for this cluster (an inventory another agent of the same
+		// cluster wrote, say): nothing to assess or repair.
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("newest work of %s: %w", app, err)
 	}

@@ -22,8 +22,15 @@ func (a *Agent) answer(msg *nats.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp := a.lookup(ctx, msg.Data)
-	data, _ := json.Marshal(resp)
-	_ = msg.Respond(data)
+	data, err := json.Marshal(resp)
+	if err != nil {
+		a.log.Warn("encode query answer", "err", err)
+		return
+	}
+	if err := msg.Respond(data); err != nil {
+		// The asker times out; nothing else to do.
+		a.log.Warn("answer query", "err", err)
+	}
 }
 
 func (a *Agent) lookup(ctx context.Context, data []byte) query.Response {

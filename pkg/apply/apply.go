@@ -1,13 +1,21 @@
+// Package apply owns how an agent puts an application's objects into its
+// own cluster and takes them out again: server-side apply with one field
+// manager, in the dependency order of one kind table (deletion in the
+// reverse order); the labels every applied object carries; the inventory,
+// one ConfigMap per application in flotilla-system recording what it put
+// there, so that a newer release prunes what it dropped and a deletion
+// removes everything; and the health of an applied object (kstatus, with
+// the replica summary of workloads).
 package apply
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
@@ -25,7 +33,8 @@ import (
 // FieldManager is the one server-side-apply field manager of Flotilla's agent.
 const FieldManager = "flotilla-agent"
 
-// Labels put on every applied object.
+// Labels put on every applied object (and on inventories). Their values
+// are LabelValue of the application's namespace, name and release.
 const (
 	LabelManagedBy   = "app.kubernetes.io/managed-by"
 	ManagedByValue   = "flotilla"
@@ -36,6 +45,35 @@ const (
 
 // InventoryNamespace holds one inventory ConfigMap per application.
 const InventoryNamespace = "flotilla-system"
+
+// ReasonInventoryConflict: the inventory ConfigMap an application's name
+// leads to records another application. It is never trusted (pruning by it
+// would delete the other application's objects).
+const ReasonInventoryConflict = "InventoryConflict"
+
+// labelValueMax is the longest label value Kubernetes accepts.
+const labelValueMax = 63
+
+// LabelValue is s as a label value: s itself up to 63 characters (every
+// label Flotilla ever wrote), else a prefix of s and a hash of all of it,
+// so that a name too long for a label (an Application's may have 253
+// characters) still labels its objects, and two such names that share a
+// prefix do not share a label.
+func LabelValue(s string) string {
+	if len(s) <= labelValueMax {
+		return s
+	}
+	return hashed(s, s, labelValueMax)
+}
+
+// hashed is a prefix of s followed by a hash of key, max characters in all;
+// the prefix ends in an alphanumeric character, as names and label values must.
+func hashed(s, key string, max int) string {
+	sum := sha256.Sum256([]byte(key))
+	suffix := hex.EncodeToString(sum[:])[:16]
+	prefix := strings.TrimRight(s[:max-len(suffix)-1], ".-_")
+	return prefix + "-" + suffix
+}
 
 // App names an application on the hub.
 type App struct {
@@ -143,8 +181,16 @@ func (a *Applier) Mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error
 // Apply server-side-applies objs (in dependency order, creating namespaces
 // as needed), then prunes what the application's previous release had and
 // this one does not, and records the new inventory. An object the API
-// server rejects fails alone: the others are still applied.
+// server rejects fails alone: the others are still applied. An inventory
+// that records another application (ReasonInventoryConflict) fails the
+// apply before anything is applied.
 func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*unstructured.Unstructured) (*Result, error) {
+	// The inventory first: one that is not this application's stops
+	// everything before anything is applied.
+	prev, err := a.Inventory(ctx, app)
+	if err != nil {
+		return nil, err
+	}
 	objs = slices.Clone(objs)
 	Sort(objs)
 	res := &Result{}
@@ -162,29 +208,14 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 			// Discovery failed: pruning now could delete what is still wanted.
 			return res, err
 		}
-		if ref.Resource != "" {
-			desired = append(desired, ref)
-		}
+		desired = append(desired, ref)
 		res.Objects = append(res.Objects, Outcome{Ref: ref, Object: applied, Err: err})
 	}
 	ctx, span := a.tracer.Start(ctx, "prune and record inventory")
 	defer span.End()
-	prev, err := a.Inventory(ctx, app)
-	if err != nil {
-		return res, err
-	}
-	for _, old := range prev {
-		if slices.ContainsFunc(desired, old.Same) {
-			continue
-		}
-		if err := a.delete(ctx, old); err != nil {
-			res.PruneErrs = append(res.PruneErrs, err)
-			desired = append(desired, old) // keep it in the inventory to try again
-			continue
-		}
-		res.Pruned = append(res.Pruned, old)
-	}
-	if err := a.saveInventory(ctx, app, release, desired); err != nil {
+	inventory, pruned, pruneErrs := prune(ctx, prev, desired, a.delete)
+	res.Pruned, res.PruneErrs = pruned, pruneErrs
+	if err := a.saveInventory(ctx, app, release, inventory); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -225,10 +256,9 @@ func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *un
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	labels[LabelManagedBy] = ManagedByValue
-	labels[LabelApplication] = app.Name
-	labels[LabelAppNS] = app.Namespace
-	labels[LabelRelease] = release
+	for k, v := range appLabels(app, release) {
+		labels[k] = v
+	}
 	obj.SetLabels(labels)
 	obj.SetResourceVersion("")
 	var ri dynamic.ResourceInterface = a.dyn.Resource(m.Resource)
@@ -264,20 +294,21 @@ func (a *Applier) delete(ctx context.Context, ref Ref) error {
 }
 
 // Delete removes everything the application put in the cluster (in reverse
-// dependency order), then its inventory.
+// dependency order), then its inventory. When an object cannot be deleted
+// the inventory is kept, so that calling Delete again finishes the job.
 func (a *Applier) Delete(ctx context.Context, app App) error {
 	refs, err := a.Inventory(ctx, app)
 	if err != nil {
 		return err
 	}
-	slices.SortStableFunc(refs, func(x, y Ref) int { return rank(y.Kind) - rank(x.Kind) })
 	var errs []error
-	for _, r := range refs {
+	for _, r := range deletionOrder(refs) {
 		if err := a.delete(ctx, r); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
+		// The inventory stays: the next try deletes what is left.
 		return errors.Join(errs...)
 	}
 	err = a.cs.CoreV1().ConfigMaps(InventoryNamespace).Delete(ctx, inventoryName(app), metav1.DeleteOptions{})
@@ -287,77 +318,12 @@ func (a *Applier) Delete(ctx context.Context, app App) error {
 	return nil
 }
 
-// Inventory is what the application has in the cluster, as last recorded.
-func (a *Applier) Inventory(ctx context.Context, app App) ([]Ref, error) {
-	cm, err := a.cs.CoreV1().ConfigMaps(InventoryNamespace).Get(ctx, inventoryName(app), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, nil
+// appLabels are the labels of everything the application puts in the cluster.
+func appLabels(app App, release string) map[string]string {
+	return map[string]string{
+		LabelManagedBy:   ManagedByValue,
+		LabelApplication: LabelValue(app.Name),
+		LabelAppNS:       LabelValue(app.Namespace),
+		LabelRelease:     LabelValue(release),
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read inventory of %s: %w", app, err)
-	}
-	return decodeInventory(cm)
-}
-
-// Inventories lists every application's inventory in the cluster.
-func (a *Applier) Inventories(ctx context.Context) (map[App][]Ref, error) {
-	list, err := a.cs.CoreV1().ConfigMaps(InventoryNamespace).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedByValue})
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list inventories: %w", err)
-	}
-	out := map[App][]Ref{}
-	for i := range list.Items {
-		cm := &list.Items[i]
-		refs, err := decodeInventory(cm)
-		if err != nil {
-			return nil, err
-		}
-		out[App{Namespace: cm.Labels[LabelAppNS], Name: cm.Labels[LabelApplication], UID: cm.Data["uid"]}] = refs
-	}
-	return out, nil
-}
-
-func decodeInventory(cm *corev1.ConfigMap) ([]Ref, error) {
-	var refs []Ref
-	if err := json.Unmarshal([]byte(cm.Data["objects"]), &refs); err != nil {
-		return nil, fmt.Errorf("inventory %s is corrupt: %w", cm.Name, err)
-	}
-	return refs, nil
-}
-
-func (a *Applier) saveInventory(ctx context.Context, app App, release string, refs []Ref) error {
-	if err := a.ensureNamespace(ctx, InventoryNamespace); err != nil {
-		return err
-	}
-	data, err := json.Marshal(refs)
-	if err != nil {
-		return err
-	}
-	cm := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "ConfigMap",
-		"metadata": map[string]any{
-			"name": inventoryName(app), "namespace": InventoryNamespace,
-			"labels": map[string]any{LabelManagedBy: ManagedByValue, LabelApplication: app.Name, LabelAppNS: app.Namespace, LabelRelease: release},
-		},
-		"data": map[string]any{"objects": string(data), "uid": app.UID, "release": release, "updated": time.Now().UTC().Format(time.RFC3339)},
-	}}
-	_, err = a.dyn.Resource(corev1.SchemeGroupVersion.WithResource("configmaps")).Namespace(InventoryNamespace).
-		Apply(ctx, cm.GetName(), cm, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
-	if err != nil {
-		return fmt.Errorf("save inventory of %s: %w", app, err)
-	}
-	return nil
-}
-
-// inventoryName is unique per application: namespaces are DNS labels, so
-// the first dot separates namespace from name.
-func inventoryName(app App) string {
-	name := "inventory." + app.Namespace + "." + app.Name
-	if len(name) > 253 {
-		name = name[:253]
-	}
-	return strings.TrimRight(name, ".-")
 }

@@ -1,10 +1,7 @@
-// Package apply owns how an agent puts an application's objects into its
-// cluster: server-side apply with one field manager in dependency order, an
-// inventory per application so a newer release prunes what it dropped and a
-// deletion removes everything, and health assessed with kstatus.
 package apply
 
 import (
+	"slices"
 	"sort"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -47,7 +44,16 @@ func rank(kind string) int {
 }
 
 // Sort orders objects for applying (stable: equal ranks keep their order).
-// Deleting goes in the reverse order.
+// Deleting goes in the reverse order (deletionOrder).
 func Sort(objs []*unstructured.Unstructured) {
 	sort.SliceStable(objs, func(i, j int) bool { return rank(objs[i].GetKind()) < rank(objs[j].GetKind()) })
+}
+
+// deletionOrder is refs in the order to delete them: the reverse of Sort's
+// ranks (workloads before what they use, namespaces last), equal ranks in
+// their order. refs itself is left alone.
+func deletionOrder(refs []Ref) []Ref {
+	out := slices.Clone(refs)
+	slices.SortStableFunc(out, func(x, y Ref) int { return rank(y.Kind) - rank(x.Kind) })
+	return out
 }

@@ -24,7 +24,11 @@ func main() {
 	}
 	service.Main("cluster-agent", &common, opts.BindFlags, func(ctx context.Context, d service.Deps) error {
 		opts.Instruments = d.Instruments
-		a, err := agent.New(d.Kube, d.NC, d.JS, d.Log, opts)
+		clients, err := agent.NewClients(d.Kube)
+		if err != nil {
+			return err
+		}
+		a, err := agent.New(clients, d.NC, d.JS, d.Log, opts)
 		if err != nil {
 			return err
 		}
