@@ -28,6 +28,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/apply"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
@@ -76,7 +77,7 @@ type Agent struct {
 }
 
 // New builds an agent over its own cluster's clients.
-func New(c Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, opts Options) (*Agent, error) {
+func New(c *hub.Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, opts Options) (*Agent, error) {
 	if opts.Cluster == "" {
 		return nil, errors.New("agent: --cluster-name is required")
 	}
@@ -86,8 +87,8 @@ func New(c Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger, opt
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 10 * time.Second
 	}
-	if err := c.validate(); err != nil {
-		return nil, err
+	if c == nil || c.Dynamic == nil || c.Kube == nil || c.Mapper == nil {
+		return nil, errors.New("agent: the dynamic client, the Kubernetes client and the RESTMapper of the cluster are all required")
 	}
 	a := &Agent{
 		opts: opts, log: log.With("cluster", opts.Cluster), nc: nc, js: js, dyn: c.Dynamic, cs: c.Kube,
@@ -427,6 +428,7 @@ func (a *Agent) objects(ctx context.Context, s *events.Snapshot) ([]*unstructure
 
 // report publishes a status event, unless it says what the last one said.
 func (a *Agent) report(ctx context.Context, st *events.ClusterStatusData) error {
+	st.Trim() // within what the hub accepts of a cluster
 	if !a.monitor.changed(st) {
 		return nil
 	}

@@ -271,7 +271,7 @@ func TestJoinAcceptAndAvailability(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.eventually("newcomer registered", func() (bool, error) {
-		_, err := hub.Resource(clusterv1.ManagedClusterResource).Get(f.ctx, "newcomer", metav1.GetOptions{})
+		_, err := hubDyn.Resource(clusterv1.ManagedClusterResource).Get(f.ctx, "newcomer", metav1.GetOptions{})
 		return err == nil, err
 	})
 	f.deploy(1, []string{"newcomer"}, configMap)
@@ -344,7 +344,7 @@ func image(d *appsv1.Deployment) string {
 }
 
 func conditionIs(ctx context.Context, cluster, typ, status string) bool {
-	u, err := hub.Resource(clusterv1.ManagedClusterResource).Get(ctx, cluster, metav1.GetOptions{})
+	u, err := hubDyn.Resource(clusterv1.ManagedClusterResource).Get(ctx, cluster, metav1.GetOptions{})
 	if err != nil {
 		return false
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/dispatcher"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
+	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
@@ -39,10 +40,10 @@ import (
 // server, one dispatcher and an agent per cluster (accepted by the fixture,
 // as an admin would); each test uses its own application namespace.
 var (
-	env *testbed.Env
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	hub dynamic.Interface
+	env    *testbed.Env
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	hubDyn dynamic.Interface
 	// faults are the dynamic clients of the agents of c1 and c2, and
 	// publishes their JetStream: a test makes chosen calls of its own
 	// namespace fail.
@@ -91,7 +92,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		if hub, err = dynamic.NewForConfig(env.Hub.Config); err != nil {
+		if hubDyn, err = dynamic.NewForConfig(env.Hub.Config); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -149,7 +150,7 @@ func TestMain(m *testing.M) {
 // to stop it.
 func startAgent(ctx context.Context, name string, cluster *testbed.Cluster) (done <-chan struct{}, faults *applytest.Dynamic, pubs *publishFaults, err error) {
 	log := testLogger()
-	clients, err := agent.NewClients(cluster.Config)
+	clients, err := hub.NewClients(cluster.Config)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -226,7 +227,7 @@ func accept(ctx context.Context, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	err := eventually.Wait(ctx, func() (bool, error) {
-		_, err := hub.Resource(clusterv1.ManagedClusterResource).Patch(ctx, name, types.MergePatchType, []byte(`{"spec":{"hubAcceptsClient":true}}`), metav1.PatchOptions{})
+		_, err := hubDyn.Resource(clusterv1.ManagedClusterResource).Patch(ctx, name, types.MergePatchType, []byte(`{"spec":{"hubAcceptsClient":true}}`), metav1.PatchOptions{})
 		return err == nil, err
 	})
 	if err != nil {
@@ -249,7 +250,7 @@ func (f *fixture) tail(subject string) []*events.Event {
 	tl, ok := f.tails[subject]
 	if !ok {
 		var err error
-		if tl, err = bus.NewTail(f.ctx, js, bus.StreamStatus, subject); err != nil {
+		if tl, err = bus.NewTail(f.ctx, js, bus.StreamOf(subject), subject); err != nil {
 			f.t.Fatal(err)
 		}
 		f.tails[subject] = tl

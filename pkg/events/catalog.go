@@ -8,9 +8,11 @@
 package events
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -333,14 +335,30 @@ func (d *ClusterStatusData) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Trim cuts the report's messages to the bounds (at a character's
-// boundary, marked with "…"), so a cluster whose API server says much still
-// reports; what is cut is only the end of a message.
+// Trim brings a report within the bounds, so a cluster whose API server
+// says much, or a release of many objects, still reports: messages are cut
+// at a character's boundary (marked with "…"), and past MaxReportObjects
+// the objects that are not Current are kept first, so what the report says
+// of the release's health (Healthy, the first unhealthy object) is unchanged.
 func (d *ClusterStatusData) Trim() {
 	d.Message = trim(d.Message, MaxReportMessage)
 	for i := range d.Objects {
 		d.Objects[i].Message = trim(d.Objects[i].Message, MaxObjectMessage)
 	}
+	if len(d.Objects) > MaxReportObjects {
+		slices.SortStableFunc(d.Objects, func(a, b ObjectStatus) int {
+			return cmp.Compare(boolRank(a.Health != HealthCurrent), boolRank(b.Health != HealthCurrent))
+		})
+		d.Objects = d.Objects[:MaxReportObjects]
+	}
+}
+
+// boolRank orders true first.
+func boolRank(b bool) int {
+	if b {
+		return 0
+	}
+	return 1
 }
 
 func trim(s string, n int) string {

@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -287,6 +288,20 @@ func TestReportBounds(t *testing.T) {
 	}
 	if !utf8.ValidString(d.Message) || !utf8.ValidString(d.Objects[0].Message) || !strings.HasSuffix(d.Message, "…") {
 		t.Errorf("trimmed messages %q… are not whole characters ending with …", d.Message[:20])
+	}
+	// Many objects, one of them not Current, last: still unhealthy, and named.
+	lots := make([]ObjectStatus, MaxReportObjects+50)
+	for i := range lots {
+		lots[i] = ObjectStatus{Version: "v1", Kind: "ConfigMap", Name: fmt.Sprintf("c%d", i), Health: HealthCurrent}
+	}
+	lots[len(lots)-1].Health = HealthInProgress
+	big := &ClusterStatusData{AppRef: ref, Cluster: "c1", Phase: ClusterApplied, Objects: lots}
+	if big.Healthy() {
+		t.Fatal("a release with an object in progress is healthy")
+	}
+	big.Trim()
+	if err := big.Validate(); err != nil || big.Healthy() || big.Objects[0].Health != HealthInProgress {
+		t.Errorf("trimmed: %v, healthy %v, first %+v", err, big.Healthy(), big.Objects[0])
 	}
 	short := &ClusterStatusData{AppRef: ref, Cluster: "c1", Phase: ClusterFailed, Message: "denied"}
 	short.Trim()

@@ -24,7 +24,7 @@ func main() {
 	}
 	service.Main("cluster-agent", &common, opts.BindFlags, func(ctx context.Context, d service.Deps) error {
 		opts.Instruments = d.Instruments
-		clients, err := agent.NewClients(d.Kube)
+		clients, err := hub.NewClients(d.Kube)
 		if err != nil {
 			return err
 		}
