@@ -77,7 +77,7 @@ func TestMain(m *testing.M) {
 		js, _ = jetstream.New(nc)
 		hub, _ = dynamic.NewForConfig(env.Hub.Config)
 		log := testLogger()
-		d, err := dispatcher.New(env.Hub.Config, js, log.With("service", "dispatcher"), dispatcher.Options{CheckInterval: 100 * time.Millisecond})
+		d, err := dispatcher.New(hub, js, log.With("service", "dispatcher"), dispatcher.Options{CheckInterval: 100 * time.Millisecond})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
