@@ -43,8 +43,8 @@ func TestRealJaeger(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithResource(resource.NewWithAttributes("",
 		attribute.String("service.name", "flotilla-cluster-agent"), attribute.String("flotilla.cluster", "managedcluster-ctest01"))))
 	tracer := tp.Tracer("test")
-	pctx, parent := tracer.Start(ctx, "work")
-	_, child := tracer.Start(pctx, "apply")
+	pctx, parent := tracer.Start(ctx, "apply release")
+	_, child := tracer.Start(pctx, "apply Deployment")
 	child.SetAttributes(attribute.String("flotilla.object", "apps/v1 Deployment demo/demo"), attribute.Int64("attempt", 2))
 	child.SetStatus(codes.Error, "denied")
 	child.End()
@@ -70,8 +70,8 @@ func TestRealJaeger(t *testing.T) {
 	}
 	nodes := tr.Tree()
 	work, apply := nodes[0].Span, nodes[1].Span
-	if work.OperationName != "work" || apply.OperationName != "apply" || nodes[1].Depth != 1 || tr.Parent(apply) != work {
-		t.Errorf("tree: %s (depth %d), %s (depth %d), want work > apply", work.OperationName, nodes[0].Depth, apply.OperationName, nodes[1].Depth)
+	if work.OperationName != "apply release" || apply.OperationName != "apply Deployment" || nodes[1].Depth != 1 || tr.Parent(apply) != work {
+		t.Errorf("tree: %s (depth %d), %s (depth %d), want apply release > apply Deployment", work.OperationName, nodes[0].Depth, apply.OperationName, nodes[1].Depth)
 	}
 	if s := tr.Service(apply); s != "flotilla-cluster-agent" {
 		t.Errorf("Service() = %q", s)
