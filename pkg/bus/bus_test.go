@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 )
 
@@ -166,19 +168,21 @@ func TestConsumeSettlesEachMessage(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("retried message was not redelivered")
 	}
-	// Give a wrongly redelivered message time to show up.
-	time.Sleep(500 * time.Millisecond)
+	// The end point: the server holds nothing more to deliver or redeliver
+	// (a nak'd message stays ack-pending until it is acked or terminated),
+	// so no handler can run again.
+	eventually.True(t, 20*time.Second, "every message settled", func() (bool, error) {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return false, err
+		}
+		return info.NumAckPending == 0 && info.NumPending == 0,
+			fmt.Errorf("consumer has %d ack pending, %d pending", info.NumAckPending, info.NumPending)
+	})
 	for app, want := range map[string]int32{"ok": 1, "retry": 2, "term": 1} {
 		if got := calls[app].Load(); got != want {
 			t.Errorf("%s handled %d times, want %d", app, got, want)
 		}
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.NumAckPending != 0 || info.NumPending != 0 {
-		t.Errorf("consumer has %d ack pending, %d pending: want every message settled", info.NumAckPending, info.NumPending)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -77,20 +78,11 @@ func (o *Options) get(cmd *cobra.Command, kind, name string, clusters []string, 
 		resp, err := query.Do(cmd.Context(), nc, cluster, query.Request{
 			Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: ns, Name: name, Table: output == "",
 		})
-		var qe *query.Error
-		switch {
-		case errors.As(err, &qe):
-			fmt.Fprintf(errOut, "Error from server (%s): %s\n", qe.Reason, qe.Message)
-			failed = true
-			continue
-		case err != nil:
-			fmt.Fprintf(errOut, "error: %v\n", err)
-			failed = true
-			continue
-		}
-		if err := print(out, resp, output); err != nil {
+		refused, err := report(out, errOut, resp, err, output)
+		if err != nil {
 			return err
 		}
+		failed = failed || refused
 	}
 	if failed {
 		return printedError{errors.New("failed")}
@@ -98,7 +90,24 @@ func (o *Options) get(cmd *cobra.Command, kind, name string, clusters []string, 
 	return nil
 }
 
-func print(w interface{ Write([]byte) (int, error) }, resp *query.Response, output string) error {
+// report prints one cluster's answer as kubectl prints it: the object on
+// out, or the refusal on errOut ("Error from server (Reason): message"),
+// and says whether it was refused (the command then exits 1, the other
+// clusters shown still). err is the query's error.
+func report(out, errOut io.Writer, resp *query.Response, err error, output string) (refused bool, _ error) {
+	var qe *query.Error
+	switch {
+	case errors.As(err, &qe):
+		fmt.Fprintf(errOut, "Error from server (%s): %s\n", qe.Reason, qe.Message)
+		return true, nil
+	case err != nil:
+		fmt.Fprintf(errOut, "error: %v\n", err)
+		return true, nil
+	}
+	return false, print(out, resp, output)
+}
+
+func print(w io.Writer, resp *query.Response, output string) error {
 	switch output {
 	case "json":
 		var v any

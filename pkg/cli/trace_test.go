@@ -44,18 +44,20 @@ func seedTrace(without ...string) *jaeger.Trace {
 	}
 	spans := []s{
 		{"s3", testRootID, "step deploy-prod", "p1", 9010, 2990, append(str("flotilla.step", "deploy-prod"), failed("apply failed in managedcluster-cprod02")...)},
-		{"w1", "d1", "work", "p4", 50, 1650, nil},
+		{"w1", "sw1", "apply release", "p4", 50, 1650, nil},
 		{testRootID, "", "release", "p1", 0, 12000, str("flotilla.release", "demo-v1")},
 		{"s1", testRootID, "step deploy-test", "p1", 5, 1795, str("flotilla.step", "deploy-test")},
-		{"d1", "s1", "dispatch", "p2", 10, 30, nil},
-		{"a1", "w1", "apply", "p4", 55, 25, str("flotilla.object", "apps/v1 Deployment demo/demo")},
+		{"d1", "s1", "dispatch deploy-test", "p2", 10, 30, nil},
+		{"sw1", "d1", "send work", "p2", 12, 3, str("flotilla.cluster", "managedcluster-ctest01")},
+		{"a1", "w1", "apply Deployment", "p4", 55, 25, str("flotilla.object", "apps/v1 Deployment demo/demo")},
 		{"h1", "w1", "wait healthy", "p4", 81, 1609, nil},
 		{"s2", testRootID, "step approve-prod", "p1", 1810, 7190, nil},
 		{"g1", "s2", "wait for approval", "p5", 1815, 7175, str("flotilla.approver", "alice@example.com", "flotilla.approval.channel", "slack")},
-		{"d2", "s3", "dispatch", "p2", 9015, 25, nil},
-		{"w2", "d2", "work", "p3", 9050, 2850, nil},
-		{"a2", "w2", "apply", "p3", 9055, 45, append(str("flotilla.cluster", "managedcluster-cprod02"), failed("admission webhook denied the request")...)},
-		{"st", "s3", "handle status", "p1", 11950, 0, nil},
+		{"d2", "s3", "dispatch deploy-prod", "p2", 9015, 25, nil},
+		{"sw2", "d2", "send work", "p2", 9017, 3, str("flotilla.cluster", "managedcluster-cprod02")},
+		{"w2", "sw2", "apply release", "p3", 9050, 2850, nil},
+		{"a2", "w2", "apply Deployment", "p3", 9055, 45, append(str("flotilla.cluster", "managedcluster-cprod02"), failed("admission webhook denied the request")...)},
+		{"st", "w2", "handle status", "p1", 11950, 0, str("flotilla.cluster", "managedcluster-cprod02")},
 	}
 	tr := &jaeger.Trace{TraceID: testTraceID, Processes: map[string]jaeger.Process{
 		"p1": {ServiceName: "flotilla-planner"},
@@ -91,47 +93,51 @@ func TestWriteTimeline(t *testing.T) {
 	}{
 		{
 			name: "whole release", trace: seedTrace(), header: header,
-			want: `Trace af01ad01cfac82fdae94faa27a9323ed  application demo/demo  release 1  duration 12s  13 spans
-   OFFSET  DURATION  SERVICE                         SPAN
-      +0s       12s  flotilla-planner                release
-     +5ms    1.795s    flotilla-planner              step deploy-test
-    +10ms      30ms      flotilla-dispatcher         dispatch
-    +50ms     1.65s        flotilla-cluster-agent    work  cluster=managedcluster-ctest01
-    +55ms      25ms          flotilla-cluster-agent  apply  cluster=managedcluster-ctest01
-    +81ms    1.609s          flotilla-cluster-agent  wait healthy  cluster=managedcluster-ctest01
-   +1.81s     7.19s    flotilla-planner              step approve-prod
-  +1.815s    7.175s      flotilla-gate               wait for approval  approver=alice@example.com channel=slack
-   +9.01s     2.99s    flotilla-planner              step deploy-prod  error="apply failed in managedcluster-cprod02"
-  +9.015s      25ms      flotilla-dispatcher         dispatch
-   +9.05s     2.85s        flotilla-cluster-agent    work  cluster=managedcluster-cprod02
-  +9.055s      45ms          flotilla-cluster-agent  apply  cluster=managedcluster-cprod02 error="admission webhook denied the request"
-  +11.95s        0s      flotilla-planner            handle status
+			want: `Trace af01ad01cfac82fdae94faa27a9323ed  application demo/demo  release 1  duration 12s  15 spans
+   OFFSET  DURATION  SERVICE                           SPAN
+      +0s       12s  flotilla-planner                  release
+     +5ms    1.795s    flotilla-planner                step deploy-test
+    +10ms      30ms      flotilla-dispatcher           dispatch deploy-test
+    +12ms       3ms        flotilla-dispatcher         send work  cluster=managedcluster-ctest01
+    +50ms     1.65s          flotilla-cluster-agent    apply release  cluster=managedcluster-ctest01
+    +55ms      25ms            flotilla-cluster-agent  apply Deployment  cluster=managedcluster-ctest01
+    +81ms    1.609s            flotilla-cluster-agent  wait healthy  cluster=managedcluster-ctest01
+   +1.81s     7.19s    flotilla-planner                step approve-prod
+  +1.815s    7.175s      flotilla-gate                 wait for approval  approver=alice@example.com channel=slack
+   +9.01s     2.99s    flotilla-planner                step deploy-prod  error="apply failed in managedcluster-cprod02"
+  +9.015s      25ms      flotilla-dispatcher           dispatch deploy-prod
+  +9.017s       3ms        flotilla-dispatcher         send work  cluster=managedcluster-cprod02
+   +9.05s     2.85s          flotilla-cluster-agent    apply release  cluster=managedcluster-cprod02
+  +9.055s      45ms            flotilla-cluster-agent  apply Deployment  cluster=managedcluster-cprod02 error="admission webhook denied the request"
+  +11.95s        0s            flotilla-planner        handle status  cluster=managedcluster-cprod02
 `,
 		},
 		{
-			name: "release still running", trace: seedTrace(testRootID, "s3", "d2", "w2", "a2", "st"), header: header,
-			want: `Trace af01ad01cfac82fdae94faa27a9323ed  application demo/demo  release 1  duration 8.995s  7 spans
+			name: "release still running", trace: seedTrace(testRootID, "s3", "d2", "sw2", "w2", "a2", "st"), header: header,
+			want: `Trace af01ad01cfac82fdae94faa27a9323ed  application demo/demo  release 1  duration 8.995s  8 spans
 note: no release span yet: the planner records it when the release ends, so the release still runs (or its end is not exported yet); its steps are shown at the top level
-   OFFSET  DURATION  SERVICE                       SPAN
-      +0s    1.795s  flotilla-planner              step deploy-test
-     +5ms      30ms    flotilla-dispatcher         dispatch
-    +45ms     1.65s      flotilla-cluster-agent    work  cluster=managedcluster-ctest01
-    +50ms      25ms        flotilla-cluster-agent  apply  cluster=managedcluster-ctest01
-    +76ms    1.609s        flotilla-cluster-agent  wait healthy  cluster=managedcluster-ctest01
-  +1.805s     7.19s  flotilla-planner              step approve-prod
-   +1.81s    7.175s    flotilla-gate               wait for approval  approver=alice@example.com channel=slack
+   OFFSET  DURATION  SERVICE                         SPAN
+      +0s    1.795s  flotilla-planner                step deploy-test
+     +5ms      30ms    flotilla-dispatcher           dispatch deploy-test
+     +7ms       3ms      flotilla-dispatcher         send work  cluster=managedcluster-ctest01
+    +45ms     1.65s        flotilla-cluster-agent    apply release  cluster=managedcluster-ctest01
+    +50ms      25ms          flotilla-cluster-agent  apply Deployment  cluster=managedcluster-ctest01
+    +76ms    1.609s          flotilla-cluster-agent  wait healthy  cluster=managedcluster-ctest01
+  +1.805s     7.19s  flotilla-planner                step approve-prod
+   +1.81s    7.175s    flotilla-gate                 wait for approval  approver=alice@example.com channel=slack
 `,
 		},
 		{
-			name: "a span whose parent is not exported yet", trace: seedTrace("d1", "s2", "g1", "s3", "d2", "w2", "a2", "st"), header: header,
-			want: `Trace af01ad01cfac82fdae94faa27a9323ed  application demo/demo  release 1  duration 12s  5 spans
+			name: "a span whose parent is not exported yet", trace: seedTrace("d1", "s2", "g1", "s3", "d2", "sw2", "w2", "a2", "st"), header: header,
+			want: `Trace af01ad01cfac82fdae94faa27a9323ed  application demo/demo  release 1  duration 12s  6 spans
 note: 1 span(s) whose parent is not in the trace (yet) are shown at the top level
-   OFFSET  DURATION  SERVICE                   SPAN
-      +0s       12s  flotilla-planner          release
-     +5ms    1.795s    flotilla-planner        step deploy-test
-    +50ms     1.65s  flotilla-cluster-agent    work  cluster=managedcluster-ctest01
-    +55ms      25ms    flotilla-cluster-agent  apply  cluster=managedcluster-ctest01
-    +81ms    1.609s    flotilla-cluster-agent  wait healthy  cluster=managedcluster-ctest01
+   OFFSET  DURATION  SERVICE                     SPAN
+      +0s       12s  flotilla-planner            release
+     +5ms    1.795s    flotilla-planner          step deploy-test
+    +12ms       3ms  flotilla-dispatcher         send work  cluster=managedcluster-ctest01
+    +50ms     1.65s    flotilla-cluster-agent    apply release  cluster=managedcluster-ctest01
+    +55ms      25ms      flotilla-cluster-agent  apply Deployment  cluster=managedcluster-ctest01
+    +81ms    1.609s      flotilla-cluster-agent  wait healthy  cluster=managedcluster-ctest01
 `,
 		},
 	}
@@ -250,7 +256,7 @@ current-context: hub
 	}{
 		{"latest release", []string{"trace", "demo", "-n", "demo"}, 0,
 			// No note: the release span is there, under the ID the planner gives it.
-			"Trace " + release2 + "  application demo/demo  release 2  duration 12s  13 spans\n   OFFSET"},
+			"Trace " + release2 + "  application demo/demo  release 2  duration 12s  15 spans\n   OFFSET"},
 		{"earlier release", []string{"trace", "demo", "-n", "demo", "--release", "1"}, 1,
 			"error: no trace for demo release 1 (trace ID " + release1 + ") in Jaeger at " + jaegerSrv.URL + ": spans may not have been exported yet\n"},
 		{"Jaeger from the flag", []string{"trace", "demo", "-n", "demo", "--release", "1", "--jaeger-url", hub.URL}, 1,

@@ -20,8 +20,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
@@ -60,30 +60,34 @@ type Dispatcher struct {
 	clusters cache.GenericLister
 	kv       jetstream.KeyValue
 	work     jetstream.Stream
+	// queue holds the names of ManagedClusters whose acceptance may have
+	// changed: the informer only enqueues, a worker relays.
+	queue workqueue.TypedRateLimitingInterface[string]
 
 	mu       sync.Mutex
-	accepted map[string]bool // last acceptance relayed to each agent
+	accepted map[string]bool // last acceptance relayed to each agent (and its status written)
 
 	tracer  trace.Tracer
 	metrics *metrics
 }
 
-// New builds a dispatcher for the hub at cfg.
-func New(cfg *rest.Config, js jetstream.JetStream, log *slog.Logger, opts Options) (*Dispatcher, error) {
+// New builds a dispatcher working with the hub through dyn.
+func New(dyn dynamic.Interface, js jetstream.JetStream, log *slog.Logger, opts Options) (*Dispatcher, error) {
+	if dyn == nil || js == nil || log == nil {
+		return nil, errors.New("dispatcher: a hub client, JetStream and a logger are required")
+	}
 	if opts.MissedHeartbeats <= 0 {
 		opts.MissedHeartbeats = 3
 	}
 	if opts.CheckInterval <= 0 {
 		opts.CheckInterval = time.Second
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("dispatcher: hub client: %w", err)
-	}
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	d := &Dispatcher{
 		opts: opts, log: log, js: js, dyn: dyn, factory: factory,
 		clusters: factory.ForResource(clusterv1.ManagedClusterResource).Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "managedclusters"}),
 		accepted: map[string]bool{}, tracer: opts.Instruments.T(),
 	}
 	d.metrics = newMetrics(d)
@@ -105,10 +109,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if d.work, err = d.js.Stream(ctx, bus.StreamWork); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
+	// However Run ends, the queue's goroutines end with it.
+	defer d.queue.ShutDown()
 	inf := d.factory.ForResource(clusterv1.ManagedClusterResource).Informer()
-	relay := func(obj any) { d.relayAcceptance(ctx, obj) }
+	enqueue := func(obj any) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			d.queue.Add(key)
+		}
+	}
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: relay, UpdateFunc: func(_, obj any) { relay(obj) }, DeleteFunc: relay,
+		AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) }, DeleteFunc: enqueue,
 	}); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
@@ -116,6 +126,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return errors.New("dispatcher: ManagedCluster cache did not sync")
 	}
+	// One worker relays acceptance: the informer's handlers only enqueue.
+	var worker sync.WaitGroup
+	defer worker.Wait()
+	defer d.queue.ShutDown() // runs first: the worker's Get returns and it ends
+	worker.Go(func() {
+		for d.processNext(ctx) {
+		}
+	})
 
 	steps, err := d.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{
 		Durable: bus.ConsumerDispatcher, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64,

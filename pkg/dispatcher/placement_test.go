@@ -99,3 +99,61 @@ func TestClusterConditions(t *testing.T) {
 		t.Error("unavailable message changes over time")
 	}
 }
+
+// A topology's namespace is where the objects go; a later policy naming
+// none keeps the earlier one's.
+func TestPlaceNamespace(t *testing.T) {
+	clusters := []Cluster{{Name: "c1", Accepted: true}}
+	tests := []struct {
+		name     string
+		policies []events.Policy
+		want     string
+	}{
+		{"none", []events.Policy{topo("t", `{"clusters":["c1"]}`)}, ""},
+		{"set", []events.Policy{topo("t", `{"clusters":["c1"],"namespace":"shop"}`)}, "shop"},
+		{"later one wins", []events.Policy{topo("a", `{"clusters":["c1"],"namespace":"a"}`), topo("b", `{"clusters":["c1"],"namespace":"b"}`)}, "b"},
+		{"later one silent", []events.Policy{topo("a", `{"clusters":["c1"],"namespace":"a"}`), topo("b", `{"clusters":["c1"]}`)}, "a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Place(tt.policies, clusters)
+			if err != nil || got.Namespace != tt.want {
+				t.Errorf("Place() namespace = %q, %v; want %q", got.Namespace, err, tt.want)
+			}
+		})
+	}
+}
+
+// AVAILABLE holds exactly as long as missed heartbeats allow: at missed ×
+// interval after the last beat the cluster is still available, a moment
+// later Unknown.
+func TestAvailabilityBoundary(t *testing.T) {
+	beat := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	const interval = 300 * time.Millisecond
+	last := &seen{At: beat, HeartbeatMillis: interval.Milliseconds()}
+	mc := &clusterv1.ManagedCluster{}
+	mc.Name, mc.Spec.HubAcceptsClient = "c1", true
+	tests := []struct {
+		name   string
+		missed int
+		after  time.Duration
+		want   metav1.ConditionStatus
+	}{
+		{"at the beat", 3, 0, metav1.ConditionTrue},
+		{"two missed", 3, 2 * interval, metav1.ConditionTrue},
+		{"exactly three intervals", 3, 3 * interval, metav1.ConditionTrue},
+		{"just after three", 3, 3*interval + time.Nanosecond, metav1.ConditionUnknown},
+		{"long gone", 3, time.Hour, metav1.ConditionUnknown},
+		{"one allowed: exactly one interval", 1, interval, metav1.ConditionTrue},
+		{"one allowed: just after", 1, interval + time.Nanosecond, metav1.ConditionUnknown},
+		{"five allowed: just after four", 5, 4*interval + time.Nanosecond, metav1.ConditionTrue},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := meta.FindStatusCondition(clusterConditions(mc, last, tt.missed, beat.Add(tt.after)), clusterv1.ConditionAvailable)
+			if c == nil || c.Status != tt.want {
+				t.Fatalf("AVAILABLE %v after the last beat with %d allowed missed: %+v, want %s", tt.after, tt.missed, c, tt.want)
+			}
+		})
+	}
+}

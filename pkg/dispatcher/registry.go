@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
@@ -82,35 +81,69 @@ func (d *Dispatcher) createCluster(ctx context.Context, data *events.ClusterJoin
 	return nil
 }
 
-// relayAcceptance tells a cluster's agent whether the hub accepts it.
-func (d *Dispatcher) relayAcceptance(ctx context.Context, obj any) {
-	if del, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = del.Obj
+// processNext relays one queued cluster's acceptance, retrying a failure
+// with the queue's rate limit; false once the queue shuts down.
+func (d *Dispatcher) processNext(ctx context.Context) bool {
+	name, quit := d.queue.Get()
+	if quit {
+		return false
 	}
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return
+	defer d.queue.Done(name)
+	if err := d.relayAcceptance(ctx, name); err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("relay acceptance, retrying", "cluster", name, "err", err)
+		}
+		d.queue.AddRateLimited(name)
+		return true
 	}
-	accepted, _, _ := unstructured.NestedBool(u.Object, "spec", "hubAcceptsClient")
-	if _, err := d.clusters.Get(u.GetName()); apierrors.IsNotFound(err) || u.GetDeletionTimestamp() != nil {
-		accepted = false
+	d.queue.Forget(name)
+	return true
+}
+
+// relayAcceptance tells a cluster's agent whether the hub accepts it (a
+// KV entry its agent reads) and writes the cluster's status, once per
+// change of acceptance.
+func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
+	obj, err := d.clusters.Get(name)
+	gone := apierrors.IsNotFound(err)
+	if err != nil && !gone {
+		return fmt.Errorf("read ManagedCluster %s: %w", name, err)
 	}
+	accepted := !gone && acceptedBy(obj)
 	d.mu.Lock()
-	prev, known := d.accepted[u.GetName()]
-	d.accepted[u.GetName()] = accepted
+	prev, known := d.accepted[name]
 	d.mu.Unlock()
 	if known && prev == accepted {
-		return
+		return nil
 	}
-	if _, err := d.kv.Put(ctx, bus.AcceptedKey(u.GetName()), []byte(fmt.Sprint(accepted))); err != nil {
-		d.log.Warn("relay acceptance", "cluster", u.GetName(), "err", err)
-		d.mu.Lock()
-		delete(d.accepted, u.GetName())
-		d.mu.Unlock()
-		return
+	if _, err := d.kv.Put(ctx, bus.AcceptedKey(name), []byte(fmt.Sprint(accepted))); err != nil {
+		return fmt.Errorf("relay acceptance of cluster %s: %w", name, err)
 	}
-	d.log.Info("cluster acceptance relayed", "cluster", u.GetName(), "accepted", accepted)
-	_ = d.updateStatus(ctx, u.GetName(), time.Now())
+	d.log.Info("cluster acceptance relayed", "cluster", name, "accepted", accepted)
+	if err := d.updateStatus(ctx, name, time.Now()); err != nil {
+		// Recorded as relayed only once the status is written too: the
+		// retry puts the same value again, which the agent reads alike.
+		return fmt.Errorf("status of cluster %s: %w", name, err)
+	}
+	d.mu.Lock()
+	if gone {
+		delete(d.accepted, name) // a cluster registered again starts anew
+	} else {
+		d.accepted[name] = accepted
+	}
+	d.mu.Unlock()
+	return nil
+}
+
+// acceptedBy says whether a ManagedCluster is accepted by the hub: it says
+// so and is not being deleted.
+func acceptedBy(obj runtime.Object) bool {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok || u.GetDeletionTimestamp() != nil {
+		return false
+	}
+	accepted, _, _ := unstructured.NestedBool(u.Object, "spec", "hubAcceptsClient")
+	return accepted
 }
 
 func (d *Dispatcher) knownClusters() ([]Cluster, error) {

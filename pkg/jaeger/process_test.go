@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,8 +43,8 @@ func TestRealJaeger(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithResource(resource.NewWithAttributes("",
 		attribute.String("service.name", "flotilla-cluster-agent"), attribute.String("flotilla.cluster", "managedcluster-ctest01"))))
 	tracer := tp.Tracer("test")
-	pctx, parent := tracer.Start(ctx, "work")
-	_, child := tracer.Start(pctx, "apply")
+	pctx, parent := tracer.Start(ctx, "apply release")
+	_, child := tracer.Start(pctx, "apply Deployment")
 	child.SetAttributes(attribute.String("flotilla.object", "apps/v1 Deployment demo/demo"), attribute.Int64("attempt", 2))
 	child.SetStatus(codes.Error, "denied")
 	child.End()
@@ -68,8 +70,8 @@ func TestRealJaeger(t *testing.T) {
 	}
 	nodes := tr.Tree()
 	work, apply := nodes[0].Span, nodes[1].Span
-	if work.OperationName != "work" || apply.OperationName != "apply" || nodes[1].Depth != 1 || tr.Parent(apply) != work {
-		t.Errorf("tree: %s (depth %d), %s (depth %d), want work > apply", work.OperationName, nodes[0].Depth, apply.OperationName, nodes[1].Depth)
+	if work.OperationName != "apply release" || apply.OperationName != "apply Deployment" || nodes[1].Depth != 1 || tr.Parent(apply) != work {
+		t.Errorf("tree: %s (depth %d), %s (depth %d), want apply release > apply Deployment", work.OperationName, nodes[0].Depth, apply.OperationName, nodes[1].Depth)
 	}
 	if s := tr.Service(apply); s != "flotilla-cluster-agent" {
 		t.Errorf("Service() = %q", s)
@@ -126,7 +128,8 @@ func TestStartNamesMissingBinary(t *testing.T) {
 // log, and leaves nothing running.
 func TestStartReportsAProcessThatDies(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "jaeger")
-	script := "#!/bin/sh\necho \"cannot listen on 127.0.0.1:$JAEGER_QUERY_HTTP_PORT: disk on fire\" >&2\nexit 3\n"
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	script := "#!/bin/sh\necho $$ > " + pidFile + "\necho \"cannot listen on 127.0.0.1:$JAEGER_QUERY_HTTP_PORT: disk on fire\" >&2\nexit 3\n"
 	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -140,12 +143,33 @@ func TestStartReportsAProcessThatDies(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
+	assertGone(t, pidFile)
+}
+
+// assertGone checks that the process whose PID the fake Jaeger wrote to
+// pidFile no longer exists (exited and reaped): Start left nothing running.
+func assertGone(t *testing.T, pidFile string) {
+	t.Helper()
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("the fake Jaeger never ran: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Errorf("Jaeger's process %d still exists after Start failed (kill 0: %v)", pid, err)
+	}
 }
 
 // A Jaeger that never answers fails Start after StartTimeout, and is stopped.
 func TestStartTimesOut(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "jaeger")
-	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho starting\nexec sleep 60\n"), 0o755); err != nil {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	// exec keeps the PID: the one written is the one that sleeps.
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho $$ > "+pidFile+"\necho starting\nexec sleep 60\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()
@@ -153,7 +177,9 @@ func TestStartTimesOut(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not ready") || !strings.Contains(err.Error(), "starting") {
 		t.Fatalf("Start() error = %v, want not ready with the log", err)
 	}
+	// StartTimeout, not the 30 s default, bounded the wait.
 	if d := time.Since(began); d > 10*time.Second {
 		t.Errorf("Start took %v", d)
 	}
+	assertGone(t, pidFile)
 }

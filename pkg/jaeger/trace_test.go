@@ -16,7 +16,9 @@ import (
 
 // The testdata files are answers of the real Jaeger (v1.76.0, `make jaeger`)
 // to /api/traces/{id}: a release's trace as Flotilla's four services send
-// it, once whole and once while the release runs (no release span yet).
+// it, once whole and once while the release runs (no release span yet). Its
+// spans are named as the services name them (README, "Tracing and metrics"):
+// dispatch <step>, send work per cluster, apply release, apply <Kind>.
 func readTestdata(t testing.TB, name string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name))
@@ -46,17 +48,19 @@ func TestDecodeTraces(t *testing.T) {
 	whole := []string{
 		"flotilla-planner/release",
 		"  flotilla-planner/step deploy-test",
-		"    flotilla-dispatcher/dispatch",
-		"      flotilla-cluster-agent/work [managedcluster-ctest01]",
-		"        flotilla-cluster-agent/apply [managedcluster-ctest01]",
-		"        flotilla-cluster-agent/wait healthy [managedcluster-ctest01]",
+		"    flotilla-dispatcher/dispatch deploy-test",
+		"      flotilla-dispatcher/send work [managedcluster-ctest01]",
+		"        flotilla-cluster-agent/apply release [managedcluster-ctest01]",
+		"          flotilla-cluster-agent/apply Deployment [managedcluster-ctest01]",
+		"          flotilla-cluster-agent/wait healthy [managedcluster-ctest01]",
 		"  flotilla-planner/step approve-prod",
 		"    flotilla-gate/wait for approval",
 		"  flotilla-planner/step deploy-prod",
-		"    flotilla-dispatcher/dispatch",
-		"      flotilla-cluster-agent/work [managedcluster-cprod02]",
-		"        flotilla-cluster-agent/apply [managedcluster-cprod02]",
-		"    flotilla-planner/handle status",
+		"    flotilla-dispatcher/dispatch deploy-prod",
+		"      flotilla-dispatcher/send work [managedcluster-cprod02]",
+		"        flotilla-cluster-agent/apply release [managedcluster-cprod02]",
+		"          flotilla-cluster-agent/apply Deployment [managedcluster-cprod02]",
+		"          flotilla-planner/handle status [managedcluster-cprod02]",
 	}
 	// Without the release span, its steps are orphans at the top.
 	var inProgress []string
@@ -76,8 +80,8 @@ func TestDecodeTraces(t *testing.T) {
 		outline   []string
 		processes int
 	}{
-		{file: "trace.json", traceID: "af01ad01cfac82fdae94faa27a9323ed", spans: 13, duration: 12 * time.Second, outline: whole, processes: 5},
-		{file: "trace-in-progress.json", traceID: "af01ad01cfac82fdae94faa27a9323ed", spans: 12, duration: 11995 * time.Millisecond, outline: inProgress, processes: 5},
+		{file: "trace.json", traceID: "af01ad01cfac82fdae94faa27a9323ed", spans: 15, duration: 12 * time.Second, outline: whole, processes: 5},
+		{file: "trace-in-progress.json", traceID: "af01ad01cfac82fdae94faa27a9323ed", spans: 14, duration: 11995 * time.Millisecond, outline: inProgress, processes: 5},
 		{file: "not-found.json", wantErr: "trace not found"},
 	}
 	for _, tt := range tests {
@@ -141,7 +145,7 @@ func TestSpanHelpers(t *testing.T) {
 	if wait.Duration() != 7175*time.Millisecond {
 		t.Errorf("Duration() = %v", wait.Duration())
 	}
-	work := find("work", "managedcluster-ctest01")
+	work := find("apply release", "managedcluster-ctest01")
 	for key, want := range map[string]string{"flotilla.revision": "1", "flotilla.dry_run": "false", "ratio": "0.5"} {
 		if got, ok := work.Tag(key); !ok || got != want {
 			t.Errorf("work: Tag(%q) = %q, %v; want %q (numbers and bools as text)", key, got, ok, want)
@@ -151,26 +155,31 @@ func TestSpanHelpers(t *testing.T) {
 	for _, c := range tr.Children(work) {
 		kids = append(kids, c.OperationName)
 	}
-	if !slices.Equal(kids, []string{"apply", "wait healthy"}) {
+	if !slices.Equal(kids, []string{"apply Deployment", "wait healthy"}) {
 		t.Errorf("Children(work) = %v", kids)
 	}
-	failed := find("apply", "managedcluster-cprod02")
+	failed := find("apply Deployment", "managedcluster-cprod02")
 	if ok, desc := failed.Failed(); !ok || desc != "admission webhook denied the request" {
 		t.Errorf("Failed() = %v, %q", ok, desc)
 	}
 	if ok, _ := work.Failed(); ok {
 		t.Error("work failed, want not")
 	}
+	// The work's span hangs under the dispatcher's send, under its dispatch.
+	send := tr.Parent(tr.Parent(failed))
+	if c, _ := tr.Attr(send, "flotilla.cluster"); send.OperationName != "send work" || tr.Service(send) != "flotilla-dispatcher" || c != "managedcluster-cprod02" {
+		t.Errorf("the work's parent is %s of %s in %s, want the dispatcher's send work to managedcluster-cprod02", send.OperationName, tr.Service(send), c)
+	}
 	// A link is a FOLLOWS_FROM reference, not a parent.
-	dispatch := tr.Parent(tr.Parent(failed))
-	if dispatch.OperationName != "dispatch" || len(dispatch.References) != 2 || tr.Parent(dispatch).OperationName != "step deploy-prod" {
+	dispatch := tr.Parent(send)
+	if dispatch.OperationName != "dispatch deploy-prod" || len(dispatch.References) != 2 || tr.Parent(dispatch).OperationName != "step deploy-prod" {
 		t.Errorf("dispatch %s refs %v: parent should be step deploy-prod", dispatch.OperationName, dispatch.References)
 	}
 	release := tr.Span("b89215c292c11787")
 	if release == nil || tr.Parent(release) != nil || release.ParentID() != "" {
 		t.Errorf("release span %v should be the root", release)
 	}
-	status := find("handle status", "")
+	status := find("handle status", "managedcluster-cprod02")
 	if len(status.Logs) != 1 || len(status.Logs[0].Fields) != 2 || status.Logs[0].Fields[1].String() != "workflowFailed" {
 		t.Errorf("handle status logs = %+v", status.Logs)
 	}
@@ -240,7 +249,7 @@ func TestClient(t *testing.T) {
 	c := New(srv.URL + "/")
 
 	tr, err := c.Trace(ctx, "af01ad01cfac82fdae94faa27a9323ed")
-	if err != nil || len(tr.Spans) != 13 {
+	if err != nil || len(tr.Spans) != 15 {
 		t.Fatalf("Trace() = %v, %v", tr, err)
 	}
 	_, err = c.Trace(ctx, "0123456789abcdef0123456789abcdef")

@@ -24,6 +24,44 @@ type Options struct {
 	Port int
 	// ReadyTimeout bounds the wait for the server to accept clients. Zero: 10s.
 	ReadyTimeout time.Duration
+	// MaxPayload is the largest message the server accepts, in bytes.
+	// Zero: the server's default (1 MiB).
+	MaxPayload int32
+	// Users, when set, are the only clients the server admits (connect with
+	// Server.Connect), each allowed only what its permissions say: the
+	// production server's authorization, on the embedded server.
+	Users []User
+}
+
+// User is a client the server admits by name and password.
+type User struct {
+	Name, Password string
+	// Publish and Subscribe are the subjects the user may publish and
+	// subscribe to (NATS wildcards allowed). Nil: any subject.
+	Publish, Subscribe []string
+	// AllowResponses lets the user answer the requests it receives (one
+	// reply each), whatever Publish says.
+	AllowResponses bool
+}
+
+func (u User) server() *server.User {
+	su := &server.User{Username: u.Name, Password: u.Password}
+	if u.Publish == nil && u.Subscribe == nil && !u.AllowResponses {
+		return su
+	}
+	p := &server.Permissions{}
+	if u.Publish != nil || u.AllowResponses {
+		// With responses allowed and no publish list, nothing else may be published.
+		p.Publish = &server.SubjectPermission{Allow: append([]string{}, u.Publish...)}
+	}
+	if u.Subscribe != nil {
+		p.Subscribe = &server.SubjectPermission{Allow: u.Subscribe}
+	}
+	if u.AllowResponses {
+		p.Response = &server.ResponsePermission{MaxMsgs: server.DEFAULT_ALLOW_RESPONSE_MAX_MSGS, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION}
+	}
+	su.Permissions = p
+	return su
 }
 
 // Server is a running embedded NATS server with JetStream.
@@ -47,14 +85,19 @@ func Start(opts Options) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	ns, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      port,
-		JetStream: true,
-		StoreDir:  s.storeDir,
-		NoSigs:    true,
-		NoLog:     true,
-	})
+	so := &server.Options{
+		Host:       "127.0.0.1",
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   s.storeDir,
+		NoSigs:     true,
+		NoLog:      true,
+		MaxPayload: opts.MaxPayload,
+	}
+	for _, u := range opts.Users {
+		so.Users = append(so.Users, u.server())
+	}
+	ns, err := server.NewServer(so)
 	if err != nil {
 		s.cleanup()
 		return nil, fmt.Errorf("natstest: new server: %w", err)
@@ -79,12 +122,36 @@ func Start(opts Options) (*Server, error) {
 // New starts a server for a test and shuts it down when the test ends.
 func New(t testing.TB) *Server {
 	t.Helper()
-	s, err := Start(Options{})
+	return NewWith(t, Options{})
+}
+
+// NewWith starts a server with opts for a test and shuts it down when the
+// test ends.
+func NewWith(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s, err := Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Shutdown)
 	return s
+}
+
+// Connect connects a client as user (a server started with Users) for the
+// test, closed when it ends; opts add client options (an inbox prefix, an
+// error handler).
+func (s *Server) Connect(t testing.TB, user User, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.URL(), append([]nats.Option{nats.UserInfo(user.Name, user.Password)}, opts...)...)
+	if err != nil {
+		t.Fatalf("natstest: connect as %s: %v", user.Name, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
 
 // JetStream connects a client for the test (closed when it ends).

@@ -2,8 +2,10 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +79,50 @@ func TestTwoServersRunSideBySide(t *testing.T) {
 	a, b := New(t), New(t)
 	if a.URL() == b.URL() {
 		t.Fatalf("both servers on %s", a.URL())
+	}
+}
+
+// A server with a small max_payload says so to its clients and refuses
+// larger messages; one with users admits only them, each allowed only its
+// subjects.
+func TestMaxPayloadAndUsers(t *testing.T) {
+	alice := User{Name: "alice", Password: "secret", Publish: []string{"ok.>"}, Subscribe: []string{"ok.>", "_INBOX.>"}}
+	s := NewWith(t, Options{MaxPayload: 64 << 10, Users: []User{alice}})
+	if nc, err := nats.Connect(s.URL()); err == nil {
+		nc.Close()
+		t.Error("a client without credentials was admitted")
+	}
+	if nc, err := nats.Connect(s.URL(), nats.UserInfo("alice", "wrong")); err == nil {
+		nc.Close()
+		t.Error("a wrong password was admitted")
+	}
+	refused := make(chan error, 8)
+	nc, _ := s.Connect(t, alice, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { refused <- err }))
+	if got := nc.MaxPayload(); got != 64<<10 {
+		t.Errorf("max payload %d, want %d", got, 64<<10)
+	}
+	if err := nc.Publish("ok.big", make([]byte, 65<<10)); !errors.Is(err, nats.ErrMaxPayload) {
+		t.Errorf("publishing over max_payload: %v, want ErrMaxPayload", err)
+	}
+	sub, err := nc.SubscribeSync("ok.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish("ok.small", []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := sub.NextMsg(10 * time.Second); err != nil || string(msg.Data) != "hi" {
+		t.Fatalf("an allowed publish: %v, %v", msg, err)
+	}
+	if err := nc.Publish("other.x", []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-refused:
+		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), `"other.x"`) {
+			t.Errorf("refusal %v, want a permissions violation on other.x", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("publishing outside the user's subjects was not refused")
 	}
 }

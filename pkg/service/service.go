@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -68,16 +69,17 @@ func Main(name string, c *Common, bind func(*pflag.FlagSet), run func(context.Co
 	if c.AfterParse != nil {
 		c.AfterParse()
 	}
-	if err := start(name, c, run); err != nil {
+	if err := start(name, c, os.Stderr, run); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
 }
 
-func start(name string, c *Common, run func(context.Context, Deps) error) error {
+// start runs the service, logging to logTo.
+func start(name string, c *Common, logTo io.Writer, run func(context.Context, Deps) error) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log, err := c.Log.Logger(os.Stderr, name)
+	log, err := c.Log.Logger(logTo, name)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -289,11 +290,20 @@ func SetError(span trace.Span, err error) {
 	}
 }
 
-// Sanitize keeps attribute values short and single-line.
+// maxValue is the most bytes Sanitize keeps of a value.
+const maxValue = 512
+
+// Sanitize keeps attribute values short and single-line. A value cut short
+// ends with "…", and is cut between characters, so it stays valid UTF-8
+// (exporters and Jaeger would otherwise mangle or refuse it).
 func Sanitize(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > 512 {
-		s = s[:512] + "…"
+	if len(s) > maxValue {
+		cut := maxValue
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return s
 }

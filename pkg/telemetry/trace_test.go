@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -133,18 +138,57 @@ func TestLogOptions(t *testing.T) {
 	}
 }
 
+// otlpRequest is what an OTLP receiver was sent.
+type otlpRequest struct{ proto, path, contentType string }
+
+// otlpReceiver answers OTLP/HTTP and OTLP/gRPC (HTTP/2 without TLS, as
+// gRPC's insecure transport speaks it) exports with success, and records
+// how each came.
+func otlpReceiver(t *testing.T) (string, <-chan otlpRequest) {
+	t.Helper()
+	got := make(chan otlpRequest, 16)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		got <- otlpRequest{proto: r.Proto, path: r.URL.Path, contentType: r.Header.Get("Content-Type")}
+		if r.Header.Get("Content-Type") == "application/grpc" {
+			// An empty ExportTraceServiceResponse, then status OK in the trailers.
+			w.Header().Set("Content-Type", "application/grpc")
+			_, _ = w.Write([]byte{0, 0, 0, 0, 0})
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL, got
+}
+
+// The OTEL_* variables decide whether spans leave the process and how: a
+// span sent reaches the receiver over OTLP/HTTP (protobuf on /v1/traces)
+// or OTLP/gRPC (the trace service's Export over HTTP/2), as asked.
 func TestExporterFromEnv(t *testing.T) {
+	endpoint, received := otlpReceiver(t)
+	httpProto := otlpRequest{proto: "HTTP/1.1", path: "/v1/traces", contentType: "application/x-protobuf"}
+	grpcProto := otlpRequest{proto: "HTTP/2.0", path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export", contentType: "application/grpc"}
 	tests := []struct {
 		name    string
 		env     map[string]string
 		want    bool
 		wantErr bool
+		// sent is how the span must arrive (when want).
+		sent otlpRequest
 	}{
-		{"unset: no export", map[string]string{}, false, false},
-		{"endpoint: http", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, true, false},
-		{"traces endpoint, grpc", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, true, false},
-		{"exporter none wins", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_TRACES_EXPORTER": "none"}, false, false},
-		{"unknown protocol", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"}, false, true},
+		{"unset: no export", map[string]string{}, false, false, otlpRequest{}},
+		{"endpoint: http", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, true, false, httpProto},
+		{"endpoint, http/protobuf", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, true, false, httpProto},
+		{"traces endpoint, grpc", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, true, false, grpcProto},
+		{"traces protocol wins", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}, true, false, grpcProto},
+		{"exporter none wins", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_EXPORTER": "none"}, false, false, otlpRequest{}},
+		{"unknown protocol", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"}, false, true, otlpRequest{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,9 +202,60 @@ func TestExporterFromEnv(t *testing.T) {
 			if err != nil {
 				return
 			}
-			defer tr.Shutdown(context.Background())
 			if tr.Exporting != tt.want {
 				t.Errorf("exporting = %v, want %v", tr.Exporting, tt.want)
+			}
+			_, span := tr.Tracer().Start(context.Background(), "work")
+			span.End()
+			// Shutdown sends what the batcher holds.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := tr.Shutdown(ctx); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+			select {
+			case got := <-received:
+				if !tt.want {
+					t.Fatalf("a span went out (%+v) with no export configured", got)
+				}
+				if got != tt.sent {
+					t.Errorf("the span arrived as %+v, want %+v", got, tt.sent)
+				}
+			default:
+				// Shutdown returned: whatever was exported has arrived.
+				if tt.want {
+					t.Error("no span reached the receiver")
+				}
+			}
+		})
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	long := strings.Repeat("a", 600)
+	// "é" is two bytes: the 512-byte cut falls inside the one at 511.
+	straddling := strings.Repeat("a", 511) + strings.Repeat("é", 10)
+	// "€" is three bytes, at 510..512: the cut falls after its second byte.
+	euro := strings.Repeat("a", 510) + "€" + strings.Repeat("b", 10)
+	tests := []struct {
+		name, in, want string
+	}{
+		{"short", "apply failed", "apply failed"},
+		{"one line", "apply failed:\ndenied\n", "apply failed: denied "},
+		{"exactly the limit", long[:512], long[:512]},
+		{"cut", long, long[:512] + "…"},
+		{"cut before a two-byte character", straddling, straddling[:511] + "…"},
+		{"cut before a three-byte character", euro, euro[:510] + "…"},
+		{"a character ending at the limit stays", strings.Repeat("a", 510) + "é" + "zz", strings.Repeat("a", 510) + "é" + "…"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Sanitize(tt.in)
+			if got != tt.want {
+				t.Errorf("Sanitize() = %q (%d bytes), want %q (%d bytes)", got, len(got), tt.want, len(tt.want))
+			}
+			if !utf8.ValidString(got) {
+				t.Errorf("Sanitize() is not valid UTF-8: % x", got[max(0, len(got)-8):])
 			}
 		})
 	}

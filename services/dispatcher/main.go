@@ -5,6 +5,9 @@ package main
 
 import (
 	"context"
+	"fmt"
+
+	"k8s.io/client-go/dynamic"
 
 	"github.com/flotilla-dev/flotilla/pkg/dispatcher"
 	"github.com/flotilla-dev/flotilla/pkg/service"
@@ -17,7 +20,11 @@ func main() {
 	)
 	service.Main("dispatcher", &common, opts.BindFlags, func(ctx context.Context, d service.Deps) error {
 		opts.Instruments = d.Instruments
-		disp, err := dispatcher.New(d.Kube, d.JS, d.Log, opts)
+		hub, err := dynamic.NewForConfig(d.Kube)
+		if err != nil {
+			return fmt.Errorf("hub client: %w", err)
+		}
+		disp, err := dispatcher.New(hub, d.JS, d.Log, opts)
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/devenv"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/gate"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
@@ -153,14 +156,16 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 		t.Error("get of production's absent Deployment exited 0")
 	}
 	matchLines(t, out, "Run on ManagedCluster "+prodC, `Error from server \(NotFound\): deployments.apps "demo" not found`)
-	// Each agent's NATS user reaches only its own cluster's work and subjects.
-	s.agentIsolation(t, testC, prodC)
 
 	// 11-12: resume, production runs it.
 	resumed := time.Now()
 	matchLines(t, s.must("kubectl", "amc", "workflow", "resume", "demo", "-n", "demo"), `Successfully resume workflow: demo`)
 	s.eventually(`1/1`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC)
 	t.Logf("resume -> production 1/1: %v", time.Since(resumed).Round(10*time.Millisecond))
+	// Each agent's NATS user reaches only its own cluster's work and
+	// subjects, now that both clusters have work to reach for.
+	s.agentIsolation(t, testC, prodC)
+	s.agentIsolation(t, prodC, testC)
 	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
 
 	// Someone scales the test cluster's Deployment by hand: its agent puts it back.
@@ -184,9 +189,22 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 		return m[1]
 	}
 
-	// Editing the hub's Deployment without a new publishVersion rolls nothing out.
+	// Editing the hub's Deployment without a new publishVersion rolls
+	// nothing out, even once the planner has reconciled the Application
+	// after the edit: an edit of its spec (its generation moves, its
+	// publishVersion does not) makes it, and the status it then writes says
+	// which generation it saw and which release it runs.
 	kubectl("-n", "demo", "set", "image", "deployment/demo", "demo=registry.cn-hangzhou.aliyuncs.com/acs/rollouts-demo:blue")
-	time.Sleep(2 * time.Second)
+	before := kubectl("get", "app", "demo", "-n", "demo", "-o", "jsonpath={.metadata.generation}")
+	kubectl("-n", "demo", "patch", "app", "demo", "--type=merge", "-p", `{"spec":{"policies":[]}}`)
+	generation := kubectl("get", "app", "demo", "-n", "demo", "-o", "jsonpath={.metadata.generation}")
+	if generation == before {
+		t.Fatalf("the Application's spec edit left its generation at %s", generation)
+	}
+	seen := s.eventually(`^`+generation+` `, "kubectl", "get", "app", "demo", "-n", "demo", "-o", "jsonpath={.status.observedGeneration} {.status.latestRevision.name}")
+	if rev := strings.Fields(seen)[1]; rev != "demo-v1" {
+		t.Errorf("an edit without a new publishVersion cut release %s", rev)
+	}
 	if img := imageIn(testC); !strings.HasSuffix(img, ":red") {
 		t.Errorf("an edit without a new publishVersion reached the test cluster: %s", img)
 	}
@@ -377,15 +395,71 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return path
 }
 
-// agentIsolation logs in as cluster mine's agent and checks it can read its
-// own newest work but neither read nor consume other's work, nor speak for it.
+// refusals records what the NATS server refused a connection.
+type refusals struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (r *refusals) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
+}
+
+// wait waits until the server has refused op ("Publish") on subject: its
+// own answer, not an absence or a timeout.
+func (r *refusals) wait(t *testing.T, who, op, subject string) {
+	t.Helper()
+	want := fmt.Sprintf("Permissions Violation for %s to %q", op, subject)
+	eventually.True(t, 20*time.Second, who+": "+want, func() (bool, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, err := range r.errs {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), want) {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("refusals so far: %v", r.errs)
+	})
+}
+
+// agentIsolation logs in as cluster mine's agent, while other's newest work
+// is in the stream, and checks it can read its own, and that the server
+// refuses it other's work, a consumer of it, and speaking for other.
 func (s *suite) agentIsolation(t *testing.T, mine, other string) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	// The services' view: other's work is there to be refused.
+	sauth, err := nats.NkeyOptionFromSeed(s.env.NKey("services"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snc, err := nats.Connect(s.env.NATSURL, sauth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snc.Close()
+	sjs, err := jetstream.New(snc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	swork, err := sjs.Stream(ctx, bus.StreamWork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := swork.GetLastMsgForSubject(ctx, bus.WorkSubject(other, "demo", "demo")); err != nil {
+		t.Fatalf("%s has no work yet (%v): a refusal would prove nothing", other, err)
+	}
+
+	who := "agent of " + mine
+	refused := &refusals{}
 	auth, err := nats.NkeyOptionFromSeed(s.env.NKey("agent-" + mine))
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.env.NATSURL, auth, nats.CustomInboxPrefix(bus.InboxPrefix(mine)))
+	nc, err := nats.Connect(s.env.NATSURL, auth, nats.CustomInboxPrefix(bus.InboxPrefix(mine)), nats.ErrorHandler(refused.handler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,31 +468,32 @@ func (s *suite) agentIsolation(t *testing.T, mine, other string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-	defer cancel()
 	work, err := js.Stream(ctx, bus.StreamWork)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := work.GetLastMsgForSubject(ctx, bus.WorkSubject(mine, "demo", "demo")); err != nil {
-		t.Errorf("agent of %s cannot read its own work: %v", mine, err)
+		t.Errorf("%s cannot read its own work: %v", who, err)
 	}
 	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
 	c1, cancel1 := short()
 	defer cancel1()
-	if _, err := work.GetLastMsgForSubject(c1, bus.WorkSubject(other, "demo", "demo")); err == nil {
-		t.Errorf("agent of %s read %s's work", mine, other)
+	if _, err := work.GetLastMsgForSubject(c1, bus.WorkSubject(other, "demo", "demo")); err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("%s reading %s's work: %v, want the server's refusal", who, other, err)
 	}
+	refused.wait(t, who, "Publish", "$JS.API.DIRECT.GET."+bus.StreamWork+"."+bus.WorkSubject(other, "demo", "demo"))
 	c2, cancel2 := short()
 	defer cancel2()
 	if _, err := js.CreateOrUpdateConsumer(c2, bus.StreamWork, jetstream.ConsumerConfig{Durable: bus.AgentConsumer(other), FilterSubject: bus.WorkFilter(other)}); err == nil {
-		t.Errorf("agent of %s created a consumer of %s's work", mine, other)
+		t.Errorf("%s created a consumer of %s's work", who, other)
 	}
+	refused.wait(t, who, "Publish", "$JS.API.CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer(other)+"."+bus.WorkFilter(other))
 	c3, cancel3 := short()
 	defer cancel3()
 	st := events.New("forged", events.SourceAgent(other), events.TypeClusterStatus, "", &events.ClusterStatusData{
 		AppRef: events.AppRef{Namespace: "demo", Application: "demo", UID: "x", Release: "demo-v1", Revision: 1}, Cluster: other, Phase: events.ClusterApplied})
 	if _, err := bus.Publish(c3, js, bus.StatusSubject(other, "demo", "demo"), st); err == nil {
-		t.Errorf("agent of %s published status for %s", mine, other)
+		t.Errorf("%s published status for %s", who, other)
 	}
+	refused.wait(t, who, "Publish", bus.StatusSubject(other, "demo", "demo"))
 }

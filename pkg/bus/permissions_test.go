@@ -1,0 +1,345 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
+	"github.com/flotilla-dev/flotilla/pkg/natstest"
+)
+
+// user is a NATS user holding exactly p, as the production server has it.
+func user(name string, p bus.Permissions) natstest.User {
+	return natstest.User{Name: name, Password: "pw-" + name, Publish: p.Publish, Subscribe: p.Subscribe, AllowResponses: p.AllowResponses}
+}
+
+// client is one identity's connection; errs keeps what the server refused.
+type client struct {
+	t    *testing.T
+	name string
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	mu   sync.Mutex
+	errs []error
+}
+
+func login(t *testing.T, s *natstest.Server, u natstest.User, inbox string) *client {
+	t.Helper()
+	c := &client{t: t, name: u.Name}
+	opts := []nats.Option{nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.errs = append(c.errs, err)
+	})}
+	if inbox != "" {
+		opts = append(opts, nats.CustomInboxPrefix(inbox))
+	}
+	c.nc, c.js = s.Connect(t, u, opts...)
+	return c
+}
+
+// refused waits until the server has refused the client's op ("Publish"
+// or "Subscription") on subject: the server's own answer, not a timeout.
+func (c *client) refused(op, subject string) {
+	c.t.Helper()
+	want := fmt.Sprintf("Permissions Violation for %s to %q", op, subject)
+	eventually.True(c.t, 20*time.Second, c.name+": "+want, func() (bool, error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, err := range c.errs {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), want) {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("refusals so far: %v", c.errs)
+	})
+}
+
+// short bounds a call the server refuses (a refused request gets no answer).
+func short(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func workFor(cluster string) *events.Event {
+	return events.New("work-"+cluster, events.SourceDispatcher, events.TypeWork, "demo/demo", &events.WorkData{
+		AppRef: events.AppRef{Namespace: "demo", Application: "demo", UID: "u"}, Cluster: cluster, Delete: true})
+}
+
+func statusOf(cluster string) *events.Event {
+	return events.New("status-"+cluster+"-"+fmt.Sprint(time.Now().UnixNano()), events.SourceAgent(cluster), events.TypeClusterStatus, "demo/demo", &events.ClusterStatusData{
+		AppRef: events.AppRef{Namespace: "demo", Application: "demo", UID: "u", Release: "demo-v1", Revision: 1}, Cluster: cluster, Phase: events.ClusterApplied})
+}
+
+func heartbeatOf(cluster string) *events.Event {
+	return events.New("hb-"+cluster+"-"+fmt.Sprint(time.Now().UnixNano()), events.SourceAgent(cluster), events.TypeClusterHeartbeat, cluster,
+		&events.ClusterJoinData{Cluster: cluster, HeartbeatMillis: 1000})
+}
+
+// stored says whether the stream holds a message on subject (as the services see it).
+func stored(t *testing.T, js jetstream.JetStream, stream, subject string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return true
+}
+
+// Each identity's permissions (bus.AgentPermissions, CLIPermissions,
+// BotPermissions) on a real nats-server with exactly those users: what the
+// identity needs works, and what it must not do the server refuses, while
+// the thing it reaches for exists (the other cluster has work).
+func TestPermissionsOnARealServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	services := natstest.User{Name: "services", Password: "pw-services"}
+	agent1, agent2 := user("agent-c1", bus.AgentPermissions("c1")), user("agent-c2", bus.AgentPermissions("c2"))
+	cliUser, botUser := user("cli", bus.CLIPermissions()), user("bot", bus.BotPermissions())
+	s := natstest.NewWith(t, natstest.Options{Users: []natstest.User{services, agent1, agent2, cliUser, botUser}})
+	hub := login(t, s, services, "")
+	if err := bus.Setup(ctx, hub.js, bus.SetupOptions{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Both clusters are accepted and have work; c2's agent has its consumer.
+	kv, err := hub.js.KeyValue(ctx, bus.BucketClusters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"c1", "c2"} {
+		if _, err := bus.Publish(ctx, hub.js, bus.WorkSubject(c, "demo", "demo"), workFor(c)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, bus.AcceptedKey(c), []byte("true")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agentConsumer := func(cluster string) jetstream.ConsumerConfig {
+		return jetstream.ConsumerConfig{Durable: bus.AgentConsumer(cluster), FilterSubject: bus.WorkFilter(cluster),
+			DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1}
+	}
+	if _, err := login(t, s, agent2, bus.InboxPrefix("c2")).js.CreateOrUpdateConsumer(ctx, bus.StreamWork, agentConsumer("c2")); err != nil {
+		t.Fatalf("agent of c2 creating its own consumer: %v", err)
+	}
+
+	t.Run("agent", func(t *testing.T) {
+		// Each identity gets its own deadline: one failure does not starve the next.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		a := login(t, s, agent1, bus.InboxPrefix("c1"))
+		work, err := a.js.Stream(ctx, bus.StreamWork)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Allowed: its own newest work, by direct get.
+		raw, err := work.GetLastMsgForSubject(ctx, bus.WorkSubject("c1", "demo", "demo"))
+		if err != nil {
+			t.Fatalf("reading its own work: %v", err)
+		}
+		if e, err := events.DecodeStored(raw); err != nil || e.Data.(*events.WorkData).Cluster != "c1" {
+			t.Fatalf("its own work: %v, %v", e, err)
+		}
+		// Allowed: its own acceptance.
+		akv, err := a.js.KeyValue(ctx, bus.BucketClusters)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if entry, err := akv.Get(ctx, bus.AcceptedKey("c1")); err != nil || string(entry.Value()) != "true" {
+			t.Fatalf("reading its own acceptance: %v", err)
+		}
+		// Allowed: its own consumer: create, info, fetch, more time, ack (more
+		// than one answer to a delivery, which reply permissions alone refuse).
+		cons, err := a.js.CreateOrUpdateConsumer(ctx, bus.StreamWork, agentConsumer("c1"))
+		if err != nil {
+			t.Fatalf("creating its own consumer: %v", err)
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for msg := range batch.Messages() {
+			got = append(got, msg.Subject())
+			if err := msg.InProgress(); err != nil {
+				t.Fatal(err)
+			}
+			if err := msg.DoubleAck(ctx); err != nil {
+				t.Fatalf("acking its own work: %v", err)
+			}
+		}
+		if batch.Error() != nil || len(got) != 1 || got[0] != bus.WorkSubject("c1", "demo", "demo") {
+			t.Fatalf("fetched %v (%v), want its one work message", got, batch.Error())
+		}
+		if info, err := cons.Info(ctx); err != nil || info.NumAckPending != 0 || info.NumPending != 0 {
+			t.Fatalf("its consumer after the ack: %+v, %v", info, err)
+		}
+		// Allowed: its own status and heartbeats, stored.
+		if _, err := bus.Publish(ctx, a.js, bus.StatusSubject("c1", "demo", "demo"), statusOf("c1")); err != nil {
+			t.Fatalf("publishing its own status: %v", err)
+		}
+		if _, err := bus.Publish(ctx, a.js, bus.ClusterSubject("c1", "heartbeat"), heartbeatOf("c1")); err != nil {
+			t.Fatalf("publishing its own heartbeat: %v", err)
+		}
+		// Allowed: answering its live queries (the CLI asks, below).
+		sub, err := a.nc.Subscribe(bus.QuerySubject("c1"), func(m *nats.Msg) { _ = m.Respond([]byte("answer from c1")) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := a.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+
+		// Refused: another cluster's work, which exists, by direct get.
+		if _, err := work.GetLastMsgForSubject(short(t), bus.WorkSubject("c2", "demo", "demo")); err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Errorf("direct get of c2's work: %v, want no answer", err)
+		}
+		a.refused("Publish", "$JS.API.DIRECT.GET."+bus.StreamWork+"."+bus.WorkSubject("c2", "demo", "demo"))
+		// Refused: consuming another cluster's work through its consumer.
+		if _, err := a.js.Consumer(short(t), bus.StreamWork, bus.AgentConsumer("c2")); err == nil {
+			t.Error("agent of c1 looked up c2's consumer")
+		}
+		a.refused("Publish", "$JS.API.CONSUMER.INFO."+bus.StreamWork+"."+bus.AgentConsumer("c2"))
+		if _, err := a.nc.RequestWithContext(short(t), "$JS.API.CONSUMER.MSG.NEXT."+bus.StreamWork+"."+bus.AgentConsumer("c2"), []byte(`{"batch":1}`)); err == nil {
+			t.Error("agent of c1 pulled from c2's consumer")
+		}
+		a.refused("Publish", "$JS.API.CONSUMER.MSG.NEXT."+bus.StreamWork+"."+bus.AgentConsumer("c2"))
+		// Refused: a consumer of another cluster's work, under either name, or of all work.
+		other := agentConsumer("c2")
+		if _, err := a.js.CreateOrUpdateConsumer(short(t), bus.StreamWork, other); err == nil {
+			t.Error("agent of c1 created c2's consumer")
+		}
+		a.refused("Publish", "$JS.API.CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer("c2")+"."+bus.WorkFilter("c2"))
+		other.Durable = bus.AgentConsumer("c1")
+		if _, err := a.js.CreateOrUpdateConsumer(short(t), bus.StreamWork, other); err == nil {
+			t.Error("agent of c1 created a consumer of c2's work under its own name")
+		}
+		a.refused("Publish", "$JS.API.CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer("c1")+"."+bus.WorkFilter("c2"))
+		other.FilterSubject = ""
+		if _, err := a.js.CreateOrUpdateConsumer(short(t), bus.StreamWork, other); err == nil {
+			t.Error("agent of c1 created a consumer of every cluster's work")
+		}
+		a.refused("Publish", "$JS.API.CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer("c1"))
+		// Refused: subscribing to another cluster's work or to the services' replies.
+		for _, subject := range []string{bus.WorkFilter("c2"), "_INBOX.>"} {
+			if _, err := a.nc.SubscribeSync(subject); err != nil {
+				t.Fatal(err)
+			}
+			a.refused("Subscription", subject)
+		}
+		// Refused: another cluster's acceptance, and the object store of every application.
+		if _, err := akv.Get(short(t), bus.AcceptedKey("c2")); err == nil {
+			t.Error("agent of c1 read c2's acceptance")
+		}
+		a.refused("Publish", "$JS.API.DIRECT.GET.KV_"+bus.BucketClusters+".$KV."+bus.BucketClusters+"."+bus.AcceptedKey("c2"))
+		if _, err := a.js.ObjectStore(short(t), bus.ObjectSnapshots); err == nil {
+			t.Error("agent of c1 opened the object store")
+		}
+		a.refused("Publish", "$JS.API.STREAM.INFO.OBJ_"+bus.ObjectSnapshots)
+		// Refused: speaking for another cluster; nothing is stored.
+		if _, err := bus.Publish(short(t), a.js, bus.StatusSubject("c2", "demo", "demo"), statusOf("c2")); err == nil {
+			t.Error("agent of c1 published status for c2")
+		}
+		a.refused("Publish", bus.StatusSubject("c2", "demo", "demo"))
+		if _, err := bus.Publish(short(t), a.js, bus.ClusterSubject("c2", "heartbeat"), heartbeatOf("c2")); err == nil {
+			t.Error("agent of c1 published a heartbeat for c2")
+		}
+		a.refused("Publish", bus.ClusterSubject("c2", "heartbeat"))
+		if stored(t, hub.js, bus.StreamStatus, bus.StatusSubject("c2", "demo", "demo")) || stored(t, hub.js, bus.StreamClusters, bus.ClusterSubject("c2", "heartbeat")) {
+			t.Error("a refused publish for c2 was stored")
+		}
+		if !stored(t, hub.js, bus.StreamStatus, bus.StatusSubject("c1", "demo", "demo")) || !stored(t, hub.js, bus.StreamClusters, bus.ClusterSubject("c1", "heartbeat")) {
+			t.Error("c1's own status or heartbeat was not stored")
+		}
+
+		t.Run("cli", func(t *testing.T) {
+			// Each identity gets its own deadline: one failure does not starve the next.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c := login(t, s, cliUser, bus.CLIInboxPrefix)
+			// Allowed: a live query, answered to its own inbox.
+			reply, err := c.nc.RequestWithContext(ctx, bus.QuerySubject("c1"), []byte(`{"kind":"Deployment","name":"demo"}`))
+			if err != nil || string(reply.Data) != "answer from c1" {
+				t.Fatalf("live query: %v, %v", reply, err)
+			}
+			// Refused: reading an agent's or the services' replies.
+			for _, subject := range []string{bus.InboxPrefix("c1") + ".>", "_INBOX.>", bus.BotInboxPrefix + ".>"} {
+				if _, err := c.nc.SubscribeSync(subject); err != nil {
+					t.Fatal(err)
+				}
+				c.refused("Subscription", subject)
+			}
+			// Refused: anything but queries.
+			if err := c.nc.Publish(bus.ApprovalSubject("demo", "demo"), []byte("{}")); err != nil {
+				t.Fatal(err)
+			}
+			c.refused("Publish", bus.ApprovalSubject("demo", "demo"))
+		})
+	})
+
+	t.Run("bot", func(t *testing.T) {
+		// Each identity gets its own deadline: one failure does not starve the next.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		b := login(t, s, botUser, bus.BotInboxPrefix)
+		// Allowed: reading what waits for approval.
+		requests, err := b.nc.SubscribeSync(bus.GateSubject("requested", "demo", "demo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := hub.nc.Publish(bus.GateSubject("requested", "demo", "demo"), []byte("approve deploy-prod?")); err != nil {
+			t.Fatal(err)
+		}
+		if msg, err := requests.NextMsg(10 * time.Second); err != nil || string(msg.Data) != "approve deploy-prod?" {
+			t.Fatalf("approval request: %v, %v", msg, err)
+		}
+		// Allowed: approving, stored (the stream's ack comes to its own inbox).
+		approval := events.New("bot-approval", "/bots/test", events.TypeApproval, "demo/demo", &events.ApprovalData{
+			Namespace: "demo", Application: "demo", PublishVersion: "v1", Step: "deploy-prod", Decision: "approve", Approver: "alice"})
+		if _, err := bus.Publish(ctx, b.js, bus.ApprovalSubject("demo", "demo"), approval); err != nil {
+			t.Fatalf("publishing an approval: %v", err)
+		}
+		// Refused: a gate decision (what the planner acts on), not stored.
+		decision := bus.GateSubject("decisions", "demo", "demo")
+		if err := b.nc.Publish(decision, []byte(`{"forged":true}`)); err != nil {
+			t.Fatal(err)
+		}
+		b.refused("Publish", decision)
+		if stored(t, hub.js, bus.StreamApprovals, decision) {
+			t.Error("a bot's gate decision was stored")
+		}
+		if !stored(t, hub.js, bus.StreamApprovals, bus.ApprovalSubject("demo", "demo")) {
+			t.Error("the bot's approval was not stored")
+		}
+		// Refused: reading the decisions, or any cluster's status.
+		for _, subject := range []string{bus.GateDecisionsFilter, bus.StatusSubject("c1", "demo", "demo")} {
+			if _, err := b.nc.SubscribeSync(subject); err != nil {
+				t.Fatal(err)
+			}
+			b.refused("Subscription", subject)
+		}
+	})
+}
