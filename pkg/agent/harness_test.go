@@ -97,7 +97,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		log := testLogger()
-		d, err := dispatcher.New(hub, js, log.With("service", "dispatcher"), dispatcher.Options{CheckInterval: 100 * time.Millisecond})
+		d, err := dispatcher.New(hubDyn, js, log.With("service", "dispatcher"), dispatcher.Options{CheckInterval: 100 * time.Millisecond})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
