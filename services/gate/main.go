@@ -4,8 +4,13 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"time"
+
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/flotilla-dev/flotilla/pkg/gate"
 	"github.com/flotilla-dev/flotilla/pkg/service"
@@ -24,11 +29,23 @@ func main() {
 				return err
 			}
 		}
+		dyn, err := dynamic.NewForConfig(d.Kube)
+		if err != nil {
+			return fmt.Errorf("gate: hub client: %w", err)
+		}
+		cs, err := kubernetes.NewForConfig(d.Kube)
+		if err != nil {
+			return fmt.Errorf("gate: hub client: %w", err)
+		}
 		opts.Instruments = d.Instruments
-		g, err := gate.New(d.Kube, d.JS, d.Log, cfg, opts)
+		g, err := gate.New(dyn, cs, d.JS, d.Log, cfg, opts)
 		if err != nil {
 			return err
 		}
-		return g.Run(ctx, &http.Server{Addr: opts.Listen, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
+		ln, err := net.Listen("tcp", opts.Listen)
+		if err != nil {
+			return fmt.Errorf("gate: webhook: %w", err)
+		}
+		return g.Run(ctx, ln, &http.Server{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
 	})
 }
