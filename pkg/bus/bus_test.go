@@ -145,6 +145,9 @@ func TestConsumeSettlesEachMessage(t *testing.T) {
 	var once atomic.Bool
 	cc, err := Consume(ctx, cons, slog.New(slog.DiscardHandler), func(ctx context.Context, e *events.Event) error {
 		app := e.Data.(*events.ApplicationDeletedData).Application
+		if m := Delivered(ctx); m == nil || m.Headers().Get(events.HeaderID) != e.ID {
+			t.Errorf("%s: the handler's context lacks its delivered message", app)
+		}
 		n := calls[app].Add(1)
 		switch app {
 		case "retry":

@@ -126,7 +126,19 @@ func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, h H
 	return cc, nil
 }
 
+// deliveredKey keys the message a Handler runs on in its context.
+type deliveredKey struct{}
+
+// Delivered is the message a Handler runs on, for what decoding leaves out
+// (a signature's headers and the exact bytes it covers); nil outside a
+// Handler.
+func Delivered(ctx context.Context) jetstream.Msg {
+	m, _ := ctx.Value(deliveredKey{}).(jetstream.Msg)
+	return m
+}
+
 func settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, h Handler, o consumeOptions) {
+	ctx = context.WithValue(ctx, deliveredKey{}, msg)
 	e, err := events.DecodeMsg(msg)
 	if err != nil {
 		log.Warn("rejected event", "subject", msg.Subject(), "reason", err)

@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -30,6 +30,12 @@ const (
 	HTTPHeaderTimestamp = "X-Flotilla-Timestamp"
 	HTTPHeaderSignature = "X-Flotilla-Signature"
 )
+
+// MaxSkew is how far a signed decision's time may be from the clock that
+// judges it: the gate's for a webhook call's timestamp, the stream's (when
+// it stored the message) for a NATS approval's ce-time. An older signed
+// decision sent again is stale.
+const MaxSkew = 5 * time.Minute
 
 // Identity is someone the gate trusts to decide.
 type Identity struct {
@@ -156,18 +162,4 @@ func (c *Config) verifyHTTP(keyID, timestamp, signature string, body []byte) (*I
 		return nil, ErrBadSignature
 	}
 	return id, nil
-}
-
-// allowed reports whether who (a name and groups) may decide a step whose
-// approvers are listed; an empty list allows every trusted identity.
-func allowed(approvers []string, name string, groups []string) bool {
-	if len(approvers) == 0 {
-		return true
-	}
-	for _, a := range approvers {
-		if a == name || slices.Contains(groups, a) {
-			return true
-		}
-	}
-	return false
 }

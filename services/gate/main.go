@@ -4,10 +4,13 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/flotilla-dev/flotilla/pkg/gate"
+	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/service"
 )
 
@@ -24,11 +27,19 @@ func main() {
 				return err
 			}
 		}
+		hubClients, err := hub.NewClients(d.Kube)
+		if err != nil {
+			return fmt.Errorf("gate: %w", err)
+		}
 		opts.Instruments = d.Instruments
-		g, err := gate.New(d.Kube, d.JS, d.Log, cfg, opts)
+		g, err := gate.New(hubClients.Dynamic, hubClients.Kube, d.JS, d.Log, cfg, opts)
 		if err != nil {
 			return err
 		}
-		return g.Run(ctx, &http.Server{Addr: opts.Listen, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
+		ln, err := net.Listen("tcp", opts.Listen)
+		if err != nil {
+			return fmt.Errorf("gate: webhook: %w", err)
+		}
+		return g.Run(ctx, ln, &http.Server{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
 	})
 }
