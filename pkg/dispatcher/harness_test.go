@@ -237,7 +237,7 @@ func topology(props string) events.Policy {
 // dispatched waits for the dispatcher's answer to step "deploy" of ref.
 func (f *fixture) dispatched(ref events.AppRef) *events.StepDispatchedData {
 	f.t.Helper()
-	stream, err := f.js.Stream(f.ctx, bus.StreamStatus)
+	stream, err := f.js.Stream(f.ctx, bus.StreamDispatch)
 	if err != nil {
 		f.t.Fatal(err)
 	}
