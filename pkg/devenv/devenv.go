@@ -4,7 +4,8 @@
 // gate as separate processes connected only through NATS, and one
 // cluster-agent process per managed cluster holding only its own cluster's
 // kubeconfig; each service serves /metrics on a port of its own. `make up`
-// and the end-to-end tests start it the same way.
+// and the end-to-end tests start it the same way. devenv.go is one
+// concept, long: the start, in dependency order, of everything above.
 package devenv
 
 import (

@@ -5,6 +5,9 @@
 // Types are reverse-DNS and versioned in the name (dev.flotilla.<noun>.<verb>.v1).
 // Decoding ignores unknown optional data fields and rejects what it cannot
 // validate, with a reason.
+//
+// catalog.go is long because it is one concept, the catalog: every event
+// type with its data and the data's validation, read together.
 package events
 
 import (

@@ -4,6 +4,8 @@
 // server with kube-controller-manager, kube-scheduler and kwok driving one fake
 // Node, so a Deployment really becomes Ready. The binaries come from
 // `make testbed` (hack/testbed), built from Go modules: no Docker, no downloads.
+// testbed.go is one concept, long: starting and stopping that environment,
+// process by process, in dependency order.
 package testbed
 
 import (
