@@ -137,10 +137,3 @@ func (l *lanes) close(ctx context.Context, name string) error {
 	}
 	return nil
 }
-
-// open reports how many lanes are open (for tests).
-func (l *lanes) open() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.running)
-}

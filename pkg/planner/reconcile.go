@@ -86,7 +86,7 @@ func (p *Planner) load(ctx context.Context, key string) (*pass, error) {
 	}
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
-		return nil, fmt.Errorf("Application %s: unexpected %T in cache", key, obj)
+		return nil, fmt.Errorf("application %s: unexpected %T in cache", key, obj)
 	}
 	app := &v1beta1.Application{}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, app); err != nil {
