@@ -105,12 +105,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		a.log.Warn("cluster version unknown", "err", err)
 	}
-	// The hub's services own the streams; an agent's NATS user may not
-	// create them, only wait for them.
-	kv, err := a.clustersBucket(ctx)
-	if err != nil {
-		return err
-	}
 	sub, err := a.nc.Subscribe(bus.QuerySubject(a.opts.Cluster), a.answer)
 	if err != nil {
 		return fmt.Errorf("agent: query subscription: %w", err)
@@ -125,7 +119,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.monitor.start(ctx)
 
 	// Work flows only while the hub accepts this cluster. The agent reads
-	// its own acceptance key (its permissions name that key alone).
+	// its own acceptance key, and pulls the consumer the hub made for it
+	// on accepting it (its permissions name those alone).
 	var consuming jetstream.ConsumeContext
 	stop := func(why string) {
 		if consuming != nil {
@@ -138,17 +133,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	poll := time.NewTicker(min(a.opts.Heartbeat, time.Second))
 	defer poll.Stop()
 	for {
-		accepted := false
-		if entry, err := kv.Get(ctx, bus.AcceptedKey(a.opts.Cluster)); err == nil {
-			accepted = string(entry.Value()) == "true"
-		} else if !errors.Is(err, jetstream.ErrKeyNotFound) && ctx.Err() == nil {
+		accepted, err := bus.Accepted(ctx, a.nc, a.opts.Cluster)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound), errors.Is(err, nats.ErrNoResponders):
+			accepted = false // not (yet) known to the hub, or its streams not made yet
+		case err != nil && ctx.Err() == nil:
 			a.log.Warn("read acceptance", "err", err)
 			accepted = consuming != nil // keep doing what we did
 		}
 		switch {
 		case accepted && consuming == nil:
 			if consuming, err = a.consume(ctx); err != nil {
-				return err
+				a.log.Info("accepted by the hub, its work consumer not there yet", "err", err)
+				consuming = nil
+				break
 			}
 			a.log.Info("accepted by the hub: pulling work")
 		case !accepted:
@@ -162,36 +160,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// clustersBucket waits for the hub's services to have created the clusters bucket.
-func (a *Agent) clustersBucket(ctx context.Context) (jetstream.KeyValue, error) {
-	for {
-		kv, err := a.js.KeyValue(ctx, bus.BucketClusters)
-		if err == nil {
-			return kv, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("agent: clusters bucket: %w", err)
-		}
-		a.log.Info("waiting for the hub's streams")
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-}
-
+// consume pulls the work consumer the hub made for this cluster.
 func (a *Agent) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
-	cons, err := a.js.CreateOrUpdateConsumer(ctx, bus.StreamWork, jetstream.ConsumerConfig{
-		Durable:       bus.AgentConsumer(a.opts.Cluster),
-		FilterSubject: bus.WorkFilter(a.opts.Cluster),
-		// The newest desired state per application: an agent offline for a
-		// week does not replay every release in between.
-		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       2 * time.Minute,
-		MaxAckPending: 1,
-	})
+	cons, err := a.js.Consumer(ctx, bus.StreamWork, bus.AgentConsumer(a.opts.Cluster))
 	if err != nil {
 		return nil, fmt.Errorf("agent: work consumer: %w", err)
 	}

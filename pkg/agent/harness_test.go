@@ -92,6 +92,11 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		// Every stream, as the hub's services make them.
+		if err := bus.Setup(ctx, js, bus.SetupOptions{}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		if hubDyn, err = dynamic.NewForConfig(env.Hub.Config); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

@@ -326,11 +326,7 @@ func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, erro
 	if w != nil {
 		return w, nil
 	}
-	stream, err := a.js.Stream(ctx, bus.StreamWork)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := stream.GetLastMsgForSubject(ctx, bus.WorkSubject(a.opts.Cluster, app.Namespace, app.Name))
+	raw, err := bus.LastBySubject(ctx, a.nc, bus.StreamWork, bus.WorkSubject(a.opts.Cluster, app.Namespace, app.Name))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		// No work for this cluster (an inventory another agent of the same
 		// cluster wrote, say): nothing to assess or repair.

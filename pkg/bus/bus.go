@@ -5,12 +5,7 @@
 package bus
 
 import (
-	"context"
-	"fmt"
 	"strings"
-	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Stream names. Each stream has one writer (or one kind of writer), so
@@ -162,102 +157,4 @@ func join(prefix string, names ...string) string {
 		parts = append(parts, token(n))
 	}
 	return strings.Join(parts, ".")
-}
-
-// SetupOptions tune the streams for where they run.
-type SetupOptions struct {
-	// Replicas of each stream and bucket: 1 in dev and tests, 3 on a NATS cluster.
-	Replicas int
-	// Memory keeps streams in memory (tests that create many).
-	Memory bool
-}
-
-// Streams returns the stream configurations of the design's table.
-func Streams(o SetupOptions) []jetstream.StreamConfig {
-	storage := jetstream.FileStorage
-	if o.Memory {
-		storage = jetstream.MemoryStorage
-	}
-	replicas := max(o.Replicas, 1)
-	const day = 24 * time.Hour
-	streams := []jetstream.StreamConfig{
-		{
-			Name: StreamSteps, Subjects: []string{prefixSteps + ".>"},
-			Description: "planner → dispatcher, gate: one event per step transition",
-			MaxAge:      30 * day, Duplicates: 10 * time.Minute,
-		},
-		{
-			Name: StreamWork, Subjects: []string{prefixWork + ".>"},
-			Description: "dispatcher → agent: desired state per cluster and application, last value per subject",
-			// An agent offline for a week gets the newest desired state, not every release in between.
-			MaxMsgsPerSubject: 1, Duplicates: 10 * time.Minute,
-			// Agents read their own newest work by direct get, on subjects
-			// their permissions can name.
-			AllowDirect: true,
-		},
-		// Updated before the streams below are created: they take over
-		// subjects these held before each writer had its own stream.
-		{
-			Name: StreamStatus, Subjects: []string{prefixStatus + ".>"},
-			Description: "agents → planner: cluster status and drift reports",
-			MaxAge:      7 * day, Duplicates: 2 * time.Minute,
-		},
-		{
-			Name: StreamApprovals, Subjects: []string{prefixApprovals + ".>"},
-			Description: "bots → gate: approvals",
-			MaxAge:      365 * day, Duplicates: 10 * time.Minute,
-		},
-		{
-			Name: StreamDispatch, Subjects: []string{prefixDispatch + ".>"},
-			Description: "dispatcher → planner: where each deploy step went, or why nowhere",
-			MaxAge:      7 * day, Duplicates: 10 * time.Minute,
-		},
-		{
-			Name: StreamGate, Subjects: []string{prefixGate + ".>"},
-			Description: "gate → bots, planner, auditors: approval requests, decisions, audit records",
-			MaxAge:      365 * day, Duplicates: 10 * time.Minute,
-		},
-		{
-			Name: StreamClusters, Subjects: []string{prefixClusters + ".>"},
-			Description: "agents → dispatcher: join requests and heartbeats",
-			MaxAge:      time.Hour, Duplicates: time.Minute,
-		},
-	}
-	for i := range streams {
-		streams[i].Storage = storage
-		streams[i].Replicas = replicas
-	}
-	return streams
-}
-
-// Setup creates or updates every stream, KV bucket and the object store. It
-// is idempotent: every service calls it at start.
-func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
-	for _, cfg := range Streams(o) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("set up stream %s: %w", cfg.Name, err)
-		}
-	}
-	storage := jetstream.FileStorage
-	if o.Memory {
-		storage = jetstream.MemoryStorage
-	}
-	replicas := max(o.Replicas, 1)
-	for _, kv := range []jetstream.KeyValueConfig{
-		{Bucket: BucketRuns, Description: "planner run state per application, compare-and-set on revision", History: 5},
-		{Bucket: BucketClusters, Description: "dispatcher cluster registry", History: 5},
-		{Bucket: BucketGate, Description: "gate: steps waiting for a decision", History: 5},
-	} {
-		kv.Storage, kv.Replicas = storage, replicas
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
-			return fmt.Errorf("set up KV %s: %w", kv.Bucket, err)
-		}
-	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket: ObjectSnapshots, Description: "release snapshots too large to travel inline",
-		Storage: storage, Replicas: replicas,
-	}); err != nil {
-		return fmt.Errorf("set up object store %s: %w", ObjectSnapshots, err)
-	}
-	return nil
 }

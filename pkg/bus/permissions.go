@@ -8,30 +8,151 @@ type Permissions struct {
 	AllowResponses bool
 }
 
-// InboxPrefix is the reply-subject prefix of a cluster's agent: it may
-// subscribe to its own inboxes only.
-func InboxPrefix(cluster string) string { return "_INBOX_" + token(cluster) }
+// Every identity reads only its own replies: its inbox prefix is its own,
+// and derived so that no cluster's name can make it another's (an agent's
+// is _INBOX_agent_<cluster>; a cluster named "cli" gets _INBOX_agent_cli,
+// not the CLI's _INBOX_cli).
+const (
+	CLIInboxPrefix        = "_INBOX_cli"
+	BotInboxPrefix        = "_INBOX_bot"
+	PlannerInboxPrefix    = "_INBOX_planner"
+	DispatcherInboxPrefix = "_INBOX_dispatcher"
+	GateInboxPrefix       = "_INBOX_gate"
+)
 
-// AgentConsumer is the durable work consumer of a cluster's agent.
+// ServiceInboxPrefix is the reply-subject prefix of a hub service
+// (planner, dispatcher, gate).
+func ServiceInboxPrefix(service string) string { return "_INBOX_" + service }
+
+// InboxPrefix is the reply-subject prefix of a cluster's agent.
+func InboxPrefix(cluster string) string { return "_INBOX_agent_" + token(cluster) }
+
+// AgentConsumer is the durable work consumer of a cluster's agent; the
+// dispatcher creates it when the hub accepts the cluster.
 func AgentConsumer(cluster string) string { return "agent-" + token(cluster) }
 
+// Buckets' and the object store's streams, as JetStream names them.
+func kvStream(bucket string) string  { return "KV_" + bucket }
+func objStream(bucket string) string { return "OBJ_" + bucket }
+
+// owns is what the owner of a stream may do with it: set it up, read and
+// consume it, and manage its consumers.
+func owns(stream string) []string {
+	return []string{
+		"$JS.API.STREAM.*." + stream,
+		"$JS.API.STREAM.MSG.*." + stream,
+		"$JS.API.DIRECT.GET." + stream,
+		"$JS.API.DIRECT.GET." + stream + ".>",
+		"$JS.API.CONSUMER.*." + stream + ".>",
+		"$JS.API.CONSUMER.*.*." + stream + ".>",
+		"$JS.ACK." + stream + ".>",
+	}
+}
+
+// reads is what a service that consumes a stream another owns may do: read
+// its configuration and run its own consumers on it.
+func reads(stream string) []string {
+	return []string{
+		"$JS.API.STREAM.INFO." + stream,
+		"$JS.API.STREAM.MSG.GET." + stream,
+		"$JS.API.DIRECT.GET." + stream,
+		"$JS.API.DIRECT.GET." + stream + ".>",
+		"$JS.API.CONSUMER.*." + stream + ".>",
+		"$JS.API.CONSUMER.*.*." + stream + ".>",
+		"$JS.ACK." + stream + ".>",
+	}
+}
+
+// ownsKV is a bucket's owner's: the stream, and writing its keys.
+func ownsKV(bucket string) []string {
+	return append(owns(kvStream(bucket)), "$KV."+bucket+".>")
+}
+
+// ownsObjects is the object store's owner's: the stream, and writing objects.
+func ownsObjects(bucket string) []string {
+	return append(owns(objStream(bucket)), "$O."+bucket+".>")
+}
+
+// deadLetters are the advisories of a service's consumers giving up.
+func deadLetters(streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		out = append(out, DeadLetterSubject(s))
+	}
+	return out
+}
+
+// accountInfo is what setting up a bucket asks first (the account's
+// JetStream limits; it names no stream's subjects).
+const accountInfo = "$JS.API.INFO"
+
+func join2(lists ...[]string) []string {
+	out := []string{accountInfo}
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// PlannerPermissions: the planner writes step events and its run state and
+// snapshots, owns the status stream (agents write it, it reads it), and
+// reads the dispatcher's answers and the gate's decisions. It writes no
+// work, no decision, no approval.
+func PlannerPermissions() Permissions {
+	return Permissions{
+		Publish: join2(
+			[]string{prefixSteps + ".>"},
+			owns(StreamSteps), owns(StreamStatus), ownsKV(BucketRuns), ownsObjects(ObjectSnapshots),
+			reads(StreamDispatch), reads(StreamGate),
+		),
+		Subscribe: join2([]string{PlannerInboxPrefix + ".>"}, deadLetters(StreamStatus, StreamDispatch, StreamGate)),
+	}
+}
+
+// DispatcherPermissions: the dispatcher writes work and its answers, owns
+// the clusters' stream and registry and the agents' consumers, reads step
+// events and snapshots. It writes no step event and no decision.
+func DispatcherPermissions() Permissions {
+	return Permissions{
+		Publish: join2(
+			[]string{prefixWork + ".>", prefixDispatch + ".>"},
+			owns(StreamWork), owns(StreamDispatch), owns(StreamClusters), ownsKV(BucketClusters),
+			reads(StreamSteps), reads(objStream(ObjectSnapshots)),
+		),
+		Subscribe: join2([]string{DispatcherInboxPrefix + ".>"}, deadLetters(StreamSteps, StreamClusters)),
+	}
+}
+
+// GatePermissions: the gate, which faces the internet, writes approval
+// requests, decisions and audit records and its waits, owns the bots'
+// approvals stream, and reads step events and snapshots (to show approvers
+// what they approve). It can write neither steps nor work.
+func GatePermissions() Permissions {
+	return Permissions{
+		Publish: join2(
+			[]string{prefixGate + ".>"},
+			owns(StreamApprovals), owns(StreamGate), ownsKV(BucketGate),
+			reads(StreamSteps), reads(objStream(ObjectSnapshots)),
+		),
+		Subscribe: join2([]string{GateInboxPrefix + ".>"}, deadLetters(StreamSteps, StreamApprovals)),
+	}
+}
+
 // AgentPermissions is everything a cluster's agent may do on NATS: publish
-// its joins, heartbeats and status; pull its own work consumer; read its own
-// work and acceptance by direct get; answer its live queries. It can neither
-// read another cluster's work (manifests, Secrets) nor speak for it.
+// its joins, heartbeats and status; fetch, ack and read the info of its own
+// work consumer (which the hub made for it); read its own newest work and
+// its own acceptance by direct get on their subjects; answer its live
+// queries. It cannot make or change a consumer, list any stream's subjects,
+// read another cluster's work (manifests, Secrets) or speak for it.
 func AgentPermissions(cluster string) Permissions {
 	c := token(cluster)
 	cons := AgentConsumer(cluster)
-	kvStream := "KV_" + BucketClusters
 	return Permissions{
 		Publish: []string{
 			prefixStatus + "." + c + ".>",
 			prefixClusters + "." + c + ".>",
-			"$JS.API.STREAM.INFO." + kvStream,
-			"$JS.API.DIRECT.GET." + kvStream + ".$KV." + BucketClusters + "." + AcceptedKey(cluster),
-			"$JS.API.STREAM.INFO." + StreamWork,
+			"$JS.API.DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + "." + AcceptedKey(cluster),
 			"$JS.API.DIRECT.GET." + StreamWork + "." + prefixWork + "." + c + ".>",
-			"$JS.API.CONSUMER.CREATE." + StreamWork + "." + cons + "." + prefixWork + "." + c + ".>",
 			"$JS.API.CONSUMER.INFO." + StreamWork + "." + cons,
 			"$JS.API.CONSUMER.MSG.NEXT." + StreamWork + "." + cons,
 			"$JS.ACK." + StreamWork + "." + cons + ".>",
@@ -41,22 +162,25 @@ func AgentPermissions(cluster string) Permissions {
 	}
 }
 
-// Inbox prefixes of the CLI and of bots: like agents, they may read only
-// their own replies, never the services' (which carry manifests).
-const (
-	CLIInboxPrefix = "_INBOX_cli"
-	BotInboxPrefix = "_INBOX_bot"
-)
-
 // CLIPermissions: live queries to agents.
 func CLIPermissions() Permissions {
 	return Permissions{Publish: []string{QueryFilter}, Subscribe: []string{CLIInboxPrefix + ".>"}}
 }
 
-// BotPermissions: a chat bot publishes approvals and reads what waits.
-func BotPermissions() Permissions {
-	return Permissions{
-		Publish:   []string{ApprovalsFilter},
-		Subscribe: []string{prefixGate + ".requested.>", BotInboxPrefix + ".>"},
+// BotPermissions: a chat bot publishes approvals of the namespaces it is
+// trusted in ("*" for all) and reads what waits there.
+func BotPermissions(namespaces ...string) Permissions {
+	if len(namespaces) == 0 {
+		namespaces = []string{"*"}
 	}
+	p := Permissions{Subscribe: []string{BotInboxPrefix + ".>"}}
+	for _, ns := range namespaces {
+		n := ns
+		if n != "*" {
+			n = token(ns)
+		}
+		p.Publish = append(p.Publish, prefixApprovals+"."+n+".*")
+		p.Subscribe = append(p.Subscribe, prefixGate+".requested."+n+".*")
+	}
+	return p
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -116,7 +117,8 @@ func TestPermissionsOnARealServer(t *testing.T) {
 	services := natstest.User{Name: "services", Password: "pw-services"}
 	agent1, agent2 := user("agent-c1", bus.AgentPermissions("c1")), user("agent-c2", bus.AgentPermissions("c2"))
 	cliUser, botUser := user("cli", bus.CLIPermissions()), user("bot", bus.BotPermissions())
-	s := natstest.NewWith(t, natstest.Options{Users: []natstest.User{services, agent1, agent2, cliUser, botUser}})
+	planner, dispatcher, gate := user("planner", bus.PlannerPermissions()), user("dispatcher", bus.DispatcherPermissions()), user("gate", bus.GatePermissions())
+	s := natstest.NewWith(t, natstest.Options{Users: []natstest.User{services, agent1, agent2, cliUser, botUser, planner, dispatcher, gate}})
 	hub := login(t, s, services, "")
 	if err := bus.Setup(ctx, hub.js, bus.SetupOptions{Memory: true}); err != nil {
 		t.Fatal(err)
@@ -134,12 +136,11 @@ func TestPermissionsOnARealServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	agentConsumer := func(cluster string) jetstream.ConsumerConfig {
-		return jetstream.ConsumerConfig{Durable: bus.AgentConsumer(cluster), FilterSubject: bus.WorkFilter(cluster),
-			DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1}
-	}
-	if _, err := login(t, s, agent2, bus.InboxPrefix("c2")).js.CreateOrUpdateConsumer(ctx, bus.StreamWork, agentConsumer("c2")); err != nil {
-		t.Fatalf("agent of c2 creating its own consumer: %v", err)
+	// The hub made both agents' consumers when it accepted their clusters.
+	for _, c := range []string{"c1", "c2"} {
+		if _, err := hub.js.CreateOrUpdateConsumer(ctx, bus.StreamWork, bus.AgentConsumerConfig(c)); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	t.Run("agent", func(t *testing.T) {
@@ -147,12 +148,8 @@ func TestPermissionsOnARealServer(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		a := login(t, s, agent1, bus.InboxPrefix("c1"))
-		work, err := a.js.Stream(ctx, bus.StreamWork)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Allowed: its own newest work, by direct get.
-		raw, err := work.GetLastMsgForSubject(ctx, bus.WorkSubject("c1", "demo", "demo"))
+		// Allowed: its own newest work, by direct get on its own subject.
+		raw, err := bus.LastBySubject(ctx, a.nc, bus.StreamWork, bus.WorkSubject("c1", "demo", "demo"))
 		if err != nil {
 			t.Fatalf("reading its own work: %v", err)
 		}
@@ -160,18 +157,15 @@ func TestPermissionsOnARealServer(t *testing.T) {
 			t.Fatalf("its own work: %v, %v", e, err)
 		}
 		// Allowed: its own acceptance.
-		akv, err := a.js.KeyValue(ctx, bus.BucketClusters)
-		if err != nil {
-			t.Fatal(err)
+		if ok, err := bus.Accepted(ctx, a.nc, "c1"); err != nil || !ok {
+			t.Fatalf("reading its own acceptance: %v, %v", ok, err)
 		}
-		if entry, err := akv.Get(ctx, bus.AcceptedKey("c1")); err != nil || string(entry.Value()) != "true" {
-			t.Fatalf("reading its own acceptance: %v", err)
-		}
-		// Allowed: its own consumer: create, info, fetch, more time, ack (more
-		// than one answer to a delivery, which reply permissions alone refuse).
-		cons, err := a.js.CreateOrUpdateConsumer(ctx, bus.StreamWork, agentConsumer("c1"))
+		// Allowed: the consumer the hub made for it: info, fetch, more time,
+		// ack (more than one answer to a delivery, which reply permissions
+		// alone refuse).
+		cons, err := a.js.Consumer(ctx, bus.StreamWork, bus.AgentConsumer("c1"))
 		if err != nil {
-			t.Fatalf("creating its own consumer: %v", err)
+			t.Fatalf("its own consumer: %v", err)
 		}
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
 		if err != nil {
@@ -211,10 +205,18 @@ func TestPermissionsOnARealServer(t *testing.T) {
 		}
 
 		// Refused: another cluster's work, which exists, by direct get.
-		if _, err := work.GetLastMsgForSubject(short(t), bus.WorkSubject("c2", "demo", "demo")); err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		if _, err := bus.LastBySubject(short(t), a.nc, bus.StreamWork, bus.WorkSubject("c2", "demo", "demo")); err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
 			t.Errorf("direct get of c2's work: %v, want no answer", err)
 		}
 		a.refused("Publish", "$JS.API.DIRECT.GET."+bus.StreamWork+"."+bus.WorkSubject("c2", "demo", "demo"))
+		// Refused: any stream's info (with a subjects filter it lists every
+		// cluster and application).
+		for _, stream := range []string{bus.StreamWork, "KV_" + bus.BucketClusters, bus.StreamStatus} {
+			if _, err := a.js.Stream(short(t), stream); err == nil {
+				t.Errorf("agent of c1 read the info of stream %s", stream)
+			}
+			a.refused("Publish", "$JS.API.STREAM.INFO."+stream)
+		}
 		// Refused: consuming another cluster's work through its consumer.
 		if _, err := a.js.Consumer(short(t), bus.StreamWork, bus.AgentConsumer("c2")); err == nil {
 			t.Error("agent of c1 looked up c2's consumer")
@@ -224,22 +226,23 @@ func TestPermissionsOnARealServer(t *testing.T) {
 			t.Error("agent of c1 pulled from c2's consumer")
 		}
 		a.refused("Publish", "$JS.API.CONSUMER.MSG.NEXT."+bus.StreamWork+"."+bus.AgentConsumer("c2"))
-		// Refused: a consumer of another cluster's work, under either name, or of all work.
-		other := agentConsumer("c2")
-		if _, err := a.js.CreateOrUpdateConsumer(short(t), bus.StreamWork, other); err == nil {
-			t.Error("agent of c1 created c2's consumer")
+		// Refused: making or changing any consumer, its own included (the
+		// hub sets what it may pull and how much at once).
+		for _, cfg := range []jetstream.ConsumerConfig{
+			bus.AgentConsumerConfig("c2"),
+			{Durable: bus.AgentConsumer("c1"), FilterSubject: bus.WorkFilter("c2")},
+			{Durable: bus.AgentConsumer("c1"), FilterSubject: bus.WorkFilter("c1"), MaxAckPending: 1000},
+			{Durable: bus.AgentConsumer("c1")},
+		} {
+			if _, err := a.js.CreateOrUpdateConsumer(short(t), bus.StreamWork, cfg); err == nil {
+				t.Errorf("agent of c1 made consumer %s of %q", cfg.Durable, cfg.FilterSubject)
+			}
+			subject := "$JS.API.CONSUMER.CREATE." + bus.StreamWork + "." + cfg.Durable
+			if cfg.FilterSubject != "" {
+				subject += "." + cfg.FilterSubject
+			}
+			a.refused("Publish", subject)
 		}
-		a.refused("Publish", "$JS.API.CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer("c2")+"."+bus.WorkFilter("c2"))
-		other.Durable = bus.AgentConsumer("c1")
-		if _, err := a.js.CreateOrUpdateConsumer(short(t), bus.StreamWork, other); err == nil {
-			t.Error("agent of c1 created a consumer of c2's work under its own name")
-		}
-		a.refused("Publish", "$JS.API.CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer("c1")+"."+bus.WorkFilter("c2"))
-		other.FilterSubject = ""
-		if _, err := a.js.CreateOrUpdateConsumer(short(t), bus.StreamWork, other); err == nil {
-			t.Error("agent of c1 created a consumer of every cluster's work")
-		}
-		a.refused("Publish", "$JS.API.CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer("c1"))
 		// Refused: subscribing to another cluster's work or to the services' replies.
 		for _, subject := range []string{bus.WorkFilter("c2"), "_INBOX.>"} {
 			if _, err := a.nc.SubscribeSync(subject); err != nil {
@@ -248,7 +251,7 @@ func TestPermissionsOnARealServer(t *testing.T) {
 			a.refused("Subscription", subject)
 		}
 		// Refused: another cluster's acceptance, and the object store of every application.
-		if _, err := akv.Get(short(t), bus.AcceptedKey("c2")); err == nil {
+		if _, err := bus.Accepted(short(t), a.nc, "c2"); err == nil {
 			t.Error("agent of c1 read c2's acceptance")
 		}
 		a.refused("Publish", "$JS.API.DIRECT.GET.KV_"+bus.BucketClusters+".$KV."+bus.BucketClusters+"."+bus.AcceptedKey("c2"))
@@ -328,7 +331,7 @@ func TestPermissionsOnARealServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.refused("Publish", decision)
-		if stored(t, hub.js, bus.StreamApprovals, decision) {
+		if stored(t, hub.js, bus.StreamOf(decision), decision) {
 			t.Error("a bot's gate decision was stored")
 		}
 		if !stored(t, hub.js, bus.StreamApprovals, bus.ApprovalSubject("demo", "demo")) {
@@ -340,6 +343,80 @@ func TestPermissionsOnARealServer(t *testing.T) {
 				t.Fatal(err)
 			}
 			b.refused("Subscription", subject)
+		}
+	})
+
+	// Each hub service sets up what it owns and writes only its own events:
+	// the gate, which faces the internet, can write neither steps nor work.
+	t.Run("services", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		step := events.New("svc-step", events.SourcePlanner, events.TypeApplicationDeleted, "", &events.ApplicationDeletedData{Namespace: "demo", Application: "demo", UID: "u"})
+		decision := events.New("svc-decision", events.SourceGate, events.TypeStepApproved, "", &events.StepDecisionData{
+			AppRef: events.AppRef{Namespace: "demo", Application: "demo", UID: "u", Release: "demo-v1", Revision: 1}, Step: "deploy-prod",
+			Approvals: []events.Approval{{Approver: "alice", Decision: events.DecisionApprove, Via: "http", Time: time.Now()}}})
+		answer := events.New("svc-dispatched", events.SourceDispatcher, events.TypeStepDispatched, "", &events.StepDispatchedData{
+			AppRef: events.AppRef{Namespace: "demo", Application: "demo", UID: "u", Release: "demo-v1", Revision: 1}, Step: "deploy-test", Clusters: []string{"c1"}})
+		writes := map[string]struct {
+			subject string
+			e       *events.Event
+		}{
+			"step":     {bus.StepSubject("demo", "svc"), step},
+			"work":     {bus.WorkSubject("c9", "demo", "svc"), workFor("c9")},
+			"answer":   {bus.DispatchSubject("demo", "svc"), answer},
+			"decision": {bus.GateSubject("decisions", "demo", "svc"), decision},
+		}
+		for _, svc := range []struct {
+			user  natstest.User
+			owner string
+			may   []string
+		}{
+			{planner, bus.OwnerPlanner, []string{"step"}},
+			{dispatcher, bus.OwnerDispatcher, []string{"work", "answer"}},
+			{gate, bus.OwnerGate, []string{"decision"}},
+		} {
+			c := login(t, s, svc.user, bus.ServiceInboxPrefix(svc.owner))
+			if err := bus.Setup(ctx, c.js, bus.SetupOptions{Memory: true, Owner: svc.owner}); err != nil {
+				t.Fatalf("%s setting up what it owns: %v", svc.owner, err)
+			}
+			for what, w := range writes {
+				if slices.Contains(svc.may, what) {
+					if _, err := bus.Publish(ctx, c.js, w.subject, w.e); err != nil {
+						t.Errorf("%s writing its %s: %v", svc.owner, what, err)
+					}
+					continue
+				}
+				if err := c.nc.Publish(w.subject, []byte("{}")); err != nil {
+					t.Fatal(err)
+				}
+				c.refused("Publish", w.subject)
+			}
+			// Another's streams are not its to change.
+			for _, stream := range []string{bus.StreamSteps, bus.StreamWork, bus.StreamGate} {
+				if bus.StreamOwner(stream) == svc.owner {
+					continue
+				}
+				if err := c.nc.Publish("$JS.API.STREAM.DELETE."+stream, nil); err != nil {
+					t.Fatal(err)
+				}
+				c.refused("Publish", "$JS.API.STREAM.DELETE."+stream)
+			}
+			// Nor another's replies.
+			for _, other := range []string{bus.OwnerPlanner, bus.OwnerDispatcher, bus.OwnerGate} {
+				if other == svc.owner {
+					continue
+				}
+				subject := bus.ServiceInboxPrefix(other) + ".>"
+				if _, err := c.nc.SubscribeSync(subject); err != nil {
+					t.Fatal(err)
+				}
+				c.refused("Subscription", subject)
+			}
+		}
+		for _, what := range []string{"step", "work", "answer", "decision"} {
+			if w := writes[what]; !stored(t, hub.js, bus.StreamOf(w.subject), w.subject) {
+				t.Errorf("the %s its writer published was not stored", what)
+			}
 		}
 	})
 }

@@ -218,18 +218,21 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	if err := waitNATS(ctx, natsProc, e.NATSURL, e.NKey("services")); err != nil {
+	if err := waitNATS(ctx, natsProc, e.NATSURL, e.NKey("admin")); err != nil {
 		return err
 	}
 
-	hubArgs := []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-nkey", e.NKey("services"), "--log-format", "text"}
+	// Each service logs in as itself, with only its own rights (bus.*Permissions).
+	hubArgs := func(name string) []string {
+		return []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--log-format", "text"}
+	}
 	services := []struct {
 		name string
 		args []string
 	}{
-		{"planner", hubArgs},
-		{"dispatcher", append(append([]string(nil), hubArgs...), "--availability-check", "500ms")},
-		{"gate", append(append([]string(nil), hubArgs...), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "http://"))},
+		{"planner", hubArgs("planner")},
+		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms")},
+		{"gate", append(hubArgs("gate"), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "http://"))},
 	}
 	for i, s := range services {
 		args := append(append([]string(nil), s.args...), metricsAddr(s.name, ports[2+i])...)
@@ -518,14 +521,15 @@ func userKey(path string) (string, error) {
 	return kp.PublicKey()
 }
 
-// NKey is the seed file of a NATS user of the environment: "services",
-// "cli", or "agent-<cluster>".
+// NKey is the seed file of a NATS user of the environment: "admin" (every
+// right: what an operator and the tests use, no service), "planner",
+// "dispatcher", "gate", "cli", or "agent-<cluster>".
 func (e *Env) NKey(user string) string { return filepath.Join(e.Dir, "nats-keys", user+".nk") }
 
 // writeNATSConfig writes the NATS server's configuration: JetStream on
-// loopback, and one NKey user each for the hub services (everything), the
-// CLI (live queries), the demo bot (approvals) and every agent (its own
-// subjects only, bus.AgentPermissions).
+// loopback, and one NKey user each for the operator (everything), each hub
+// service, the CLI (live queries), the demo bot (approvals) and every agent
+// (its own subjects only), each with the rights bus.*Permissions gives it.
 func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error) {
 	if err := os.MkdirAll(filepath.Join(o.Dir, "nats-keys"), 0o700); err != nil {
 		return "", err
@@ -541,15 +545,21 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 		}
 		return m
 	}
-	services, err := userKey(e.NKey("services"))
+	admin, err := userKey(e.NKey("admin"))
 	if err != nil {
 		return "", err
 	}
-	cli, err := userKey(e.NKey("cli"))
-	if err != nil {
-		return "", err
+	users := []user{{NKey: admin}, {NKey: botPub, Permissions: perms(bus.BotPermissions())}}
+	for name, p := range map[string]bus.Permissions{
+		"planner": bus.PlannerPermissions(), "dispatcher": bus.DispatcherPermissions(), "gate": bus.GatePermissions(),
+		"cli": bus.CLIPermissions(),
+	} {
+		pub, err := userKey(e.NKey(name))
+		if err != nil {
+			return "", err
+		}
+		users = append(users, user{NKey: pub, Permissions: perms(p)})
 	}
-	users := []user{{NKey: services}, {NKey: cli, Permissions: perms(bus.CLIPermissions())}, {NKey: botPub, Permissions: perms(bus.BotPermissions())}}
 	for _, c := range o.Clusters {
 		pub, err := userKey(e.NKey("agent-" + c))
 		if err != nil {

@@ -99,7 +99,10 @@ func New(dyn dynamic.Interface, js jetstream.JetStream, log *slog.Logger, opts O
 
 // Run works until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	if err := bus.Setup(ctx, d.js, bus.SetupOptions{}); err != nil {
+	if err := bus.Setup(ctx, d.js, bus.SetupOptions{Owner: bus.OwnerDispatcher}); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	if err := bus.AwaitStreams(ctx, d.js, d.log, bus.StreamSteps); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
 	var err error

@@ -116,8 +116,21 @@ func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
 	if known && prev == accepted {
 		return nil
 	}
+	// The agent may only pull its consumer, not make one: the hub makes it
+	// before telling the agent it is accepted, and removes it after telling
+	// it it is not (an agent no longer accepted can pull nothing).
+	if accepted {
+		if _, err := d.js.CreateOrUpdateConsumer(ctx, bus.StreamWork, bus.AgentConsumerConfig(name)); err != nil {
+			return fmt.Errorf("work consumer of cluster %s: %w", name, err)
+		}
+	}
 	if _, err := d.kv.Put(ctx, bus.AcceptedKey(name), []byte(fmt.Sprint(accepted))); err != nil {
 		return fmt.Errorf("relay acceptance of cluster %s: %w", name, err)
+	}
+	if !accepted {
+		if err := d.js.DeleteConsumer(ctx, bus.StreamWork, bus.AgentConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("remove the work consumer of cluster %s: %w", name, err)
+		}
 	}
 	d.log.Info("cluster acceptance relayed", "cluster", name, "accepted", accepted)
 	if err := d.updateStatus(ctx, name, time.Now()); err != nil {

@@ -126,7 +126,10 @@ func (g *Gate) Run(ctx context.Context, ln net.Listener, srv *http.Server) error
 	if ln != nil {
 		defer ln.Close() // also when Run fails before serving
 	}
-	if err := bus.Setup(ctx, g.js, bus.SetupOptions{}); err != nil {
+	if err := bus.Setup(ctx, g.js, bus.SetupOptions{Owner: bus.OwnerGate}); err != nil {
+		return fmt.Errorf("gate: %w", err)
+	}
+	if err := bus.AwaitStreams(ctx, g.js, g.log, bus.StreamSteps); err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
 	kv, err := g.js.KeyValue(ctx, bus.BucketGate)

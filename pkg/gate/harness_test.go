@@ -92,6 +92,10 @@ func start(t *testing.T, ns string, cfg *gate.Config, opts gate.Options, prepare
 	t.Cleanup(cancel)
 	ns = fmt.Sprintf("%s-%d", ns, namespaces.Add(1)) // run again (-count), the test takes a new one
 	_, js := natstest.New(t).JetStream(t)
+	// Every stream, as the planner, the dispatcher and the gate make them.
+	if err := bus.Setup(ctx, js, bus.SetupOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	f := &fixture{t: t, ctx: ctx, ns: ns, js: js, dyn: dynamic.NewForConfigOrDie(hub.Hub.Config), cs: kubernetes.NewForConfigOrDie(hub.Hub.Config),
 		logs: &logBook{}, secrets: map[string]string{}, tails: map[string]*bus.Tail{}}
 	for _, id := range cfg.Identities {

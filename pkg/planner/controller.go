@@ -170,7 +170,10 @@ func newMetadataFactory(c metadata.Interface, ns string) metadatainformer.Shared
 // the workers, and blocks until ctx ends.
 func (p *Planner) Run(ctx context.Context) error {
 	defer p.queue.ShutDown()
-	if err := bus.Setup(ctx, p.js, bus.SetupOptions{}); err != nil {
+	if err := bus.Setup(ctx, p.js, bus.SetupOptions{Owner: bus.OwnerPlanner}); err != nil {
+		return fmt.Errorf("planner: %w", err)
+	}
+	if err := bus.AwaitStreams(ctx, p.js, p.log, bus.StreamDispatch, bus.StreamGate); err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
 	kv, err := p.js.KeyValue(ctx, bus.BucketRuns)

@@ -66,6 +66,11 @@ func Main(name string, c *Common, bind func(*pflag.FlagSet), run func(context.Co
 	if c.NATS.Name == "" {
 		c.NATS.Name = "flotilla-" + name
 	}
+	// Replies come to the service's own inboxes, the only ones its NATS
+	// user may read (the agent's main sets its own before this).
+	if c.NATS.InboxPrefix == "" {
+		c.NATS.InboxPrefix = bus.ServiceInboxPrefix(name)
+	}
 	if c.AfterParse != nil {
 		c.AfterParse()
 	}

@@ -1,0 +1,243 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The services that own streams and buckets: each sets up (creates or
+// updates) only what it owns, and its NATS user may change nothing else.
+const (
+	OwnerPlanner    = "planner"
+	OwnerDispatcher = "dispatcher"
+	OwnerGate       = "gate"
+)
+
+// SetupOptions tune the streams for where they run.
+type SetupOptions struct {
+	// Replicas of each stream and bucket: 1 in dev and tests, 3 on a NATS cluster.
+	Replicas int
+	// Memory keeps streams in memory (tests that create many).
+	Memory bool
+	// Owner, when set, sets up only what that service owns (OwnerPlanner,
+	// ...); empty sets up everything (tests, and an installer with the
+	// rights of every service).
+	Owner string
+	// SizeFactor multiplies every byte limit (0: 1). The defaults reserve
+	// about 4.5 GiB of the server's JetStream storage in all: enough for
+	// thousands of applications over hundreds of clusters; a larger fleet
+	// raises it. In memory (tests) the limits are a sixty-fourth.
+	SizeFactor int
+}
+
+// scaled is a byte limit as o sizes it.
+func (o SetupOptions) scaled(n int64) int64 {
+	if o.SizeFactor > 1 {
+		n *= int64(o.SizeFactor)
+	}
+	if o.Memory {
+		n /= 64
+	}
+	return n
+}
+
+const (
+	day = 24 * time.Hour
+	kib = 1 << 10
+	mib = 1 << 20
+	gib = 1 << 30
+)
+
+// owned is a stream with its owner.
+type owned struct {
+	owner string
+	cfg   jetstream.StreamConfig
+}
+
+// streams are the design's streams, each with limits that say what goes
+// first when it is full: the oldest, in streams of history (a cluster's or
+// bot's flood drops its own old messages first, per subject); a new
+// publish, in the work stream, where every message is a cluster's desired
+// state and none may silently go.
+func streams() []owned {
+	return []owned{
+		{OwnerPlanner, jetstream.StreamConfig{
+			Name: StreamSteps, Subjects: []string{prefixSteps + ".>"},
+			Description: "planner → dispatcher, gate: one event per step transition",
+			MaxAge:      30 * day, Duplicates: 10 * time.Minute,
+			MaxBytes: 256 * mib, MaxMsgSize: 2 * mib, Discard: jetstream.DiscardOld,
+		}},
+		{OwnerDispatcher, jetstream.StreamConfig{
+			Name: StreamWork, Subjects: []string{prefixWork + ".>"},
+			Description: "dispatcher → agent: desired state per cluster and application, last value per subject",
+			// An agent offline for a week gets the newest desired state, not every release in between.
+			MaxMsgsPerSubject: 1, Duplicates: 10 * time.Minute,
+			MaxBytes: 1 * gib, MaxMsgSize: 2 * mib, Discard: jetstream.DiscardNew,
+			// Agents read their own newest work by direct get, on subjects
+			// their permissions can name.
+			AllowDirect: true,
+		}},
+		// Updated before the dispatcher's and the gate's streams are made:
+		// those take over subjects these held before each writer had a
+		// stream of its own (Setup waits for it).
+		{OwnerPlanner, jetstream.StreamConfig{
+			Name: StreamStatus, Subjects: []string{prefixStatus + ".>"},
+			Description: "agents → planner: cluster status and drift reports",
+			MaxAge:      7 * day, Duplicates: 2 * time.Minute,
+			MaxBytes: 512 * mib, MaxMsgSize: 1 * mib, MaxMsgsPerSubject: 256, Discard: jetstream.DiscardOld,
+		}},
+		{OwnerGate, jetstream.StreamConfig{
+			Name: StreamApprovals, Subjects: []string{prefixApprovals + ".>"},
+			Description: "bots → gate: approvals",
+			MaxAge:      30 * day, Duplicates: 10 * time.Minute,
+			MaxBytes: 64 * mib, MaxMsgSize: 64 * kib, MaxMsgsPerSubject: 1000, Discard: jetstream.DiscardOld,
+		}},
+		{OwnerDispatcher, jetstream.StreamConfig{
+			Name: StreamDispatch, Subjects: []string{prefixDispatch + ".>"},
+			Description: "dispatcher → planner: where each deploy step went, or why nowhere",
+			MaxAge:      7 * day, Duplicates: 10 * time.Minute,
+			MaxBytes: 64 * mib, MaxMsgSize: 256 * kib, Discard: jetstream.DiscardOld,
+		}},
+		{OwnerGate, jetstream.StreamConfig{
+			Name: StreamGate, Subjects: []string{prefixGate + ".>"},
+			Description: "gate → bots, planner, auditors: approval requests, decisions, audit records",
+			MaxAge:      365 * day, Duplicates: 10 * time.Minute,
+			MaxBytes: 256 * mib, MaxMsgSize: 1 * mib, MaxMsgsPerSubject: 100000, Discard: jetstream.DiscardOld,
+		}},
+		{OwnerDispatcher, jetstream.StreamConfig{
+			Name: StreamClusters, Subjects: []string{prefixClusters + ".>"},
+			Description: "agents → dispatcher: join requests and heartbeats",
+			MaxAge:      time.Hour, Duplicates: time.Minute,
+			MaxBytes: 64 * mib, MaxMsgSize: 64 * kib, MaxMsgsPerSubject: 16, Discard: jetstream.DiscardOld,
+		}},
+	}
+}
+
+// Streams returns the stream configurations of the design's table.
+func Streams(o SetupOptions) []jetstream.StreamConfig {
+	storage := jetstream.FileStorage
+	if o.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	var out []jetstream.StreamConfig
+	for _, s := range streams() {
+		cfg := s.cfg
+		cfg.Storage, cfg.Replicas, cfg.MaxBytes = storage, max(o.Replicas, 1), o.scaled(cfg.MaxBytes)
+		out = append(out, cfg)
+	}
+	return out
+}
+
+// StreamOwner names the service that owns a stream.
+func StreamOwner(stream string) string {
+	for _, s := range streams() {
+		if s.cfg.Name == stream {
+			return s.owner
+		}
+	}
+	return ""
+}
+
+type ownedKV struct {
+	owner string
+	cfg   jetstream.KeyValueConfig
+}
+
+func buckets() []ownedKV {
+	return []ownedKV{
+		{OwnerPlanner, jetstream.KeyValueConfig{Bucket: BucketRuns, Description: "planner run state per application, compare-and-set on revision",
+			History: 5, MaxValueSize: 1 * mib, MaxBytes: 256 * mib}},
+		{OwnerDispatcher, jetstream.KeyValueConfig{Bucket: BucketClusters, Description: "dispatcher cluster registry",
+			History: 5, MaxValueSize: 16 * kib, MaxBytes: 32 * mib}},
+		{OwnerGate, jetstream.KeyValueConfig{Bucket: BucketGate, Description: "gate: steps waiting for a decision",
+			History: 5, MaxValueSize: 512 * kib, MaxBytes: 64 * mib}},
+	}
+}
+
+// subjectsOverlap is the server's answer to a stream taking subjects
+// another still holds.
+const subjectsOverlap = 10065
+
+// Setup creates or updates the streams, KV buckets and object store of
+// o.Owner (all of them without one). It is idempotent: every service calls
+// it at start. A stream whose subjects another still holds (a planner not
+// yet upgraded) is tried again for up to a minute.
+func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
+	storage := jetstream.FileStorage
+	if o.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	replicas := max(o.Replicas, 1)
+	mine := func(owner string) bool { return o.Owner == "" || o.Owner == owner }
+	for _, s := range streams() {
+		if !mine(s.owner) {
+			continue
+		}
+		cfg := s.cfg
+		cfg.Storage, cfg.Replicas, cfg.MaxBytes = storage, replicas, o.scaled(cfg.MaxBytes)
+		deadline := time.Now().Add(time.Minute)
+		for {
+			_, err := js.CreateOrUpdateStream(ctx, cfg)
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == subjectsOverlap && time.Now().Before(deadline) {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("set up stream %s: %w", cfg.Name, err)
+			}
+			break
+		}
+	}
+	for _, b := range buckets() {
+		if !mine(b.owner) {
+			continue
+		}
+		kv := b.cfg
+		kv.Storage, kv.Replicas, kv.MaxBytes = storage, replicas, o.scaled(kv.MaxBytes)
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("set up KV %s: %w", kv.Bucket, err)
+		}
+	}
+	if mine(OwnerPlanner) {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket: ObjectSnapshots, Description: "release snapshots, named by application, revision and digest",
+			Storage: storage, Replicas: replicas, MaxBytes: o.scaled(2 * gib),
+		}); err != nil {
+			return fmt.Errorf("set up object store %s: %w", ObjectSnapshots, err)
+		}
+	}
+	return nil
+}
+
+// AwaitStreams waits until every stream named exists (another service
+// owns and makes it), logging once a second which it waits for.
+func AwaitStreams(ctx context.Context, js jetstream.JetStream, log *slog.Logger, names ...string) error {
+	for _, name := range names {
+		for {
+			_, err := js.Stream(ctx, name)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("stream %s: %w", name, err)
+			}
+			log.Info("waiting for a stream another service makes", "stream", name, "owner", StreamOwner(name))
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
