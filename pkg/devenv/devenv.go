@@ -65,6 +65,9 @@ const BotKeyID = "demo-bot"
 // NATSBotKeyID is the demo bot that signs approvals over NATS.
 const NATSBotKeyID = "demo-nats-bot"
 
+// BotNamespace is the one namespace the demo's bots may decide in.
+const BotNamespace = "demo"
+
 // Env is the running product.
 type Env struct {
 	Testbed  *testbed.Env
@@ -488,8 +491,9 @@ func writeGateConfig(dir string) (path, botPub string, err error) {
 	}
 	abs, _ := filepath.Abs(secretPath)
 	cfg := gate.Config{Identities: []gate.Identity{
-		{Name: BotKeyID, HMACSecretFile: abs, Delegate: true},
-		{Name: NATSBotKeyID, NKey: pub, Delegate: true},
+		// The demo's bots are trusted in the demo's namespace only.
+		{Name: BotKeyID, HMACSecretFile: abs, Delegate: true, Namespaces: []string{BotNamespace}},
+		{Name: NATSBotKeyID, NKey: pub, Delegate: true, Namespaces: []string{BotNamespace}},
 	}}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -549,7 +553,7 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 	if err != nil {
 		return "", err
 	}
-	users := []user{{NKey: admin}, {NKey: botPub, Permissions: perms(bus.BotPermissions())}}
+	users := []user{{NKey: admin}, {NKey: botPub, Permissions: perms(bus.BotPermissions(BotNamespace))}}
 	for name, p := range map[string]bus.Permissions{
 		"planner": bus.PlannerPermissions(), "dispatcher": bus.DispatcherPermissions(), "gate": bus.GatePermissions(),
 		"cli": bus.CLIPermissions(),

@@ -138,8 +138,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 	})
 
+	for _, stream := range []string{bus.StreamSteps, bus.StreamClusters} {
+		sub, err := d.metrics.dead.Watch(d.js.Conn(), stream)
+		if err != nil {
+			return fmt.Errorf("dispatcher: %w", err)
+		}
+		defer sub.Unsubscribe()
+	}
 	steps, err := d.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{
 		Durable: bus.ConsumerDispatcher, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64,
+		MaxDeliver: bus.MaxDeliver,
 	})
 	if err != nil {
 		return fmt.Errorf("dispatcher: steps consumer: %w", err)
@@ -155,6 +163,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		// Only what arrives from now on matters for liveness; joins are
 		// re-sent by agents that start.
 		DeliverPolicy: jetstream.DeliverNewPolicy,
+		MaxDeliver:    bus.MaxDeliver,
 	})
 	if err != nil {
 		return fmt.Errorf("dispatcher: clusters consumer: %w", err)

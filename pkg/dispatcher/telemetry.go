@@ -16,6 +16,7 @@ type metrics struct {
 	refused    *prometheus.CounterVec
 	consumers  *bus.ConsumerMetrics
 	clusters   *clusterCollector
+	dead       *bus.DeadLetters
 }
 
 func newMetrics(d *Dispatcher) *metrics {
@@ -27,12 +28,13 @@ func newMetrics(d *Dispatcher) *metrics {
 			Name: "flotilla_dispatch_failures_total", Help: "Deploy steps not dispatched, by reason (no cluster matched, ...).",
 		}, []string{"reason"}),
 		consumers: bus.NewConsumerMetrics(),
+		dead:      bus.NewDeadLetters(d.log),
 		clusters:  &clusterCollector{d: d, desc: prometheus.NewDesc("flotilla_cluster_available", "1 for the AVAILABLE condition status each ManagedCluster has (True, False or Unknown).", []string{"cluster", "status"}, nil)},
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.dispatched, m.refused, m.consumers, m.clusters}
+	return []prometheus.Collector{m.dispatched, m.refused, m.consumers, m.clusters, m.dead.Collector()}
 }
 
 // clusterCollector reports every ManagedCluster's availability as the

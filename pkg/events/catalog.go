@@ -494,9 +494,16 @@ const (
 // ApprovalData is a person's decision on one waiting step of one release:
 // the public contract chat bots implement.
 type ApprovalData struct {
-	Namespace      string `json:"namespace"`
-	Application    string `json:"application"`
-	PublishVersion string `json:"publishVersion"`
+	Namespace   string `json:"namespace"`
+	Application string `json:"application"`
+	// Release and Attempt are the run the approval is for, as the approval
+	// request names it (release <app>-v<N>, attempt 0 unless the workflow
+	// was restarted): an approval of one run never counts for another, a
+	// rollback or a restart, that waits on the same step and publishVersion.
+	Release string `json:"release"`
+	Attempt int    `json:"attempt,omitempty"`
+	// PublishVersion, when given, must be the waiting release's too.
+	PublishVersion string `json:"publishVersion,omitempty"`
 	Step           string `json:"step"`
 	Decision       string `json:"decision"`
 	Approver       string `json:"approver"`
@@ -506,7 +513,7 @@ type ApprovalData struct {
 // Validate implements Data.
 func (d *ApprovalData) Validate() error {
 	var missing []string
-	for name, v := range map[string]string{"namespace": d.Namespace, "application": d.Application, "publishVersion": d.PublishVersion, "step": d.Step, "approver": d.Approver} {
+	for name, v := range map[string]string{"namespace": d.Namespace, "application": d.Application, "release": d.Release, "step": d.Step, "approver": d.Approver} {
 		if v == "" {
 			missing = append(missing, name)
 		}
@@ -519,6 +526,12 @@ func (d *ApprovalData) Validate() error {
 	if d.Decision != DecisionApprove && d.Decision != DecisionReject {
 		errs = append(errs, fmt.Errorf("decision %q is not approve or reject", d.Decision))
 	}
+	if d.Attempt < 0 {
+		errs = append(errs, fmt.Errorf("attempt %d is negative", d.Attempt))
+	}
+	if len(d.Reason) > MaxReportMessage {
+		errs = append(errs, fmt.Errorf("reason of %d bytes: at most %d", len(d.Reason), MaxReportMessage))
+	}
 	return errors.Join(errs...)
 }
 
@@ -530,6 +543,10 @@ type Approval struct {
 	Reason   string    `json:"reason,omitempty"`
 	Time     time.Time `json:"time"`
 	EventID  string    `json:"eventID,omitempty"`
+	// By is the delegate identity (a bot) that named the approver, when
+	// one did: a delegate's approvals count once toward a quorum, however
+	// many people it names.
+	By string `json:"by,omitempty"`
 }
 
 // ApprovalRequestedData tells bots what waits and what it will change.

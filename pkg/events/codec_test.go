@@ -189,7 +189,7 @@ func TestStepEventIDIsDeterministic(t *testing.T) {
 }
 
 func TestDecodeHTTP(t *testing.T) {
-	body := []byte(`{"namespace":"demo","application":"demo","publishVersion":"version1","step":"deploy-prod","decision":"approve","approver":"alice"}`)
+	body := []byte(`{"namespace":"demo","application":"demo","release":"demo-v1","publishVersion":"version1","step":"deploy-prod","decision":"approve","approver":"alice"}`)
 	base := func() http.Header {
 		h := http.Header{}
 		// Go canonicalises header names: the decoder reads them in any case.

@@ -70,7 +70,7 @@ func FuzzDecode(f *testing.F) {
 // what it accepts is an event of the catalog with valid data.
 func FuzzDecodeHTTP(f *testing.F) {
 	f.Add("1.0", "id-1", "/bots/curl", TypeApproval, "", "application/json; charset=utf-8", testTraceParent,
-		[]byte(`{"namespace":"demo","application":"demo","publishVersion":"version1","step":"deploy-prod","decision":"approve","approver":"alice"}`))
+		[]byte(`{"namespace":"demo","application":"demo","release":"demo-v1","publishVersion":"version1","step":"deploy-prod","decision":"approve","approver":"alice"}`))
 	f.Add("1.0", "id-2", "::", TypeApproval, "2026-11-27T10:00:00Z", "application/json", "", []byte(`{}`))
 	f.Add("", "", "", "", "", "", "", []byte("null"))
 	f.Fuzz(func(t *testing.T, spec, id, source, typ, ts, ct, tp string, body []byte) {

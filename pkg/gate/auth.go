@@ -49,6 +49,9 @@ type Identity struct {
 	// Delegate marks a bot trusted to name the person who decided (the
 	// event's approver); otherwise the approver is the identity itself.
 	Delegate bool `json:"delegate,omitempty"`
+	// Namespaces are the hub namespaces the identity may decide in ("*":
+	// every one). Required: a bot is trusted somewhere, never by default.
+	Namespaces []string `json:"namespaces"`
 }
 
 // Config is the gate's trust configuration.
@@ -78,11 +81,22 @@ func LoadConfig(path string) (*Config, error) {
 			}
 			id.HMACSecret = strings.TrimSpace(string(secret))
 		}
+		if len(id.Namespaces) == 0 {
+			return nil, fmt.Errorf("gate config %s: identity %s lists no namespaces it may decide in: give namespaces: [<ns>, ...] (or [\"*\"] for every one)", path, id.Name)
+		}
 		if id.NKey != "" && !nkeys.IsValidPublicUserKey(id.NKey) {
 			return nil, fmt.Errorf("gate config %s: identity %s: nkey is not a public user key (U...)", path, id.Name)
 		}
 	}
 	return cfg, nil
+}
+
+// trusted are the namespaces the identity may decide in: none unless listed.
+func (id *Identity) trusted() []string {
+	if id.Namespaces == nil {
+		return []string{}
+	}
+	return id.Namespaces
 }
 
 func (c *Config) identity(name string) (*Identity, bool) {
@@ -142,24 +156,33 @@ func (c *Config) verifyNATS(msg *nats.Msg) (*Identity, error) {
 	return id, nil
 }
 
-// SignHTTP is the webhook signature: v1=<hex HMAC-SHA256(secret, "v1:" + timestamp + ":" + body)>.
-func SignHTTP(secret, timestamp string, body []byte) string {
+// SignHTTP is the webhook signature:
+// v2=<hex HMAC-SHA256(secret, "v2:" + timestamp + ":" + ce-id + ":" + body)>.
+// It covers the event's ID, so a captured call cannot be replayed under a
+// new ID (which would count as a new decision).
+func SignHTTP(secret, timestamp, id string, body []byte) string {
 	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte("v1:" + timestamp + ":"))
+	mac.Write([]byte("v2:" + timestamp + ":" + id + ":"))
 	mac.Write(body)
-	return "v1=" + hex.EncodeToString(mac.Sum(nil))
+	return "v2=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-func (c *Config) verifyHTTP(keyID, timestamp, signature string, body []byte) (*Identity, error) {
+// ErrOldSignature is a v1 webhook signature, which did not cover ce-id.
+var ErrOldSignature = errors.New("a v1 signature does not cover ce-id and is no longer taken: sign v2 (\"v2:\" + timestamp + \":\" + ce-id + \":\" + body)")
+
+func (c *Config) verifyHTTP(keyID, timestamp, id, signature string, body []byte) (*Identity, error) {
 	if keyID == "" || signature == "" {
 		return nil, ErrUnsigned
 	}
-	id, ok := c.identity(keyID)
-	if !ok || id.HMACSecret == "" {
+	ident, ok := c.identity(keyID)
+	if !ok || ident.HMACSecret == "" {
 		return nil, fmt.Errorf("%w %q", ErrUnknownKey, keyID)
 	}
-	if !hmac.Equal([]byte(SignHTTP(id.HMACSecret, timestamp, body)), []byte(signature)) {
+	if strings.HasPrefix(signature, "v1=") {
+		return nil, ErrOldSignature
+	}
+	if !hmac.Equal([]byte(SignHTTP(ident.HMACSecret, timestamp, id, body)), []byte(signature)) {
 		return nil, ErrBadSignature
 	}
-	return id, nil
+	return ident, nil
 }

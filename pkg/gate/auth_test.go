@@ -1,6 +1,9 @@
 package gate
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -26,8 +29,8 @@ func TestNATSSignature(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pub, _ := kp.PublicKey()
-			cfg := &Config{Identities: []Identity{{Name: "bot", NKey: pub}}}
-			e := events.New("id-1", "/bots/x", events.TypeApproval, "", &events.ApprovalData{Namespace: "demo", Application: "demo", PublishVersion: "v1", Step: "s", Decision: "approve", Approver: "alice"})
+			cfg := &Config{Identities: []Identity{{Name: "bot", NKey: pub, Namespaces: []string{"*"}}}}
+			e := events.New("id-1", "/bots/x", events.TypeApproval, "", &events.ApprovalData{Namespace: "demo", Application: "demo", Release: "demo-v1", PublishVersion: "v1", Step: "s", Decision: "approve", Approver: "alice"})
 			msg, _ := events.Encode("s", e)
 			if err := SignNATS(msg, tt.keyID, tt.signer); err != nil {
 				t.Fatal(err)
@@ -39,9 +42,9 @@ func TestNATSSignature(t *testing.T) {
 	}
 	// Tampering with the body, the ID or the time breaks the signature; no signature is refused.
 	pub, _ := kp.PublicKey()
-	cfg := &Config{Identities: []Identity{{Name: "bot", NKey: pub}}}
+	cfg := &Config{Identities: []Identity{{Name: "bot", NKey: pub, Namespaces: []string{"*"}}}}
 	for _, tamper := range []string{"body", "id", "time", "unsigned"} {
-		e := events.New("id-1", "/bots/x", events.TypeApproval, "", &events.ApprovalData{Namespace: "demo", Application: "demo", PublishVersion: "v1", Step: "s", Decision: "approve", Approver: "alice"})
+		e := events.New("id-1", "/bots/x", events.TypeApproval, "", &events.ApprovalData{Namespace: "demo", Application: "demo", Release: "demo-v1", PublishVersion: "v1", Step: "s", Decision: "approve", Approver: "alice"})
 		msg, _ := events.Encode("s", e)
 		_ = SignNATS(msg, "bot", kp)
 		want := ErrBadSignature
@@ -63,27 +66,35 @@ func TestNATSSignature(t *testing.T) {
 }
 
 func TestHTTPSignature(t *testing.T) {
-	cfg := &Config{Identities: []Identity{{Name: "demo-bot", HMACSecret: "s3cret"}}}
+	cfg := &Config{Identities: []Identity{{Name: "demo-bot", HMACSecret: "s3cret", Namespaces: []string{"*"}}}}
 	body := []byte(`{"namespace":"demo"}`)
-	sig := SignHTTP("s3cret", "1700000000", body)
-	if !strings.HasPrefix(sig, "v1=") || len(sig) != 3+64 {
-		t.Fatalf("signature %q is not v1=<hex sha256>", sig)
+	sig := SignHTTP("s3cret", "1700000000", "id-1", body)
+	if !strings.HasPrefix(sig, "v2=") || len(sig) != 3+64 {
+		t.Fatalf("signature %q is not v2=<hex sha256>", sig)
 	}
+	// What v1 signed: timestamp and body, not the event's ID.
+	mac := hmac.New(sha256.New, []byte("s3cret"))
+	mac.Write([]byte("v1:1700000000:"))
+	mac.Write(body)
+	v1 := "v1=" + hex.EncodeToString(mac.Sum(nil))
 	tests := []struct {
-		name, key, ts, sig string
-		body               []byte
-		want               error
+		name, key, ts, id, sig string
+		body                   []byte
+		want                   error
 	}{
-		{"valid", "demo-bot", "1700000000", sig, body, nil},
-		{"other timestamp", "demo-bot", "1700000001", sig, body, ErrBadSignature},
-		{"other body", "demo-bot", "1700000000", sig, []byte(`{}`), ErrBadSignature},
-		{"wrong secret", "demo-bot", "1700000000", SignHTTP("guess", "1700000000", body), body, ErrBadSignature},
-		{"unknown key", "nobody", "1700000000", sig, body, ErrUnknownKey},
-		{"unsigned", "demo-bot", "1700000000", "", body, ErrUnsigned},
+		{"valid", "demo-bot", "1700000000", "id-1", sig, body, nil},
+		{"other timestamp", "demo-bot", "1700000001", "id-1", sig, body, ErrBadSignature},
+		{"other body", "demo-bot", "1700000000", "id-1", sig, []byte(`{}`), ErrBadSignature},
+		// A captured call replayed under a new ID (a new decision) does not verify.
+		{"other event ID", "demo-bot", "1700000000", "id-2", sig, body, ErrBadSignature},
+		{"a v1 signature, which did not cover the ID", "demo-bot", "1700000000", "id-2", v1, body, ErrOldSignature},
+		{"wrong secret", "demo-bot", "1700000000", "id-1", SignHTTP("guess", "1700000000", "id-1", body), body, ErrBadSignature},
+		{"unknown key", "nobody", "1700000000", "id-1", sig, body, ErrUnknownKey},
+		{"unsigned", "demo-bot", "1700000000", "id-1", "", body, ErrUnsigned},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := cfg.verifyHTTP(tt.key, tt.ts, tt.sig, tt.body); !errors.Is(err, tt.want) {
+			if _, err := cfg.verifyHTTP(tt.key, tt.ts, tt.id, tt.sig, tt.body); !errors.Is(err, tt.want) {
 				t.Fatalf("verify = %v, want %v", err, tt.want)
 			}
 		})

@@ -21,6 +21,9 @@ type decision struct {
 	Identity string
 	Groups   []string
 	Delegate bool
+	// Namespaces are where the identity may decide ("*": everywhere); a
+	// CLI request's, which the hub's RBAC vouches for, is nil (anywhere).
+	Namespaces []string
 	// TraceParent is the sender's own trace context (a bot's): the wait's
 	// span links to it.
 	TraceParent string
@@ -49,18 +52,23 @@ const (
 // the decision did, or the refusal (a *problem.Error, see refusals.go). It
 // changes nothing it is given. Every rule of a decision lives here:
 //
+//   - a bot decides only in the namespaces it is trusted in, else Forbidden;
 //   - nothing waits: NotWaiting;
 //   - an ID already seen counts once: Replayed;
-//   - the decision is for the release waiting (its publishVersion, or its
-//     name without the annotation), else Stale;
+//   - the decision is for the run waiting (its release name and attempt,
+//     and its publishVersion when the decision gives one), else Stale;
 //   - for the step waiting, else WrongStep;
 //   - which is not decided yet, else AlreadyDecided;
 //   - by an approver the step allows (by name or group; none listed: any
 //     trusted identity), else Forbidden;
 //   - a reject ends the wait; approvals end it once minApprovals distinct
-//     approvers approved (the same approver twice counts once).
+//     approvers approved (the same approver twice counts once, and all the
+//     people one delegate bot names count once: no bot meets a quorum alone).
 func decide(w *waiting, in decision, now time.Time) (*waiting, outcome, error) {
 	d := in.Data
+	if in.Namespaces != nil && !slices.Contains(in.Namespaces, d.Namespace) && !slices.Contains(in.Namespaces, "*") {
+		return nil, counted, refuse(ReasonForbidden, "%s may decide only in namespaces %v, not in %q", in.Identity, in.Namespaces, d.Namespace)
+	}
 	if w == nil {
 		return nil, counted, refuse(ReasonNotWaiting, "no step of application %s/%s waits for a decision", d.Namespace, d.Application)
 	}
@@ -68,7 +76,9 @@ func decide(w *waiting, in decision, now time.Time) (*waiting, outcome, error) {
 	switch {
 	case slices.Contains(w.Seen, in.ID):
 		return nil, counted, refuse(ReasonReplayed, "decision %s was already received (replay)", in.ID)
-	case d.PublishVersion != w.PublishVersion && d.PublishVersion != w.Release:
+	case d.Release != w.Release || d.Attempt != w.Attempt:
+		return nil, counted, refuse(ReasonStale, "stale: %s/%s waits in release %s, run %d, not %s run %d", d.Namespace, d.Application, w.Release, w.Attempt, d.Release, d.Attempt)
+	case d.PublishVersion != "" && d.PublishVersion != w.PublishVersion:
 		return nil, counted, refuse(ReasonStale, "stale: %s/%s waits on publishVersion %q, not %q", d.Namespace, d.Application, w.PublishVersion, d.PublishVersion)
 	case d.Step != w.Step:
 		return nil, counted, refuse(ReasonWrongStep, "stale: step %q does not wait; %q does", d.Step, w.Step)
@@ -81,7 +91,11 @@ func decide(w *waiting, in decision, now time.Time) (*waiting, outcome, error) {
 	next.Seen = append(next.Seen, in.ID)
 	again := slices.ContainsFunc(next.Approvals, func(a events.Approval) bool { return a.Approver == approver && a.Decision == d.Decision })
 	if !again {
-		next.Approvals = append(next.Approvals, events.Approval{Approver: approver, Decision: d.Decision, Via: in.Via, Reason: d.Reason, Time: now.UTC(), EventID: in.ID})
+		a := events.Approval{Approver: approver, Decision: d.Decision, Via: in.Via, Reason: d.Reason, Time: now.UTC(), EventID: in.ID}
+		if in.Delegate {
+			a.By = in.Identity
+		}
+		next.Approvals = append(next.Approvals, a)
 	}
 	out := counted
 	switch {
@@ -94,13 +108,22 @@ func decide(w *waiting, in decision, now time.Time) (*waiting, outcome, error) {
 	return next, out, nil
 }
 
-// approvals counts the approvals recorded on w.
+// approvals counts the approvals recorded on w toward its quorum: each
+// person once, and every person one delegate bot named once in all.
 func approvals(w *waiting) int {
 	n := 0
+	delegates := map[string]bool{}
 	for _, a := range w.Approvals {
-		if a.Decision == events.DecisionApprove {
-			n++
+		if a.Decision != events.DecisionApprove {
+			continue
 		}
+		if a.By != "" {
+			if delegates[a.By] {
+				continue
+			}
+			delegates[a.By] = true
+		}
+		n++
 	}
 	return n
 }

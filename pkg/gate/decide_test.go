@@ -31,12 +31,18 @@ type by struct {
 	approver, publishVersion, step string
 	delegate                       bool
 	traceParent                    string
+	// release and attempt name the run (default demo-v1, 0); namespaces
+	// are where the identity is trusted (nil: anywhere, as the CLI).
+	release    string
+	attempt    int
+	namespaces []string
 }
 
 func (b by) input() decision {
-	d := &events.ApprovalData{Namespace: "demo", Application: "demo", PublishVersion: orText(b.publishVersion, "v1"), Step: orText(b.step, "deploy-prod"),
+	d := &events.ApprovalData{Namespace: "demo", Application: "demo", Release: orText(b.release, "demo-v1"), Attempt: b.attempt,
+		PublishVersion: b.publishVersion, Step: orText(b.step, "deploy-prod"),
 		Decision: orText(b.decision, events.DecisionApprove), Approver: orText(b.approver, b.who), Reason: "because " + b.who}
-	return decision{ID: b.id, Data: d, Via: ViaHTTP, Identity: b.who, Groups: b.groups, Delegate: b.delegate, TraceParent: b.traceParent}
+	return decision{ID: b.id, Data: d, Via: ViaHTTP, Identity: b.who, Groups: b.groups, Delegate: b.delegate, Namespaces: b.namespaces, TraceParent: b.traceParent}
 }
 
 // then is what one decision should do: the outcome, or the refusal's reason.
@@ -82,12 +88,33 @@ func TestDecide(t *testing.T) {
 		{"stale publishVersion", held(nil, 1),
 			[]by{{id: "1", who: "alice", publishVersion: "v0"}},
 			[]then{{refused: ReasonStale}}, nil},
-		{"stale release name", held(nil, 1),
-			[]by{{id: "1", who: "alice", publishVersion: "demo-v0"}},
-			[]then{{refused: ReasonStale}}, nil},
-		{"the release name binds it too", held(nil, 1),
-			[]by{{id: "1", who: "alice", publishVersion: "demo-v1"}},
+		{"the waiting publishVersion, given, counts", held(nil, 1),
+			[]by{{id: "1", who: "alice", publishVersion: "v1"}},
 			[]then{{out: approved}}, []string{"alice"}},
+		{"stale release name", held(nil, 1),
+			[]by{{id: "1", who: "alice", release: "demo-v0"}},
+			[]then{{refused: ReasonStale}}, nil},
+		// A rollback reuses an older publishVersion: only the release name tells the runs apart.
+		{"the same publishVersion in another release", held(nil, 1),
+			[]by{{id: "1", who: "alice", release: "demo-v3", publishVersion: "v1"}},
+			[]then{{refused: ReasonStale}}, nil},
+		{"another run of the release (restarted)", restarted(),
+			[]by{{id: "1", who: "alice"}, {id: "2", who: "alice", attempt: 1}},
+			[]then{{refused: ReasonStale}, {out: approved}}, []string{"alice"}},
+		{"a bot decides only where it is trusted", held(nil, 1),
+			[]by{{id: "1", who: "team-b-bot", namespaces: []string{"team-b"}}, {id: "2", who: "nowhere-bot", namespaces: []string{}},
+				{id: "3", who: "demo-bot", namespaces: []string{"team-b", "demo"}}},
+			[]then{{refused: ReasonForbidden}, {refused: ReasonForbidden}, {out: approved}}, []string{"demo-bot"}},
+		{"a bot trusted everywhere", held(nil, 1),
+			[]by{{id: "1", who: "ops-bot", namespaces: []string{"*"}}},
+			[]then{{out: approved}}, []string{"ops-bot"}},
+		{"a delegate bot cannot meet a quorum alone", held(nil, 2),
+			[]by{{id: "1", who: "chat-bot", approver: "carol", delegate: true}, {id: "2", who: "chat-bot", approver: "dave", delegate: true},
+				{id: "3", who: "alice"}},
+			[]then{{out: counted}, {out: counted}, {out: approved}}, []string{"carol", "dave", "alice"}},
+		{"two delegate bots make two", held(nil, 2),
+			[]by{{id: "1", who: "chat-bot", approver: "carol", delegate: true}, {id: "2", who: "mail-bot", approver: "dave", delegate: true}},
+			[]then{{out: counted}, {out: approved}}, []string{"carol", "dave"}},
 		{"wrong step", held(nil, 1),
 			[]by{{id: "1", who: "alice", step: "deploy-test"}},
 			[]then{{refused: ReasonWrongStep}}, nil},
@@ -138,6 +165,13 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
+}
+
+// restarted is held's wait in the release's second run (attempt 1).
+func restarted() *waiting {
+	w := held(nil, 1)
+	w.Attempt = 1
+	return w
 }
 
 // A counted decision records who, how, when and why; the final one sets

@@ -13,8 +13,8 @@ import (
 // the event names.
 func TestDelegate(t *testing.T) {
 	f := start(t, "delegate", &gate.Config{Identities: []gate.Identity{
-		{Name: "chat-bot", HMACSecret: "c", Delegate: true},
-		{Name: "plain-bot", HMACSecret: "p"},
+		{Name: "chat-bot", HMACSecret: "c", Delegate: true, Namespaces: []string{"*"}},
+		{Name: "plain-bot", HMACSecret: "p", Namespaces: []string{"*"}},
 	}}, gate.Options{})
 	for _, tt := range []struct{ app, bot, want string }{
 		{"delegated", "chat-bot", "carol"},

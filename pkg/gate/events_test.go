@@ -17,8 +17,8 @@ import (
 // gets no Event on the Application it names.
 func TestApprovalEvents(t *testing.T) {
 	f := start(t, "evented", &gate.Config{Identities: []gate.Identity{
-		{Name: "alice", HMACSecret: "a"},
-		{Name: "eve", HMACSecret: "e"},
+		{Name: "alice", HMACSecret: "a", Namespaces: []string{"*"}},
+		{Name: "eve", HMACSecret: "e", Namespaces: []string{"*"}},
 	}}, gate.Options{})
 	f.createApp("web")
 	f.hold("web", `{"auto":false,"policies":["p"],"approvers":["alice"]}`)

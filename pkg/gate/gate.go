@@ -86,6 +86,8 @@ type Gate struct {
 	decisions *prometheus.CounterVec
 	wait      *prometheus.HistogramVec
 	consumers *bus.ConsumerMetrics
+	dead      *bus.DeadLetters
+	limits    *refusalLimits
 	tracer    trace.Tracer
 }
 
@@ -96,7 +98,7 @@ func New(dyn dynamic.Interface, cs kubernetes.Interface, js jetstream.JetStream,
 		cfg = &Config{}
 	}
 	g := &Gate{cfg: cfg, log: log, js: js, dyn: dyn, cs: cs, now: time.Now, opts: opts, tracer: opts.Instruments.T(),
-		consumers: bus.NewConsumerMetrics(), resumes: newResumes()}
+		consumers: bus.NewConsumerMetrics(), dead: bus.NewDeadLetters(log), resumes: newResumes(), limits: newRefusalLimits()}
 	g.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flotilla_gate_decisions_total",
 		Help: "Decisions received, by way in and outcome (recorded, or the refusal's reason).",
@@ -114,7 +116,7 @@ func New(dyn dynamic.Interface, cs kubernetes.Interface, js jetstream.JetStream,
 	} else {
 		g.metrics = prometheus.NewRegistry()
 	}
-	if err := ins.Register(g.decisions, g.wait, g.consumers); err != nil {
+	if err := ins.Register(g.decisions, g.wait, g.consumers, g.dead.Collector()); err != nil {
 		return nil, fmt.Errorf("gate: %w", err)
 	}
 	return g, nil
@@ -145,7 +147,15 @@ func (g *Gate) Run(ctx context.Context, ln net.Listener, srv *http.Server) error
 		}
 	}, 5*time.Second)
 
-	steps, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{Durable: bus.ConsumerGate, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
+	for _, stream := range []string{bus.StreamSteps, bus.StreamApprovals} {
+		sub, err := g.dead.Watch(g.js.Conn(), stream)
+		if err != nil {
+			return fmt.Errorf("gate: %w", err)
+		}
+		defer sub.Unsubscribe()
+	}
+	steps, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamSteps, jetstream.ConsumerConfig{Durable: bus.ConsumerGate,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: bus.MaxDeliver})
 	if err != nil {
 		return fmt.Errorf("gate: steps consumer: %w", err)
 	}
@@ -158,6 +168,7 @@ func (g *Gate) Run(ctx context.Context, ln net.Listener, srv *http.Server) error
 
 	approvals, err := g.js.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
 		Durable: bus.ConsumerGate, FilterSubject: bus.ApprovalsFilter, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+		MaxDeliver: bus.MaxDeliver,
 	})
 	if err != nil {
 		return fmt.Errorf("gate: approvals consumer: %w", err)

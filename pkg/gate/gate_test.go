@@ -20,9 +20,9 @@ import (
 // in, runs in test/e2e.)
 func TestQuorumRejectAndApprovers(t *testing.T) {
 	f := start(t, "quorum", &gate.Config{Identities: []gate.Identity{
-		{Name: "alice", HMACSecret: "a", Groups: []string{"release-managers"}},
-		{Name: "bob", HMACSecret: "b", Groups: []string{"release-managers"}},
-		{Name: "eve", HMACSecret: "e"},
+		{Name: "alice", HMACSecret: "a", Groups: []string{"release-managers"}, Namespaces: []string{"*"}},
+		{Name: "bob", HMACSecret: "b", Groups: []string{"release-managers"}, Namespaces: []string{"*"}},
+		{Name: "eve", HMACSecret: "e", Namespaces: []string{"*"}},
 	}}, gate.Options{})
 
 	f.hold("quorum", `{"auto":false,"policies":["p"],"approvers":["release-managers"],"minApprovals":2}`)

@@ -272,7 +272,7 @@ func (f *fixture) record(app string) record {
 
 // approval is the JSON data of an approval of app's step deploy-prod of v1.
 func (f *fixture) approval(app, decision, approver string) []byte {
-	body, _ := json.Marshal(events.ApprovalData{Namespace: f.ns, Application: app, PublishVersion: "v1", Step: "deploy-prod", Decision: decision, Approver: approver, Reason: "checked"})
+	body, _ := json.Marshal(events.ApprovalData{Namespace: f.ns, Application: app, Release: app + "-v1", PublishVersion: "v1", Step: "deploy-prod", Decision: decision, Approver: approver, Reason: "checked"})
 	return body
 }
 
@@ -281,9 +281,13 @@ func (f *fixture) approval(app, decision, approver string) []byte {
 func (f *fixture) post(who string, body []byte, headers map[string]string) (int, map[string]string) {
 	f.t.Helper()
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	id := fmt.Sprint(time.Now().UnixNano())
+	if v, ok := headers["ce-id"]; ok {
+		id = v // signed as sent
+	}
 	req, _ := http.NewRequestWithContext(f.ctx, http.MethodPost, f.url+"/v1/approvals", bytes.NewReader(body))
-	for k, v := range map[string]string{"ce-specversion": "1.0", "ce-type": events.TypeApproval, "ce-source": "/test", "ce-id": fmt.Sprint(time.Now().UnixNano()),
-		"Content-Type": "application/json", gate.HTTPHeaderKeyID: who, gate.HTTPHeaderTimestamp: ts, gate.HTTPHeaderSignature: gate.SignHTTP(f.secrets[who], ts, body)} {
+	for k, v := range map[string]string{"ce-specversion": "1.0", "ce-type": events.TypeApproval, "ce-source": "/test", "ce-id": id,
+		"Content-Type": "application/json", gate.HTTPHeaderKeyID: who, gate.HTTPHeaderTimestamp: ts, gate.HTTPHeaderSignature: gate.SignHTTP(f.secrets[who], ts, id, body)} {
 		req.Header.Set(k, v)
 	}
 	for k, v := range headers {

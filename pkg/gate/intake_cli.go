@@ -153,13 +153,11 @@ func (g *Gate) resume(ctx context.Context, key string) error {
 	if slices.Contains(w.Seen, id) || w.decided() {
 		return nil
 	}
-	d := &events.ApprovalData{Namespace: u.GetNamespace(), Application: u.GetName(), PublishVersion: u.GetAnnotations()[v1beta1.AnnotationPublishVersion],
+	// The request binds the release its writer saw waiting; the run is the
+	// one waiting now (the planner keeps a request only while its step
+	// waits, and drops it when the run restarts).
+	d := &events.ApprovalData{Namespace: u.GetNamespace(), Application: u.GetName(), Release: orText(req.Release, w.Release), Attempt: w.Attempt,
 		Step: req.Step, Decision: orText(req.Decision, events.DecisionApprove), Approver: req.User, Reason: req.Reason}
-	if req.Release != "" {
-		d.PublishVersion = req.Release // the release the requester saw waiting
-	} else if d.PublishVersion == "" {
-		d.PublishVersion = w.Release // without the annotation, the release binds it
-	}
 	// The request names its writer; check that this identity may indeed
 	// update the Application's status, as the request's write required.
 	err = g.mayUpdateStatus(ctx, req.User, req.Groups, d.Namespace, d.Application)

@@ -35,6 +35,13 @@ func (g *Gate) Handler() http.Handler {
 
 func (g *Gate) serveApproval(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if g.limits.exhausted(r) {
+		// Counted, not audited: the audit holds what was looked at.
+		g.decisions.WithLabelValues(ViaHTTP, "rate_limited").Inc()
+		w.Header().Set("Retry-After", "60")
+		writeAnswer(w, http.StatusTooManyRequests, answer{Status: "refused", Reason: "too many refused calls from this address: try again later"})
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -42,27 +49,30 @@ func (g *Gate) serveApproval(w http.ResponseWriter, r *http.Request) {
 			writeAnswer(w, http.StatusBadRequest, answer{Status: "refused", Reason: "cannot read body"})
 			return
 		}
-		g.refuseHTTP(ctx, w, "oversized", nil, refuse(ReasonTooLarge, "body over %d bytes", MaxBody))
+		g.refuseHTTP(ctx, w, r, "oversized", nil, refuse(ReasonTooLarge, "body over %d bytes", MaxBody))
 		return
 	}
 	id := orText(r.Header.Get(events.HeaderID), "unidentified")
 	// Authenticate before looking at anything else.
 	ts := r.Header.Get(HTTPHeaderTimestamp)
-	ident, err := g.cfg.verifyHTTP(r.Header.Get(HTTPHeaderKeyID), ts, r.Header.Get(HTTPHeaderSignature), body)
+	ident, err := g.cfg.verifyHTTP(r.Header.Get(HTTPHeaderKeyID), ts, r.Header.Get(events.HeaderID), r.Header.Get(HTTPHeaderSignature), body)
 	if err != nil {
-		g.refuseHTTP(ctx, w, id, nil, refuse(ReasonUnauthenticated, "%v", err))
+		g.refuseHTTP(ctx, w, r, id, nil, refuse(ReasonUnauthenticated, "%v", err))
 		return
 	}
 	e, d, derr := decodeApproval(r.Header, body)
 	if err := fresh(ts, g.now()); err != nil {
-		g.refuseHTTP(ctx, w, id, d, err)
+		g.refuseHTTP(ctx, w, r, id, d, err)
 		return
 	}
 	if derr != nil {
-		g.refuseHTTP(ctx, w, id, nil, derr)
+		g.refuseHTTP(ctx, w, r, id, nil, derr)
 		return
 	}
-	err = g.take(ctx, decision{ID: e.ID, Data: d, Via: ViaHTTP, Identity: ident.Name, Groups: ident.Groups, Delegate: ident.Delegate, TraceParent: e.TraceParent})
+	err = g.take(ctx, decision{ID: e.ID, Data: d, Via: ViaHTTP, Identity: ident.Name, Groups: ident.Groups, Delegate: ident.Delegate, Namespaces: ident.trusted(), TraceParent: e.TraceParent})
+	if refused(err) {
+		g.limits.spend(r)
+	}
 	reply(w, err)
 }
 
@@ -97,8 +107,10 @@ func decodeApproval(h http.Header, body []byte) (*events.Event, *events.Approval
 	return e, d, nil
 }
 
-// refuseHTTP audits a call refused before it became a decision, and answers it.
-func (g *Gate) refuseHTTP(ctx context.Context, w http.ResponseWriter, id string, d *events.ApprovalData, err error) {
+// refuseHTTP audits a call refused before it became a decision, spends one
+// of its caller's refusals, and answers it.
+func (g *Gate) refuseHTTP(ctx context.Context, w http.ResponseWriter, r *http.Request, id string, d *events.ApprovalData, err error) {
+	g.limits.spend(r)
 	g.audit(ctx, id, d, ViaHTTP, "", err)
 	reply(w, err)
 }

@@ -26,16 +26,16 @@ func TestDecodeApproval(t *testing.T) {
 		header     func(http.Header)
 		want       string
 	}{
-		{"valid", `{"namespace":"demo","application":"demo","publishVersion":"v1","step":"s","decision":"approve","approver":"a"}`, nil, ""},
-		{"charset", `{"namespace":"demo","application":"demo","publishVersion":"v1","step":"s","decision":"approve","approver":"a"}`,
+		{"valid", `{"namespace":"demo","application":"demo","release":"demo-v1","publishVersion":"v1","step":"s","decision":"approve","approver":"a"}`, nil, ""},
+		{"charset", `{"namespace":"demo","application":"demo","release":"demo-v1","publishVersion":"v1","step":"s","decision":"approve","approver":"a"}`,
 			func(h http.Header) { h.Set("Content-Type", "application/json; charset=utf-8") }, ""},
 		{"truncated", `{"namespace":`, nil, "malformed JSON"},
 		{"not an object", `[]`, nil, "malformed JSON"},
-		{"missing fields", `{"namespace":"demo","decision":"approve"}`, nil, "missing application, approver, publishVersion, step"},
-		{"unknown decision", `{"namespace":"demo","application":"demo","publishVersion":"v1","step":"s","decision":"maybe","approver":"a"}`, nil, `decision "maybe" is not approve or reject`},
+		{"missing fields", `{"namespace":"demo","decision":"approve"}`, nil, "missing application, approver, release, step"},
+		{"unknown decision", `{"namespace":"demo","application":"demo","release":"demo-v1","publishVersion":"v1","step":"s","decision":"maybe","approver":"a"}`, nil, `decision "maybe" is not approve or reject`},
 		{"structured mode", `{"namespace":"demo"}`, func(h http.Header) { h.Del("ce-specversion"); h.Set("Content-Type", "application/cloudevents+json") }, "ce-specversion"},
-		{"no id", `{"namespace":"demo","application":"demo","publishVersion":"v1","step":"s","decision":"approve","approver":"a"}`, func(h http.Header) { h.Del("ce-id") }, "id"},
-		{"other type", `{"namespace":"demo","application":"demo","publishVersion":"v1","step":"s","decision":"approve","approver":"a","via":"http","code":202}`,
+		{"no id", `{"namespace":"demo","application":"demo","release":"demo-v1","publishVersion":"v1","step":"s","decision":"approve","approver":"a"}`, func(h http.Header) { h.Del("ce-id") }, "id"},
+		{"other type", `{"namespace":"demo","application":"demo","release":"demo-v1","publishVersion":"v1","step":"s","decision":"approve","approver":"a","via":"http","code":202}`,
 			func(h http.Header) { h.Set("ce-type", events.TypeApprovalAudit) }, "is not " + events.TypeApproval},
 		{"unknown type", `{}`, func(h http.Header) { h.Set("ce-type", "dev.flotilla.nothing.v1") }, "unknown"},
 		{"text body", `namespace=demo`, func(h http.Header) { h.Set("Content-Type", "text/plain") }, "content-type"},
@@ -61,7 +61,7 @@ func TestDecodeApproval(t *testing.T) {
 }
 
 func FuzzDecodeApproval(f *testing.F) {
-	f.Add([]byte(`{"namespace":"demo","application":"demo","publishVersion":"v1","step":"s","decision":"approve","approver":"a"}`))
+	f.Add([]byte(`{"namespace":"demo","application":"demo","release":"demo-v1","publishVersion":"v1","step":"s","decision":"approve","approver":"a"}`))
 	f.Add([]byte(`{"decision":"reject"}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, body []byte) {

@@ -47,7 +47,7 @@ func (g *Gate) handleApproval(ctx context.Context, e *events.Event) error {
 		g.audit(ctx, e.ID, d, ViaNATS, ident.Name, err)
 		return bus.Terminate(err)
 	}
-	err = g.take(ctx, decision{ID: e.ID, Data: d, Via: ViaNATS, Identity: ident.Name, Groups: ident.Groups, Delegate: ident.Delegate, TraceParent: e.TraceParent})
+	err = g.take(ctx, decision{ID: e.ID, Data: d, Via: ViaNATS, Identity: ident.Name, Groups: ident.Groups, Delegate: ident.Delegate, Namespaces: ident.trusted(), TraceParent: e.TraceParent})
 	switch {
 	case err == nil:
 		return nil

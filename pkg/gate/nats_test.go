@@ -23,14 +23,14 @@ import (
 func TestNATSClockCheck(t *testing.T) {
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()
-	f := start(t, "natsclock", &gate.Config{Identities: []gate.Identity{{Name: "nats-bot", NKey: pub}}}, gate.Options{},
+	f := start(t, "natsclock", &gate.Config{Identities: []gate.Identity{{Name: "nats-bot", NKey: pub, Namespaces: []string{"*"}}}}, gate.Options{},
 		func(g *gate.Gate) { g.SetClock(func() time.Time { return time.Now().Add(time.Hour) }) })
 	f.hold("clock", `{"auto":false,"policies":["p"]}`)
 
 	publish := func(id string, sent time.Time, signer nkeys.KeyPair) {
 		t.Helper()
 		e := events.New(id, "/bots/chat", events.TypeApproval, f.ns+"/clock",
-			&events.ApprovalData{Namespace: f.ns, Application: "clock", PublishVersion: "v1", Step: "deploy-prod", Decision: "approve", Approver: "alice"})
+			&events.ApprovalData{Namespace: f.ns, Application: "clock", Release: "clock-v1", PublishVersion: "v1", Step: "deploy-prod", Decision: "approve", Approver: "alice"})
 		e.Time = sent
 		msg, err := events.Encode(bus.ApprovalSubject(f.ns, "clock"), e)
 		if err != nil {

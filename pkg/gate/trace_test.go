@@ -20,7 +20,7 @@ func TestBotTraceLink(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithIDGenerator(telemetry.IDGenerator()))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	f := start(t, "traced", &gate.Config{Identities: []gate.Identity{{Name: "chat-bot", HMACSecret: "c", Delegate: true}}},
+	f := start(t, "traced", &gate.Config{Identities: []gate.Identity{{Name: "chat-bot", HMACSecret: "c", Delegate: true, Namespaces: []string{"*"}}}},
 		gate.Options{Instruments: telemetry.Instruments{Tracer: tp.Tracer("test"), Metrics: prometheus.NewRegistry()}})
 
 	const (

@@ -272,10 +272,16 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 	}
 }
 
+// releaseOf is the release the scenario cuts for a publishVersion
+// (version<N> is release demo-v<N>), as the approval request names it.
+func releaseOf(publishVersion string) string {
+	return "demo-v" + strings.TrimPrefix(publishVersion, "version")
+}
+
 // webhook sends an approval as a bot would.
 func (s *suite) webhook(t *testing.T, publishVersion, step, decision, approver string, at time.Time, id string) (int, string) {
 	t.Helper()
-	body, _ := json.Marshal(events.ApprovalData{Namespace: "demo", Application: "demo", PublishVersion: publishVersion, Step: step, Decision: decision, Approver: approver})
+	body, _ := json.Marshal(events.ApprovalData{Namespace: "demo", Application: "demo", Release: releaseOf(publishVersion), PublishVersion: publishVersion, Step: step, Decision: decision, Approver: approver})
 	return s.post(t, body, at, id, "")
 }
 
@@ -289,7 +295,7 @@ func (s *suite) post(t *testing.T, body []byte, at time.Time, id, badSig string)
 	req, _ := http.NewRequestWithContext(s.ctx, http.MethodPost, s.env.GateURL+"/v1/approvals", bytes.NewReader(body))
 	for k, v := range map[string]string{"ce-specversion": "1.0", "ce-type": events.TypeApproval, "ce-source": "/bots/e2e", "ce-id": id,
 		"Content-Type": "application/json", gate.HTTPHeaderKeyID: devenv.BotKeyID, gate.HTTPHeaderTimestamp: ts,
-		gate.HTTPHeaderSignature: gate.SignHTTP(secret, ts, body)} {
+		gate.HTTPHeaderSignature: gate.SignHTTP(secret, ts, id, body)} {
 		req.Header.Set(k, v)
 	}
 	if badSig != "" {
@@ -307,7 +313,7 @@ func (s *suite) post(t *testing.T, body []byte, at time.Time, id, badSig string)
 
 // webhookRefusals: every bad call is refused with its code, and nothing moves.
 func (s *suite) webhookRefusals(t *testing.T) {
-	good, _ := json.Marshal(events.ApprovalData{Namespace: "demo", Application: "demo", PublishVersion: "version2", Step: "deploy-prod", Decision: "approve", Approver: "mallory"})
+	good, _ := json.Marshal(events.ApprovalData{Namespace: "demo", Application: "demo", Release: "demo-v2", PublishVersion: "version2", Step: "deploy-prod", Decision: "approve", Approver: "mallory"})
 	cases := []struct {
 		name string
 		code int
@@ -322,7 +328,7 @@ func (s *suite) webhookRefusals(t *testing.T) {
 			return s.webhook(t, "version2", "deploy-test", "approve", "mallory", time.Now(), "")
 		}},
 		{"unknown application", 404, func() (int, string) {
-			body, _ := json.Marshal(events.ApprovalData{Namespace: "demo", Application: "nope", PublishVersion: "v", Step: "s", Decision: "approve", Approver: "m"})
+			body, _ := json.Marshal(events.ApprovalData{Namespace: "demo", Application: "nope", Release: "nope-v1", Step: "s", Decision: "approve", Approver: "m"})
 			return s.post(t, body, time.Now(), "", "")
 		}},
 		{"malformed JSON", 422, func() (int, string) { return s.post(t, []byte(`{"namespace":`), time.Now(), "", "") }},
@@ -361,7 +367,7 @@ func (s *suite) natsApprove(t *testing.T, publishVersion, step, approver string)
 	}
 	defer nc.Close()
 	e := events.New(fmt.Sprintf("nats-e2e-%d", time.Now().UnixNano()), "/bots/e2e", events.TypeApproval, "demo/demo",
-		&events.ApprovalData{Namespace: "demo", Application: "demo", PublishVersion: publishVersion, Step: step, Decision: "approve", Approver: approver})
+		&events.ApprovalData{Namespace: "demo", Application: "demo", Release: releaseOf(publishVersion), PublishVersion: publishVersion, Step: step, Decision: "approve", Approver: approver})
 	msg, err := events.Encode(bus.ApprovalSubject("demo", "demo"), e)
 	if err != nil {
 		t.Fatal(err)
