@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/apply"
@@ -332,6 +333,37 @@ func TestQueries(t *testing.T) {
 	_, err = query.Get(f.ctx, nc, "c2", query.Request{Group: "apps", Version: "v1", Kind: "Deployment", Namespace: "query", Name: "web"})
 	if qe, ok := err.(*query.Error); !ok || qe.Code != 404 || qe.Message != `deployments.apps "web" not found` {
 		t.Errorf("query of an absent object: %v, want 404 deployments.apps \"web\" not found", err)
+	}
+}
+
+// A Secret's values never leave its cluster through a live read: its keys
+// and type are shown, its values redacted (in the cluster it is whole).
+func TestQueriesRedactSecrets(t *testing.T) {
+	f := newFixture(t, "query-secret")
+	f.deploy(1, []string{"c1"}, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: '{\"data\":{\"password\":\"aHVudGVyMg==\"}}'\ntype: Opaque\ndata:\n  password: aHVudGVyMg==\nstringData:\n  user: admin\n")
+	f.waitReport("c1", "applied", func(d *events.ClusterStatusData) bool { return d.Phase == events.ClusterApplied })
+	raw, err := query.Get(f.ctx, nc, "c1", query.Request{Version: "v1", Kind: "Secret", Namespace: "query-secret", Name: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, leak := range []string{"aHVudGVyMg==", "hunter2", "last-applied-configuration", "managedFields"} {
+		if strings.Contains(string(raw), leak) {
+			t.Errorf("the live read of a Secret carries %q: %s", leak, raw)
+		}
+	}
+	var sec corev1.Secret
+	if err := json.Unmarshal(raw, &sec); err != nil {
+		t.Fatal(err)
+	}
+	if string(sec.Data["password"]) == "" || sec.Type != corev1.SecretTypeOpaque {
+		t.Errorf("the redacted Secret lost its keys or type: %+v", sec)
+	}
+	inCluster, err := kubernetes.NewForConfigOrDie(env.Cluster("c1").Config).CoreV1().Secrets("query-secret").Get(f.ctx, "db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(inCluster.Data["password"]) != "hunter2" || string(inCluster.Data["user"]) != "admin" {
+		t.Errorf("the Secret in the cluster is %v, want it whole", inCluster.Data)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/flotilla-dev/flotilla/pkg/apply"
@@ -68,11 +69,17 @@ func (a *Agent) lookup(ctx context.Context, data []byte) query.Response {
 	if err != nil {
 		return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "get %s %q: %v", gr, req.Name, err)
 	}
-	u := obj.(interface{ GetLabels() map[string]string })
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "get %s %q: unexpected %T", gr, req.Name, obj)
+	}
 	if u.GetLabels()[apply.LabelManagedBy] != apply.ManagedByValue {
 		return fail(http.StatusForbidden, metav1.StatusReasonForbidden, "%s %q is not managed by Flotilla: the agent answers only about objects Flotilla applied", gr, req.Name)
 	}
-	raw, err := json.Marshal(obj)
+	if gvr.GroupResource() == secrets {
+		redact(u)
+	}
+	raw, err := json.Marshal(u)
 	if err != nil {
 		return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "encode: %v", err)
 	}
@@ -95,4 +102,30 @@ func (a *Agent) lookup(ctx context.Context, data []byte) query.Response {
 		resp.Table = table
 	}
 	return resp
+}
+
+var secrets = schema.GroupResource{Resource: "secrets"}
+
+// Redacted is what a Secret's values read as in a live answer.
+const Redacted = "REDACTED"
+
+// redact blanks a Secret's values, and what could repeat them (kubectl's
+// last-applied annotation), before it leaves the cluster: a live read
+// shows a Secret's keys and type, never its data.
+func redact(u *unstructured.Unstructured) {
+	for _, field := range []string{"data", "stringData"} {
+		values, found, _ := unstructured.NestedMap(u.Object, field)
+		if !found {
+			continue
+		}
+		for k := range values {
+			values[k] = Redacted
+		}
+		_ = unstructured.SetNestedMap(u.Object, values, field)
+	}
+	if ann := u.GetAnnotations(); ann != nil {
+		delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
+		u.SetAnnotations(ann)
+	}
+	unstructured.RemoveNestedField(u.Object, "metadata", "managedFields")
 }
