@@ -89,7 +89,7 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	a.mu.Lock()
 	a.desired[app] = d
 	a.mu.Unlock()
-	res, err := a.applier.Apply(ctx, app, d.Release, objs)
+	res, err := a.applier.Apply(ctx, app, d.Release, objs, apply.TakeOver(d.TakeOver...))
 	if p, refused := problem.As(err); refused {
 		log.WarnContext(ctx, "release refused", "err", err)
 		return a.refuse(ctx, d, p.Message, err)
@@ -230,6 +230,9 @@ func (a *Agent) report(ctx context.Context, st *events.ClusterStatusData) error 
 func transient(err error) bool {
 	if meta.IsNoMatchError(err) {
 		return false // the cluster does not serve the kind: report it
+	}
+	if _, refused := problem.As(err); refused {
+		return false // the agent refused it (not owned, reserved): report it
 	}
 	var st apierrors.APIStatus
 	if !errors.As(err, &st) {

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
@@ -50,6 +51,31 @@ const InventoryNamespace = "flotilla-system"
 // leads to records another application. It is never trusted (pruning by it
 // would delete the other application's objects).
 const ReasonInventoryConflict = "InventoryConflict"
+
+// Reasons an object is refused before it is applied.
+const (
+	// ReasonNotOwned: the object exists in the cluster and is not this
+	// application's, which may not take it over.
+	ReasonNotOwned = "ObjectNotOwned"
+	// ReasonReservedNamespace: the object would go into the agent's own
+	// namespace, which no application writes.
+	ReasonReservedNamespace = "ReservedNamespace"
+)
+
+// Option tunes one Apply.
+type Option func(*applyOptions)
+
+type applyOptions struct {
+	takeOver []string
+}
+
+// TakeOver lets the apply adopt existing objects of these kinds that the
+// application did not create ("*": every kind): KubeVela's take-over
+// policy. Without it an existing object that is not the application's is
+// refused (ReasonNotOwned).
+func TakeOver(kinds ...string) Option {
+	return func(o *applyOptions) { o.takeOver = append(o.takeOver, kinds...) }
+}
 
 // labelValueMax is the longest label value Kubernetes accepts.
 const labelValueMax = 63
@@ -184,12 +210,22 @@ func (a *Applier) Mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error
 // server rejects fails alone: the others are still applied. An inventory
 // that records another application (ReasonInventoryConflict) fails the
 // apply before anything is applied.
-func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*unstructured.Unstructured) (*Result, error) {
+func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*unstructured.Unstructured, opts ...Option) (*Result, error) {
+	var o applyOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	// The inventory first: one that is not this application's stops
 	// everything before anything is applied.
 	prev, err := a.Inventory(ctx, app)
 	if err != nil {
 		return nil, err
+	}
+	// What the application may write over: what it applied before, its
+	// own labels say so, or a take-over policy names the kind.
+	adopt := func(ref Ref, existing *unstructured.Unstructured) bool {
+		return slices.ContainsFunc(prev, ref.Same) || owns(app, existing) || agentMade(ref, existing) ||
+			slices.Contains(o.takeOver, "*") || slices.Contains(o.takeOver, ref.Kind)
 	}
 	objs = slices.Clone(objs)
 	Sort(objs)
@@ -200,7 +236,7 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 		obj = obj.DeepCopy()
 		octx, span := a.tracer.Start(ctx, "apply "+obj.GetKind(), trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(telemetry.AttrObject.String(obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName())))
-		ref, applied, err := a.applyOne(octx, app, release, obj, ensured)
+		ref, applied, err := a.applyOne(octx, app, release, obj, ensured, adopt)
 		telemetry.SetError(span, err)
 		span.End()
 		var unmapped *unmappedError
@@ -208,7 +244,12 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 			// Discovery failed: pruning now could delete what is still wanted.
 			return res, err
 		}
-		desired = append(desired, ref)
+		// What the applier refused (not the application's, or in the
+		// agent's namespace) is never recorded: a later release dropping
+		// it must not prune what was never the application's.
+		if _, refused := problem.As(err); !refused {
+			desired = append(desired, ref)
+		}
 		res.Objects = append(res.Objects, Outcome{Ref: ref, Object: applied, Err: err})
 	}
 	ctx, span := a.tracer.Start(ctx, "prune and record inventory")
@@ -221,13 +262,22 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	return res, nil
 }
 
-// ApplyObject re-applies one object of an application (drift repair).
+// ApplyObject re-applies one object of an application (drift repair: the
+// object is one the application applied, so it may write over it).
 func (a *Applier) ApplyObject(ctx context.Context, app App, release string, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
-	_, applied, err := a.applyOne(ctx, app, release, obj.DeepCopy(), map[string]bool{})
+	_, applied, err := a.applyOne(ctx, app, release, obj.DeepCopy(), map[string]bool{}, nil)
 	return applied, err
 }
 
-func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *unstructured.Unstructured, ensured map[string]bool) (Ref, *unstructured.Unstructured, error) {
+// owns says whether an object's labels say it is the application's.
+func owns(app App, obj *unstructured.Unstructured) bool {
+	l := obj.GetLabels()
+	return l[LabelManagedBy] == ManagedByValue && l[LabelApplication] == LabelValue(app.Name) && l[LabelAppNS] == LabelValue(app.Namespace)
+}
+
+// applyOne applies one object; adopt (nil: anything) says whether an
+// existing object may be written over.
+func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *unstructured.Unstructured, ensured map[string]bool, adopt func(Ref, *unstructured.Unstructured) bool) (Ref, *unstructured.Unstructured, error) {
 	gvk := obj.GroupVersionKind()
 	ref := Ref{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
 	m, err := a.Mapping(gvk)
@@ -245,6 +295,9 @@ func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *un
 	} else if ref.Namespace == "" {
 		ref.Namespace = app.Namespace
 		obj.SetNamespace(app.Namespace)
+	}
+	if namespaced && ref.Namespace == InventoryNamespace {
+		return ref, nil, problem.New(ReasonReservedNamespace, "apply %s: namespace %s is the agent's own: no application writes there", ref, InventoryNamespace)
 	}
 	if namespaced && !ensured[ref.Namespace] {
 		if err := a.ensureNamespace(ctx, ref.Namespace); err != nil {
@@ -264,6 +317,20 @@ func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *un
 	var ri dynamic.ResourceInterface = a.dyn.Resource(m.Resource)
 	if namespaced {
 		ri = a.dyn.Resource(m.Resource).Namespace(ref.Namespace)
+	}
+	if adopt != nil {
+		// Never taken over unawares: what exists and is not the
+		// application's stays someone else's (a forced apply would make
+		// it Flotilla's, and its owner's fields ours).
+		existing, err := ri.Get(ctx, ref.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return ref, nil, fmt.Errorf("read %s before applying it: %w", ref, err)
+		case !adopt(ref, existing):
+			return ref, nil, problem.New(ReasonNotOwned, "apply %s: it exists in the cluster and is not application %s's (%s): the agent does not take over what it did not create; a take-over policy lets the application adopt it",
+				ref, app, ownerOf(existing))
+		}
 	}
 	applied, err := ri.Apply(ctx, ref.Name, obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 	if err != nil {
@@ -326,4 +393,28 @@ func appLabels(app App, release string) map[string]string {
 		LabelAppNS:       LabelValue(app.Namespace),
 		LabelRelease:     LabelValue(release),
 	}
+}
+
+// agentMade says whether an existing namespace is one the agent made for
+// an application's objects (ensureNamespace): every application may name it.
+func agentMade(ref Ref, obj *unstructured.Unstructured) bool {
+	if ref.Group != "" || ref.Kind != "Namespace" {
+		return false
+	}
+	fields := obj.GetManagedFields()
+	return len(fields) > 0 && fields[0].Manager == FieldManager
+}
+
+// ownerOf says who an existing object belongs to, for a refusal.
+func ownerOf(obj *unstructured.Unstructured) string {
+	l := obj.GetLabels()
+	if l[LabelManagedBy] == ManagedByValue {
+		return "it is application " + l[LabelAppNS] + "/" + l[LabelApplication] + "'s"
+	}
+	for _, m := range obj.GetManagedFields() {
+		if m.Operation == metav1.ManagedFieldsOperationApply || m.Operation == metav1.ManagedFieldsOperationUpdate {
+			return "managed by " + m.Manager
+		}
+	}
+	return "made outside Flotilla"
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -197,6 +198,93 @@ func TestApplier(t *testing.T) {
 	t.Run("ClusterScopedObjects", c.testClusterScopedObjects)
 	t.Run("LongNamesKeepTheirOwnInventories", c.testLongNamesKeepTheirOwnInventories)
 	t.Run("ForeignInventoryIsNotTrusted", c.testForeignInventoryIsNotTrusted)
+	t.Run("NothingIsTakenOverUnawares", c.testNothingIsTakenOverUnawares)
+	t.Run("TheAgentsNamespaceIsNotWritable", c.testTheAgentsNamespaceIsNotWritable)
+}
+
+// An object that exists and is not the application's (a cluster's own, or
+// another application's) is refused with the reason and left as it is,
+// while the rest of the release applies; a take-over policy adopts it.
+func (c *cluster) testNothingIsTakenOverUnawares(t *testing.T) {
+	ctx := context60(t)
+	a, _, _ := c.applier()
+	// The cluster's own DNS configuration, say, and another application's object.
+	if _, err := c.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "owned"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.cs.CoreV1().ConfigMaps("owned").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns"}, Data: map[string]string{"Corefile": ".:53"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	other := apply.App{Namespace: "owned", Name: "other", UID: "uid-other"}
+	mustApply(t, ctx, a, other, "other-v1", objects(t, configMap("shared")))
+
+	app := apply.App{Namespace: "owned", Name: "web", UID: "uid-web"}
+	coredns := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: coredns}\ndata: {Corefile: hijacked}\n"
+	res, err := a.Apply(ctx, app, "web-v1", objects(t, coredns, configMap("shared"), configMap("mine")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := map[string]string{}
+	for _, o := range res.Objects {
+		if o.Err != nil {
+			p, _ := problem.As(o.Err)
+			if p == nil || p.Reason != apply.ReasonNotOwned {
+				t.Errorf("%s: %v, want %s", o.Ref, o.Err, apply.ReasonNotOwned)
+				continue
+			}
+			refused[o.Ref.Name] = p.Message
+		}
+	}
+	if len(refused) != 2 || !strings.Contains(refused["coredns"], "made outside Flotilla") && !strings.Contains(refused["coredns"], "managed by") ||
+		!strings.Contains(refused["shared"], "application owned/other") {
+		t.Fatalf("refused %v; want coredns (the cluster's) and shared (owned/other's), each saying whose", refused)
+	}
+	dns, err := c.cs.CoreV1().ConfigMaps("owned").Get(ctx, "coredns", metav1.GetOptions{})
+	if err != nil || dns.Data["Corefile"] != ".:53" || dns.Labels[apply.LabelManagedBy] != "" {
+		t.Errorf("the cluster's ConfigMap was changed: %+v, %v", dns, err)
+	}
+	if !c.exists(t, ctx, configMaps, "owned", "mine") {
+		t.Error("the rest of the release was not applied")
+	}
+	// Not in the inventory: a later release of web must not prune them.
+	refs, err := a.Inventory(ctx, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range refs {
+		if r.Name == "coredns" || r.Name == "shared" {
+			t.Errorf("the inventory of web records %s, which it does not own", r)
+		}
+	}
+	// KubeVela's take-over policy (for ConfigMaps) adopts the cluster's.
+	res, err = a.Apply(ctx, app, "web-v2", objects(t, coredns, configMap("mine")), apply.TakeOver("ConfigMap"))
+	if err != nil || len(res.Failed()) != 0 {
+		t.Fatalf("apply with take-over: %v, failed %v", err, res.Failed())
+	}
+	if dns, err := c.cs.CoreV1().ConfigMaps("owned").Get(ctx, "coredns", metav1.GetOptions{}); err != nil || dns.Data["Corefile"] != "hijacked" {
+		t.Errorf("taken over: %+v, %v", dns, err)
+	}
+}
+
+// The agent's own namespace (its inventories) is never an application's.
+func (c *cluster) testTheAgentsNamespaceIsNotWritable(t *testing.T) {
+	ctx := context60(t)
+	a, _, _ := c.applier()
+	app := apply.App{Namespace: "intruder", Name: "web", UID: "uid-intruder"}
+	mustApply(t, ctx, a, app, "web-v1", objects(t, configMap("settings")))
+	forged := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: inventory.intruder.web, namespace: " + apply.InventoryNamespace + "}\ndata: {objects: '[]'}\n"
+	res, err := a.Apply(ctx, app, "web-v2", objects(t, forged, configMap("settings")), apply.TakeOver("*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := res.Failed()
+	if len(failed) != 1 || !problem.Is(failed[0].Err, apply.ReasonReservedNamespace) {
+		t.Fatalf("failed %v, want the ConfigMap in %s refused as %s", failed, apply.InventoryNamespace, apply.ReasonReservedNamespace)
+	}
+	refs, err := a.Inventory(ctx, app)
+	if err != nil || len(refs) != 1 || refs[0].Name != "settings" {
+		t.Errorf("inventory after the forged one: %v, %v; want just settings", refs, err)
+	}
 }
 
 func context60(t *testing.T) context.Context {

@@ -117,6 +117,9 @@ type StepData struct {
 	Policies []Policy `json:"policies,omitempty"`
 	// Snapshot is the release's objects, for a deploy step that starts.
 	Snapshot *Snapshot `json:"snapshot,omitempty"`
+	// TakeOver are the kinds whose existing objects the release may adopt
+	// in a cluster (KubeVela's take-over policy; "*": every kind).
+	TakeOver []string `json:"takeOver,omitempty"`
 }
 
 // Policy is a resolved policy: its name, type and properties.
@@ -441,6 +444,10 @@ type WorkData struct {
 	// TargetNamespace, when a topology policy sets one, is where the
 	// namespaced objects go in the cluster.
 	TargetNamespace string `json:"targetNamespace,omitempty"`
+	// TakeOver are the kinds whose existing objects the agent may adopt
+	// ("*": every kind); any other object that exists and is not this
+	// application's is a conflict.
+	TakeOver []string `json:"takeOver,omitempty"`
 }
 
 // Validate implements Data.

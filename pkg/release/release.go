@@ -60,6 +60,9 @@ type Spec struct {
 	Steps    []workflow.StepSpec
 	Policies []events.Policy
 	Objects  []*unstructured.Unstructured
+	// TakeOver are the kinds the Application's take-over policies let it
+	// adopt where objects of them exist ("*": every kind).
+	TakeOver []string
 }
 
 // Key is what makes a new release: the publishVersion when set, else the
@@ -83,7 +86,11 @@ func Resolve(ctx context.Context, hub Hub, app *v1beta1.Application) (*Spec, err
 	if err != nil {
 		return nil, err
 	}
-	spec := &Spec{Steps: steps, Policies: policies}
+	takeOver, err := takeOverKinds(app)
+	if err != nil {
+		return nil, err
+	}
+	spec := &Spec{Steps: steps, Policies: policies, TakeOver: takeOver}
 	for _, comp := range app.Spec.Components {
 		if comp.Type != ComponentRefObjects {
 			return nil, problem.New(ReasonUnsupportedComponentType, "component %q has type %q: Flotilla supports %q", comp.Name, comp.Type, ComponentRefObjects)
@@ -268,4 +275,42 @@ func raw(r *runtime.RawExtension) json.RawMessage {
 		return nil
 	}
 	return json.RawMessage(r.Raw)
+}
+
+// PolicyTakeOver is KubeVela's policy that lets an Application adopt
+// objects it did not create.
+const PolicyTakeOver = "take-over"
+
+// takeOverKinds reads the Application's inline take-over policies
+// (KubeVela's shape: rules[].selector.resourceTypes, a rule without one
+// for every kind).
+func takeOverKinds(app *v1beta1.Application) ([]string, error) {
+	var kinds []string
+	for _, p := range app.Spec.Policies {
+		if p.Type != PolicyTakeOver {
+			continue
+		}
+		var props struct {
+			Rules []struct {
+				Selector struct {
+					ResourceTypes []string `json:"resourceTypes"`
+				} `json:"selector"`
+			} `json:"rules"`
+		}
+		if raw := raw(p.Properties); len(raw) > 0 {
+			if err := json.Unmarshal(raw, &props); err != nil {
+				return nil, problem.New(ReasonInvalidPolicy, "policy %q (take-over): properties: %v", p.Name, err)
+			}
+		}
+		if len(props.Rules) == 0 {
+			return []string{"*"}, nil
+		}
+		for _, r := range props.Rules {
+			if len(r.Selector.ResourceTypes) == 0 {
+				return []string{"*"}, nil
+			}
+			kinds = append(kinds, r.Selector.ResourceTypes...)
+		}
+	}
+	return kinds, nil
 }

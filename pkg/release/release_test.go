@@ -283,3 +283,39 @@ func TestResolveConfinesToWhatIsGranted(t *testing.T) {
 		})
 	}
 }
+
+// KubeVela's take-over policy names the kinds the release may adopt.
+func TestTakeOverPolicy(t *testing.T) {
+	tests := []struct {
+		name     string
+		policies []v1beta1.AppPolicy
+		want     []string
+		reason   string
+	}{
+		{"none", nil, nil, ""},
+		{"by resource type", []v1beta1.AppPolicy{{Name: "adopt", Type: "take-over", Properties: rawx(`{"rules":[{"selector":{"resourceTypes":["Deployment","ConfigMap"]}}]}`)}}, []string{"Deployment", "ConfigMap"}, ""},
+		{"a rule without a selector: every kind", []v1beta1.AppPolicy{{Name: "adopt", Type: "take-over", Properties: rawx(`{"rules":[{}]}`)}}, []string{"*"}, ""},
+		{"no rules: every kind", []v1beta1.AppPolicy{{Name: "adopt", Type: "take-over"}}, []string{"*"}, ""},
+		{"other policies are not take-over", []v1beta1.AppPolicy{{Name: "t", Type: "topology", Properties: rawx(`{"clusters":["c1"]}`)}}, nil, ""},
+		{"unreadable", []v1beta1.AppPolicy{{Name: "adopt", Type: "take-over", Properties: rawx(`{"rules":"all"}`)}}, nil, ReasonInvalidPolicy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app := seedApp()
+			app.Spec.Policies = tt.policies
+			spec, err := Resolve(context.Background(), seedHub(), app)
+			if tt.reason != "" {
+				if !problem.Is(err, tt.reason) {
+					t.Fatalf("Resolve() = %v, want %s", err, tt.reason)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(spec.TakeOver, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("take-over kinds %v, want %v", spec.TakeOver, tt.want)
+			}
+		})
+	}
+}
