@@ -28,8 +28,8 @@ type Record struct {
 	Run      *workflow.Run   `json:"run"`
 	Policies []events.Policy `json:"policies"`
 	// TakeOver are the kinds the release may adopt in clusters (take-over policies).
-	TakeOver []string `json:"takeOver,omitempty"`
-	Snapshot snapshot.Ref    `json:"snapshot"`
+	TakeOver []string     `json:"takeOver,omitempty"`
+	Snapshot snapshot.Ref `json:"snapshot"`
 	// TraceID makes every event of the release one trace; TraceUnsampled
 	// keeps the sampler's decision on it. TraceDone is set once the
 	// release's root span was made (it ended, or a newer one replaced it).
