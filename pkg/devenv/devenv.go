@@ -75,6 +75,8 @@ type Env struct {
 	NATSURL  string
 	GateURL  string
 	Dir      string
+	// TLS is what NATS and the webhook serve with: clients trust TLS.CA.
+	TLS TLS
 	// JaegerURL is Jaeger's query API (http://127.0.0.1:port), where every
 	// service's spans go.
 	JaegerURL string
@@ -207,8 +209,12 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		e.Metrics[name] = "http://" + addr + "/metrics"
 		return []string{"--metrics-bind-address", addr}
 	}
-	e.NATSURL = "nats://127.0.0.1:" + strconv.Itoa(ports[0])
-	e.GateURL = "http://127.0.0.1:" + strconv.Itoa(ports[1])
+	// NATS and the webhook speak TLS only, with a CA made here.
+	if e.TLS, err = ensureTLS(filepath.Join(o.Dir, "tls")); err != nil {
+		return err
+	}
+	e.NATSURL = "tls://127.0.0.1:" + strconv.Itoa(ports[0])
+	e.GateURL = "https://127.0.0.1:" + strconv.Itoa(ports[1])
 	gateCfg, botPub, err := writeGateConfig(o.Dir)
 	if err != nil {
 		return err
@@ -221,13 +227,13 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	if err := waitNATS(ctx, natsProc, e.NATSURL, e.NKey("admin")); err != nil {
+	if err := waitNATS(ctx, natsProc, e.NATSURL, e.NKey("admin"), e.TLS.CA); err != nil {
 		return err
 	}
 
 	// Each service logs in as itself, with only its own rights (bus.*Permissions).
 	hubArgs := func(name string) []string {
-		return []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--log-format", "text"}
+		return []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--nats-ca", e.TLS.CA, "--log-format", "text"}
 	}
 	services := []struct {
 		name string
@@ -235,7 +241,8 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	}{
 		{"planner", hubArgs("planner")},
 		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms")},
-		{"gate", append(hubArgs("gate"), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "http://"))},
+		{"gate", append(hubArgs("gate"), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "https://"),
+			"--tls-cert", e.TLS.Cert, "--tls-key", e.TLS.Key)},
 	}
 	for i, s := range services {
 		args := append(append([]string(nil), s.args...), metricsAddr(s.name, ports[2+i])...)
@@ -247,7 +254,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		// Only its own cluster's kubeconfig.
 		name := "agent-" + c
 		args := append([]string{"--cluster-name", c, "--kubeconfig", filepath.Join(o.Dir, "kubeconfig", c),
-			"--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text"},
+			"--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--nats-ca", e.TLS.CA, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text"},
 			metricsAddr(name, ports[5+i])...)
 		if _, err := e.start(o, name, "cluster-agent", args, otel); err != nil {
 			return err
@@ -447,11 +454,13 @@ export KUBECONFIG=%s
 export PATH=%s:%s:$PATH
 export NATS_URL=%s
 export NATS_NKEY=%s
+export NATS_CA=%s
+export FLOTILLA_CA=%s
 export FLOTILLA_GATE_URL=%s
 export FLOTILLA_CLUSTERS="%s"
 export JAEGER_QUERY_URL=%s
 export FLOTILLA_METRICS="%s"
-`, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, abs(e.NKey("cli")), e.GateURL, strings.Join(e.Clusters, " "),
+`, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, abs(e.NKey("cli")), abs(e.TLS.CA), abs(e.TLS.CA), e.GateURL, strings.Join(e.Clusters, " "),
 		e.JaegerURL, strings.Join(e.metricsList(), " "))
 	return os.WriteFile(filepath.Join(o.Dir, "env"), []byte(content), 0o644)
 }
@@ -538,6 +547,10 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 	if err := os.MkdirAll(filepath.Join(o.Dir, "nats-keys"), 0o700); err != nil {
 		return "", err
 	}
+	storeKey, err := storeKey(filepath.Join(o.Dir, "nats-keys", "jetstream.key"))
+	if err != nil {
+		return "", err
+	}
 	type user struct {
 		NKey        string         `json:"nkey"`
 		Permissions map[string]any `json:"permissions,omitempty"`
@@ -573,7 +586,9 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 	}
 	conf := map[string]any{
 		"host": "127.0.0.1", "port": port, "server_name": "flotilla-dev",
-		"jetstream":     map[string]any{"store_dir": filepath.Join(o.Dir, "nats")},
+		// Secrets in work, steps and snapshots are encrypted at rest.
+		"jetstream": map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey},
+		"tls":       map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
 		"authorization": map[string]any{"users": users},
 	}
 	// NATS's config parser reads JSON but not \u escapes: keep '>' as is.
@@ -588,14 +603,14 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 	return path, os.WriteFile(path, b.Bytes(), 0o600)
 }
 
-func waitNATS(ctx context.Context, p *proc.Process, url, seed string) error {
+func waitNATS(ctx context.Context, p *proc.Process, url, seed, ca string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	auth, err := nats.NkeyOptionFromSeed(seed)
 	if err != nil {
 		return err
 	}
 	for {
-		nc, err := nats.Connect(url, auth)
+		nc, err := nats.Connect(url, auth, nats.RootCAs(ca))
 		if err == nil {
 			nc.Close()
 			return nil

@@ -58,6 +58,9 @@ type Options struct {
 	Config string
 	// Listen is the webhook's address (the main binds it).
 	Listen string
+	// TLSCert and TLSKey, when set, make the webhook HTTPS (it faces the
+	// internet: a bot's secret-signed calls should not cross it in clear).
+	TLSCert, TLSKey string
 	// Instruments record the gate's spans and metrics; the webhook's
 	// /metrics serves Instruments.Metrics when it is a Gatherer too.
 	Instruments telemetry.Instruments
@@ -67,6 +70,8 @@ type Options struct {
 func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Config, "config", "", "trust configuration: identities with NKeys, HMAC secrets, groups (YAML)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8085", "address of the approval webhook (POST /v1/approvals)")
+	fs.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate the webhook serves HTTPS with (with --tls-key)")
+	fs.StringVar(&o.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 }
 
 // Gate is one gate replica.
@@ -195,7 +200,11 @@ func (g *Gate) Run(ctx context.Context, ln net.Listener, srv *http.Server) error
 		srv.Handler = g.Handler()
 		webhook = ln.Addr().String()
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := func() error { return srv.Serve(ln) }
+			if g.opts.TLSCert != "" || g.opts.TLSKey != "" {
+				serve = func() error { return srv.ServeTLS(ln, g.opts.TLSCert, g.opts.TLSKey) }
+			}
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("gate: webhook: %w", err)
 			}
 		}()

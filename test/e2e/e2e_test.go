@@ -6,6 +6,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,7 +81,7 @@ func setup(t *testing.T) *suite {
 func (s *suite) run(name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(s.ctx, name, args...)
 	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL, "NATS_NKEY="+s.env.NKey("cli"), "JAEGER_QUERY_URL="+s.env.JaegerURL)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL, "NATS_NKEY="+s.env.NKey("cli"), "NATS_CA="+s.env.TLS.CA, "JAEGER_QUERY_URL="+s.env.JaegerURL)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -165,6 +167,7 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 	// Each agent's NATS user reaches only its own cluster's work and
 	// subjects, now that both clusters have work to reach for.
 	s.agentIsolation(t, testC, prodC)
+	s.transport(t)
 	s.agentIsolation(t, prodC, testC)
 	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
 
@@ -272,10 +275,38 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 	}
 }
 
+// transport checks NATS and the webhook refuse to talk in clear.
+func (s *suite) transport(t *testing.T) {
+	t.Helper()
+	plain := strings.Replace(s.env.NATSURL, "tls://", "nats://", 1)
+	if nc, err := nats.Connect(plain, nats.Timeout(5*time.Second)); err == nil {
+		nc.Close()
+		t.Errorf("NATS took a connection without TLS at %s", plain)
+	}
+	clear := strings.Replace(s.env.GateURL, "https://", "http://", 1)
+	if resp, err := http.Post(clear+"/v1/approvals", "application/json", strings.NewReader("{}")); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("the webhook answered %d over plain HTTP, want the TLS server's 400", resp.StatusCode)
+		}
+	}
+}
+
 // releaseOf is the release the scenario cuts for a publishVersion
 // (version<N> is release demo-v<N>), as the approval request names it.
 func releaseOf(publishVersion string) string {
 	return "demo-v" + strings.TrimPrefix(publishVersion, "version")
+}
+
+// https is a client that trusts the environment's CA (the webhook serves
+// only HTTPS).
+func (s *suite) https(t *testing.T) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(readFile(t, s.env.TLS.CA))) {
+		t.Fatalf("no certificate in %s", s.env.TLS.CA)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}, Timeout: 30 * time.Second}
 }
 
 // webhook sends an approval as a bot would.
@@ -301,7 +332,7 @@ func (s *suite) post(t *testing.T, body []byte, at time.Time, id, badSig string)
 	if badSig != "" {
 		req.Header.Set(gate.HTTPHeaderSignature, badSig)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.https(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +392,7 @@ func (s *suite) natsApprove(t *testing.T, publishVersion, step, approver string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.env.NATSURL, auth)
+	nc, err := nats.Connect(s.env.NATSURL, auth, nats.RootCAs(s.env.TLS.CA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +473,7 @@ func (s *suite) agentIsolation(t *testing.T, mine, other string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snc, err := nats.Connect(s.env.NATSURL, sauth)
+	snc, err := nats.Connect(s.env.NATSURL, sauth, nats.RootCAs(s.env.TLS.CA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,7 +496,7 @@ func (s *suite) agentIsolation(t *testing.T, mine, other string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.env.NATSURL, auth, nats.CustomInboxPrefix(bus.InboxPrefix(mine)), nats.ErrorHandler(refused.handler))
+	nc, err := nats.Connect(s.env.NATSURL, auth, nats.RootCAs(s.env.TLS.CA), nats.CustomInboxPrefix(bus.InboxPrefix(mine)), nats.ErrorHandler(refused.handler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -270,6 +273,32 @@ spec:
 				t.Errorf("a span of %s holds the Secret's value (%s)", svc, form)
 			}
 		}
+	}
+	// Nor a live read of it, nor JetStream's files (encrypted at rest),
+	// though its steps, work and snapshot carry it.
+	out := s.must("kubectl", "flotilla", "get", "secret", "db-credentials", "-n", "demo", "-m", prodC, "-o", "yaml")
+	if strings.Contains(out, value) || strings.Contains(out, base64.StdEncoding.EncodeToString([]byte(value))) || !strings.Contains(out, "password") {
+		t.Errorf("the live read of the Secret shows its value, or not its key:\n%s", out)
+	}
+	files := 0
+	err := filepath.WalkDir(filepath.Join(s.dir, "nats"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, form := range []string{value, base64.StdEncoding.EncodeToString([]byte(value)), "db-credentials"} {
+			if bytes.Contains(data, []byte(form)) {
+				t.Errorf("JetStream's file %s holds %q in clear", path, form)
+			}
+		}
+		return nil
+	})
+	if err != nil || files == 0 {
+		t.Errorf("read %d of JetStream's files: %v", files, err)
 	}
 }
 
