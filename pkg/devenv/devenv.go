@@ -587,8 +587,8 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 	conf := map[string]any{
 		"host": "127.0.0.1", "port": port, "server_name": "flotilla-dev",
 		// Secrets in work, steps and snapshots are encrypted at rest.
-		"jetstream": map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey},
-		"tls":       map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
+		"jetstream":     map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey},
+		"tls":           map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
 		"authorization": map[string]any{"users": users},
 	}
 	// NATS's config parser reads JSON but not \u escapes: keep '>' as is.
