@@ -118,7 +118,9 @@ func TestPermissionsOnARealServer(t *testing.T) {
 	agent1, agent2 := user("agent-c1", bus.AgentPermissions("c1")), user("agent-c2", bus.AgentPermissions("c2"))
 	cliUser, botUser := user("cli", bus.CLIPermissions()), user("bot", bus.BotPermissions())
 	planner, dispatcher, gate := user("planner", bus.PlannerPermissions()), user("dispatcher", bus.DispatcherPermissions()), user("gate", bus.GatePermissions())
-	s := natstest.NewWith(t, natstest.Options{Users: []natstest.User{services, agent1, agent2, cliUser, botUser, planner, dispatcher, gate}})
+	// Clusters named like other identities' inboxes.
+	agentCLI, agentBot := user("agent-cli", bus.AgentPermissions("cli")), user("agent-bot", bus.AgentPermissions("bot"))
+	s := natstest.NewWith(t, natstest.Options{Users: []natstest.User{services, agent1, agent2, cliUser, botUser, planner, dispatcher, gate, agentCLI, agentBot}})
 	hub := login(t, s, services, "")
 	if err := bus.Setup(ctx, hub.js, bus.SetupOptions{Memory: true}); err != nil {
 		t.Fatal(err)
@@ -417,6 +419,24 @@ func TestPermissionsOnARealServer(t *testing.T) {
 			if w := writes[what]; !stored(t, hub.js, bus.StreamOf(w.subject), w.subject) {
 				t.Errorf("the %s its writer published was not stored", what)
 			}
+		}
+	})
+
+	// A cluster named "cli" or "bot" gets an inbox of its own, not theirs.
+	t.Run("clusters named like identities", func(t *testing.T) {
+		for _, c := range []struct {
+			u     natstest.User
+			name  string
+			other string
+		}{{agentCLI, "cli", bus.CLIInboxPrefix}, {agentBot, "bot", bus.BotInboxPrefix}} {
+			if bus.InboxPrefix(c.name) == c.other {
+				t.Fatalf("cluster %s's inbox is %s's", c.name, c.other)
+			}
+			a := login(t, s, c.u, bus.InboxPrefix(c.name))
+			if _, err := a.nc.SubscribeSync(c.other + ".>"); err != nil {
+				t.Fatal(err)
+			}
+			a.refused("Subscription", c.other+".>")
 		}
 	})
 }
