@@ -323,7 +323,7 @@ func TestPermissionsOnARealServer(t *testing.T) {
 		}
 		// Allowed: approving, stored (the stream's ack comes to its own inbox).
 		approval := events.New("bot-approval", "/bots/test", events.TypeApproval, "demo/demo", &events.ApprovalData{
-			Namespace: "demo", Application: "demo", PublishVersion: "v1", Step: "deploy-prod", Decision: "approve", Approver: "alice"})
+			Namespace: "demo", Application: "demo", Release: "demo-v1", Step: "deploy-prod", Decision: "approve", Approver: "alice"})
 		if _, err := bus.Publish(ctx, b.js, bus.ApprovalSubject("demo", "demo"), approval); err != nil {
 			t.Fatalf("publishing an approval: %v", err)
 		}
