@@ -38,6 +38,11 @@ type Options struct {
 	Heartbeat time.Duration
 	// Labels proposed for the ManagedCluster when it is created.
 	Labels map[string]string
+	// Executor, when set, is the ServiceAccount the agent applies each
+	// namespace's objects as (system:serviceaccount:<ns>:<Executor>;
+	// cluster-scoped ones as the one in the agent's namespace): the
+	// cluster's admin grants it what applications may do there.
+	Executor string
 	// Instruments record the agent's spans and metrics.
 	Instruments telemetry.Instruments
 }
@@ -47,6 +52,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Cluster, "cluster-name", "", "this cluster's name on the hub (required)")
 	fs.DurationVar(&o.Heartbeat, "heartbeat-interval", 10*time.Second, "heartbeat interval")
 	fs.StringToStringVar(&o.Labels, "cluster-labels", nil, "labels for the ManagedCluster, k=v,k=v (used when it is created)")
+	fs.StringVar(&o.Executor, "executor-service-account", "", "apply each namespace's objects as this ServiceAccount of the namespace (impersonation; empty: as the agent itself)")
 }
 
 // Agent is one cluster's agent.
@@ -90,6 +96,12 @@ func New(c *hub.Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger
 		applier: apply.NewApplier(c.Dynamic, c.Kube, c.Mapper, opts.Instruments.T()),
 		desired: map[apply.App]*events.WorkData{}, traces: map[apply.App]workTrace{},
 		tracer: opts.Instruments.T(), metrics: newMetrics(),
+	}
+	if opts.Executor != "" {
+		if c.As == nil {
+			return nil, errors.New("agent: --executor-service-account needs clients that can impersonate")
+		}
+		a.applier.WithExecutor(Executors(c.As, opts.Executor))
 	}
 	a.monitor = newMonitor(a)
 	if err := opts.Instruments.Register(a.metrics.collectors()...); err != nil {
@@ -210,4 +222,27 @@ func (a *Agent) beat(ctx context.Context, typ string) error {
 	})
 	_, err := bus.Publish(ctx, a.js, bus.ClusterSubject(a.opts.Cluster, kind), e)
 	return err
+}
+
+// Executors are the clients of each namespace's executor ServiceAccount,
+// made once per namespace.
+func Executors(as func(string) (dynamic.Interface, error), sa string) apply.Executor {
+	var mu sync.Mutex
+	made := map[string]dynamic.Interface{}
+	return func(ns string) (dynamic.Interface, error) {
+		if ns == "" {
+			ns = apply.InventoryNamespace // cluster-scoped objects
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if c, ok := made[ns]; ok {
+			return c, nil
+		}
+		c, err := as("system:serviceaccount:" + ns + ":" + sa)
+		if err != nil {
+			return nil, err
+		}
+		made[ns] = c
+		return c, nil
+	}
 }

@@ -178,10 +178,37 @@ func (e *unmappedError) Unwrap() error { return e.err }
 
 // Applier applies applications to one cluster.
 type Applier struct {
-	dyn    dynamic.Interface
-	cs     kubernetes.Interface
-	mapper meta.ResettableRESTMapper
-	tracer trace.Tracer
+	dyn dynamic.Interface
+	// executor, when set, writes the applications' objects (WithExecutor).
+	executor Executor
+	cs       kubernetes.Interface
+	mapper   meta.ResettableRESTMapper
+	tracer   trace.Tracer
+}
+
+// Executor is the client that writes a namespace's objects ("" for
+// cluster-scoped ones): with one, the agent applies as the namespace's
+// executor ServiceAccount, whose RBAC the cluster's admin grants, so what
+// an Application may do in a cluster is bounded there too.
+type Executor func(namespace string) (dynamic.Interface, error)
+
+// WithExecutor has the applier write (apply and prune) through e; it
+// reads, and keeps its inventories, as itself.
+func (a *Applier) WithExecutor(e Executor) *Applier {
+	a.executor = e
+	return a
+}
+
+// writer is the client that writes objects of namespace ns.
+func (a *Applier) writer(ns string) (dynamic.Interface, error) {
+	if a.executor == nil {
+		return a.dyn, nil
+	}
+	w, err := a.executor(ns)
+	if err != nil {
+		return nil, fmt.Errorf("the executor of namespace %q: %w", ns, err)
+	}
+	return w, nil
 }
 
 // NewApplier returns an applier over the cluster's clients; tracer (nil:
@@ -318,6 +345,14 @@ func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *un
 	if namespaced {
 		ri = a.dyn.Resource(m.Resource).Namespace(ref.Namespace)
 	}
+	w, err := a.writer(ref.Namespace)
+	if err != nil {
+		return ref, nil, err
+	}
+	var wi dynamic.ResourceInterface = w.Resource(m.Resource)
+	if namespaced {
+		wi = w.Resource(m.Resource).Namespace(ref.Namespace)
+	}
 	if adopt != nil {
 		// Never taken over unawares: what exists and is not the
 		// application's stays someone else's (a forced apply would make
@@ -332,7 +367,7 @@ func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *un
 				ref, app, ownerOf(existing))
 		}
 	}
-	applied, err := ri.Apply(ctx, ref.Name, obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+	applied, err := wi.Apply(ctx, ref.Name, obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 	if err != nil {
 		return ref, nil, fmt.Errorf("apply %s: %w", ref, err)
 	}
@@ -348,12 +383,16 @@ func (a *Applier) ensureNamespace(ctx context.Context, ns string) error {
 }
 
 func (a *Applier) delete(ctx context.Context, ref Ref) error {
-	var ri dynamic.ResourceInterface = a.dyn.Resource(ref.GVR())
+	w, err := a.writer(ref.Namespace)
+	if err != nil {
+		return err
+	}
+	var ri dynamic.ResourceInterface = w.Resource(ref.GVR())
 	if ref.Namespace != "" {
-		ri = a.dyn.Resource(ref.GVR()).Namespace(ref.Namespace)
+		ri = w.Resource(ref.GVR()).Namespace(ref.Namespace)
 	}
 	policy := metav1.DeletePropagationBackground
-	err := ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &policy})
+	err = ri.Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &policy})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete %s: %w", ref, err)
 	}

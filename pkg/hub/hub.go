@@ -65,6 +65,10 @@ type Clients struct {
 	// Mapper resolves kinds to resources through the server's discovery,
 	// refreshed on Reset (a CRD installed since the last look).
 	Mapper meta.ResettableRESTMapper
+	// As is a dynamic client acting as another user (impersonation, which
+	// the server authorizes): nil when the clients were not made from a
+	// configuration.
+	As func(user string) (dynamic.Interface, error)
 }
 
 // NewClients builds the clients for the API server cfg reaches.
@@ -85,5 +89,10 @@ func NewClients(cfg *rest.Config) (*Clients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery client for %s: %w", cfg.Host, err)
 	}
-	return &Clients{Dynamic: dyn, Kube: cs, Metadata: md, Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))}, nil
+	as := func(user string) (dynamic.Interface, error) {
+		c := rest.CopyConfig(cfg)
+		c.Impersonate = rest.ImpersonationConfig{UserName: user}
+		return dynamic.NewForConfig(c)
+	}
+	return &Clients{Dynamic: dyn, Kube: cs, Metadata: md, Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)), As: as}, nil
 }
