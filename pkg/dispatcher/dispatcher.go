@@ -24,6 +24,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	clusterv1beta2 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1beta2"
+	grantv1alpha1 "github.com/flotilla-dev/flotilla/pkg/api/grant/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
@@ -58,8 +60,11 @@ type Dispatcher struct {
 	dyn      dynamic.Interface
 	factory  dynamicinformer.DynamicSharedInformerFactory
 	clusters cache.GenericLister
-	kv       jetstream.KeyValue
-	work     jetstream.Stream
+	// grants are the ScopeGrants, ManagedClusterSets and
+	// ManagedClusterSetBindings placement is confined by.
+	grants [3]cache.GenericLister
+	kv     jetstream.KeyValue
+	work   jetstream.Stream
 	// queue holds the names of ManagedClusters whose acceptance may have
 	// changed: the informer only enqueues, a worker relays.
 	queue workqueue.TypedRateLimitingInterface[string]
@@ -86,6 +91,11 @@ func New(dyn dynamic.Interface, js jetstream.JetStream, log *slog.Logger, opts O
 	d := &Dispatcher{
 		opts: opts, log: log, js: js, dyn: dyn, factory: factory,
 		clusters: factory.ForResource(clusterv1.ManagedClusterResource).Lister(),
+		grants: [3]cache.GenericLister{
+			factory.ForResource(grantv1alpha1.ScopeGrantResource).Lister(),
+			factory.ForResource(clusterv1beta2.ManagedClusterSetResource).Lister(),
+			factory.ForResource(clusterv1beta2.ManagedClusterSetBindingResource).Lister(),
+		},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "managedclusters"}),
 		accepted: map[string]bool{}, tracer: opts.Instruments.T(),
@@ -126,8 +136,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
 	d.factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return errors.New("dispatcher: ManagedCluster cache did not sync")
+	for res, ok := range d.factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("dispatcher: the cache of %s did not sync", res.Resource)
+		}
 	}
 	// One worker relays acceptance: the informer's handlers only enqueue.
 	var worker sync.WaitGroup
@@ -213,20 +225,21 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 		telemetry.SetError(span, err)
 		span.End()
 	}()
-	known, err := d.knownClusters()
+	known, grants, err := d.knownScope()
 	if err != nil {
 		return err
 	}
 	result := &events.StepDispatchedData{AppRef: step.AppRef, Step: step.Step}
-	placement, err := Place(step.Policies, known)
+	placement, err := Place(step.Namespace, step.Policies, known, grants)
 	if _, refused := problem.As(err); refused {
 		// The cache may not have seen a cluster just registered or
-		// accepted: a refusal is decided on the hub's own answer.
-		live, lerr := d.liveClusters(ctx)
+		// accepted, or a grant just made: a refusal is decided on the
+		// hub's own answer.
+		live, lgrants, lerr := d.liveScope(ctx)
 		if lerr != nil {
 			return lerr
 		}
-		placement, err = Place(step.Policies, live)
+		placement, err = Place(step.Namespace, step.Policies, live, lgrants)
 	}
 	perr, refused := problem.As(err)
 	switch {

@@ -1,15 +1,18 @@
 package dispatcher
 
 import (
+	"cmp"
 	"encoding/json"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/grant"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
@@ -47,10 +50,14 @@ type Placement struct {
 	Namespace string
 }
 
-// Place resolves a deploy step's topology policies against the known
-// clusters. Every named cluster must exist and be accepted; a selector must
-// match at least one accepted cluster unless allowEmpty.
-func Place(policies []events.Policy, clusters []Cluster) (Placement, error) {
+// Place resolves a deploy step's topology policies, for an Application of
+// hub namespace ns, against the known clusters and what ns is granted.
+// Every named cluster must exist, be accepted and be granted; a selector
+// chooses only among accepted clusters ns is granted, and must choose at
+// least one unless allowEmpty. The planner checked the grants when it cut
+// the release; checked again here, a cluster labelled into a set since, or
+// a binding removed, is not deployed to.
+func Place(ns string, policies []events.Policy, clusters []Cluster, g grant.Grants) (Placement, error) {
 	byName := map[string]Cluster{}
 	for _, c := range clusters {
 		byName[c.Name] = c
@@ -64,6 +71,9 @@ func Place(policies []events.Policy, clusters []Cluster) (Placement, error) {
 			}
 		}
 		if t.Namespace != "" {
+			if err := g.TargetNamespace(ns, t.Namespace); err != nil {
+				return Placement{}, within(p.Name, err)
+			}
 			out.Namespace = t.Namespace
 		}
 		sel := t.ClusterLabelSelector
@@ -81,6 +91,9 @@ func Place(policies []events.Policy, clusters []Cluster) (Placement, error) {
 			if !c.Accepted {
 				return Placement{}, problem.New(ReasonClusterNotAccepted, "policy %q names cluster %q, which the hub has not accepted (kubectl flotilla cluster accept %s)", p.Name, name, name)
 			}
+			if err := g.Cluster(ns, name, c.Labels); err != nil {
+				return Placement{}, within(p.Name, err)
+			}
 			out.Clusters = append(out.Clusters, name)
 		}
 		if sel != nil {
@@ -89,13 +102,23 @@ func Place(policies []events.Policy, clusters []Cluster) (Placement, error) {
 				return Placement{}, problem.New(ReasonInvalidTopology, "policy %q: clusterLabelSelector: %v", p.Name, err)
 			}
 			matched := 0
+			var notGranted error
 			for _, c := range clusters {
-				if c.Accepted && ls.Matches(labels.Set(c.Labels)) {
-					out.Clusters = append(out.Clusters, c.Name)
-					matched++
+				if !c.Accepted || !ls.Matches(labels.Set(c.Labels)) {
+					continue
 				}
+				if err := g.Cluster(ns, c.Name, c.Labels); err != nil {
+					notGranted = cmp.Or(notGranted, err)
+					continue
+				}
+				out.Clusters = append(out.Clusters, c.Name)
+				matched++
 			}
-			if matched == 0 && !t.AllowEmpty {
+			switch {
+			case matched > 0 || t.AllowEmpty:
+			case notGranted != nil:
+				return Placement{}, within(p.Name, notGranted, "clusterLabelSelector "+describe(sel)+" matches only clusters namespace "+strconv.Quote(ns)+" may not deploy to")
+			default:
 				return Placement{}, problem.New(ReasonNoClusterMatched, "policy %q: clusterLabelSelector %s matches no accepted cluster (set allowEmpty: true to allow this)", p.Name, describe(sel))
 			}
 		}
@@ -103,6 +126,19 @@ func Place(policies []events.Policy, clusters []Cluster) (Placement, error) {
 	sort.Strings(out.Clusters)
 	out.Clusters = slices.Compact(out.Clusters)
 	return out, nil
+}
+
+// within says which policy a grant's refusal is about (and what it found).
+func within(policy string, err error, found ...string) error {
+	p, ok := problem.As(err)
+	if !ok {
+		return err
+	}
+	msg := p.Message
+	if len(found) > 0 {
+		msg = strings.Join(found, "; ") + ": " + msg
+	}
+	return problem.New(p.Reason, "policy %q: %s", policy, msg)
 }
 
 func describe(sel map[string]string) string {

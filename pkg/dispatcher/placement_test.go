@@ -11,12 +11,22 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	clusterv1beta2 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1beta2"
+	grantv1alpha1 "github.com/flotilla-dev/flotilla/pkg/api/grant/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/grant"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
 )
 
 func topo(name, props string) events.Policy {
 	return events.Policy{Name: name, Type: "topology", Properties: json.RawMessage(props)}
+}
+
+// grants has one cluster set, "vault", bound to namespace "bank" only.
+var grants = grant.Grants{
+	Sets:     []clusterv1beta2.ManagedClusterSet{{ObjectMeta: metav1.ObjectMeta{Name: "vault"}}},
+	Bindings: []clusterv1beta2.ManagedClusterSetBinding{{ObjectMeta: metav1.ObjectMeta{Name: "vault", Namespace: "bank"}, Spec: clusterv1beta2.ManagedClusterSetBindingSpec{ClusterSet: "vault"}}},
+	Scopes:   []grantv1alpha1.ScopeGrant{{ObjectMeta: metav1.ObjectMeta{Name: "demo-anywhere"}, Spec: grantv1alpha1.ScopeGrantSpec{Namespaces: []string{"demo"}, TargetNamespaces: []string{"*"}}}},
 }
 
 func TestPlace(t *testing.T) {
@@ -25,6 +35,8 @@ func TestPlace(t *testing.T) {
 		{Name: "prod-1", Accepted: true, Labels: map[string]string{"env": "prod", "region": "eu"}},
 		{Name: "prod-2", Accepted: true, Labels: map[string]string{"env": "prod", "region": "us"}},
 		{Name: "new", Accepted: false, Labels: map[string]string{"env": "prod"}},
+		{Name: "vault-1", Accepted: true, Labels: map[string]string{"env": "prod", clusterv1beta2.LabelClusterSet: "vault"}},
+		{Name: "vault-2", Accepted: true, Labels: map[string]string{"env": "secure", clusterv1beta2.LabelClusterSet: "vault"}},
 	}
 	tests := []struct {
 		name     string
@@ -43,10 +55,34 @@ func TestPlace(t *testing.T) {
 		{"allowEmpty", []events.Policy{topo("p", `{"clusterLabelSelector":{"env":"staging"},"allowEmpty":true}`)}, nil, "", ""},
 		{"no target at all", []events.Policy{topo("p", `{}`)}, nil, ReasonInvalidTopology, "names no clusters"},
 		{"bad properties", []events.Policy{topo("p", `{"clusters":"test-1"}`)}, nil, ReasonInvalidTopology, `policy "p": properties`},
+		// Grants: a set's clusters only for the namespaces bound to it.
+		{"named cluster in an unbound set", []events.Policy{topo("p", `{"clusters":["vault-1"]}`)}, nil, grant.ReasonClusterNotBound, `policy "p": cluster "vault-1" is in ManagedClusterSet vault, which namespace "demo" is not bound to`},
+		{"selector skips an unbound set", []events.Policy{topo("p", `{"clusterLabelSelector":{"env":"prod"}}`)}, []string{"prod-1", "prod-2"}, "", ""},
+		{"selector only in an unbound set", []events.Policy{topo("p", `{"clusterLabelSelector":{"env":"secure"}}`)}, nil, grant.ReasonClusterNotBound, `policy "p": clusterLabelSelector env=secure matches only clusters namespace "demo" may not deploy to: cluster "vault-2"`},
+		{"selector only in an unbound set, allowEmpty", []events.Policy{topo("p", `{"clusterLabelSelector":{"env":"secure"},"allowEmpty":true}`)}, nil, "", ""},
+		{"target namespace not granted", []events.Policy{topo("p", `{"clusters":["test-1"],"namespace":"kube-system"}`)}, nil, grant.ReasonNamespaceNotGranted, `policy "p": Applications of namespace "other"`},
+		{"agent's namespace", []events.Policy{topo("p", `{"clusters":["test-1"],"namespace":"flotilla-system"}`)}, nil, grant.ReasonReservedNamespace, `policy "p"`},
+	}
+	// The bound namespace reaches the set too.
+	bank := []struct {
+		policies []events.Policy
+		want     []string
+	}{
+		{[]events.Policy{topo("p", `{"clusters":["vault-1"]}`)}, []string{"vault-1"}},
+		{[]events.Policy{topo("p", `{"clusterLabelSelector":{"env":"prod"}}`)}, []string{"prod-1", "prod-2", "vault-1"}},
+	}
+	for _, b := range bank {
+		if got, err := Place("bank", b.policies, clusters, grants); err != nil || !slices.Equal(got.Clusters, b.want) {
+			t.Errorf("bank: Place(%s) = %v, %v; want %v", b.policies[0].Properties, got.Clusters, err, b.want)
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Place(tt.policies, clusters)
+			ns := "demo"
+			if tt.reason == grant.ReasonNamespaceNotGranted {
+				ns = "other"
+			}
+			got, err := Place(ns, tt.policies, clusters, grants)
 			if tt.reason == "" {
 				if err != nil || !slices.Equal(got.Clusters, tt.want) {
 					t.Fatalf("Place() = %v, %v; want %v", got.Clusters, err, tt.want)
@@ -116,7 +152,7 @@ func TestPlaceNamespace(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Place(tt.policies, clusters)
+			got, err := Place("demo", tt.policies, clusters, grants)
 			if err != nil || got.Namespace != tt.want {
 				t.Errorf("Place() namespace = %q, %v; want %q", got.Namespace, err, tt.want)
 			}

@@ -15,11 +15,15 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/util/retry"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	clusterv1beta2 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1beta2"
+	grantv1alpha1 "github.com/flotilla-dev/flotilla/pkg/api/grant/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/grant"
 )
 
 // seen is a cluster's last heartbeat, kept in the clusters KV bucket so every
@@ -159,25 +163,44 @@ func acceptedBy(obj runtime.Object) bool {
 	return accepted
 }
 
-func (d *Dispatcher) knownClusters() ([]Cluster, error) {
+// knownScope is what the caches know of the clusters and grants.
+func (d *Dispatcher) knownScope() ([]Cluster, grant.Grants, error) {
 	objs, err := d.clusters.List(labels.Everything())
 	if err != nil {
-		return nil, err
+		return nil, grant.Grants{}, err
 	}
-	return clustersOf(objs)
+	var lists [3][]runtime.Object
+	for i, l := range d.grants {
+		if lists[i], err = l.List(labels.Everything()); err != nil {
+			return nil, grant.Grants{}, err
+		}
+	}
+	return scopeOf(objs, lists)
 }
 
-// liveClusters reads the ManagedClusters from the hub itself, not the cache.
-func (d *Dispatcher) liveClusters(ctx context.Context) ([]Cluster, error) {
-	list, err := d.dyn.Resource(clusterv1.ManagedClusterResource).List(ctx, metav1.ListOptions{})
+// liveScope reads the ManagedClusters and grants from the hub itself, not the cache.
+func (d *Dispatcher) liveScope(ctx context.Context) ([]Cluster, grant.Grants, error) {
+	var lists [4][]runtime.Object
+	for i, res := range []schema.GroupVersionResource{clusterv1.ManagedClusterResource,
+		grantv1alpha1.ScopeGrantResource, clusterv1beta2.ManagedClusterSetResource, clusterv1beta2.ManagedClusterSetBindingResource} {
+		list, err := d.dyn.Resource(res).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, grant.Grants{}, fmt.Errorf("list %s: %w", res.Resource, err)
+		}
+		for j := range list.Items {
+			lists[i] = append(lists[i], &list.Items[j])
+		}
+	}
+	return scopeOf(lists[0], [3][]runtime.Object{lists[1], lists[2], lists[3]})
+}
+
+func scopeOf(clusters []runtime.Object, grants [3][]runtime.Object) ([]Cluster, grant.Grants, error) {
+	cs, err := clustersOf(clusters)
 	if err != nil {
-		return nil, fmt.Errorf("list ManagedClusters: %w", err)
+		return nil, grant.Grants{}, err
 	}
-	objs := make([]runtime.Object, 0, len(list.Items))
-	for i := range list.Items {
-		objs = append(objs, &list.Items[i])
-	}
-	return clustersOf(objs)
+	g, err := grant.FromObjects(grants[0], grants[1], grants[2])
+	return cs, g, err
 }
 
 func clustersOf(objs []runtime.Object) ([]Cluster, error) {

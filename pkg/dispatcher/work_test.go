@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	grantv1alpha1 "github.com/flotilla-dev/flotilla/pkg/api/grant/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
@@ -76,6 +77,9 @@ func TestWorkCarriesTheTopologyNamespace(t *testing.T) {
 	f := start(t, Options{AutoAccept: true}, natstest.Options{})
 	f.join("ns-c1")
 	f.join("ns-c2")
+	f.create(grantv1alpha1.ScopeGrantResource, map[string]any{
+		"apiVersion": grantv1alpha1.GroupVersion.String(), "kind": "ScopeGrant", "metadata": map[string]any{"name": "shop-prod"},
+		"spec": map[string]any{"namespaces": []any{"shop"}, "targetNamespaces": []any{"shop-prod"}}})
 	snap := inline(t, configMap("settings", "v"))
 	ref := f.deploy("shop", "web", 1, snap, topology(`{"clusters":["ns-c1","ns-c2"],"namespace":"shop-prod"}`))
 	if d := f.dispatched(ref); !slices.Equal(d.Clusters, []string{"ns-c1", "ns-c2"}) || d.Reason != "" {

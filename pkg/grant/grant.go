@@ -14,7 +14,9 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	clusterv1beta2 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1beta2"
@@ -41,6 +43,35 @@ type Grants struct {
 	Sets   []clusterv1beta2.ManagedClusterSet
 	// Bindings are the ManagedClusterSetBindings of every namespace.
 	Bindings []clusterv1beta2.ManagedClusterSetBinding
+}
+
+// FromObjects decodes the grants from the hub's objects as a dynamic
+// client or an informer's lister returns them: ScopeGrants, then
+// ManagedClusterSets, then ManagedClusterSetBindings.
+func FromObjects(scopes, sets, bindings []runtime.Object) (Grants, error) {
+	var g Grants
+	if err := decodeAll(scopes, &g.Scopes); err != nil {
+		return g, err
+	}
+	if err := decodeAll(sets, &g.Sets); err != nil {
+		return g, err
+	}
+	return g, decodeAll(bindings, &g.Bindings)
+}
+
+func decodeAll[T any](objs []runtime.Object, into *[]T) error {
+	for _, obj := range objs {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			return fmt.Errorf("grants: unexpected %T", obj)
+		}
+		var v T
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &v); err != nil {
+			return fmt.Errorf("decode %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		*into = append(*into, v)
+	}
+	return nil
 }
 
 // TargetNamespace says whether Applications of hub namespace ns may deploy

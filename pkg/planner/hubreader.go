@@ -114,14 +114,15 @@ func (h *hubReader) mapping(ref release.ObjectRef) (*meta.RESTMapping, error) {
 
 // Grants are the ScopeGrants, ManagedClusterSets and ManagedClusterSetBindings.
 func (h *hubReader) Grants(context.Context) (grant.Grants, error) {
-	var g grant.Grants
-	if err := listTyped(h.scopes, &g.Scopes); err != nil {
-		return g, err
+	var lists [3][]runtime.Object
+	for i, l := range []cache.GenericLister{h.scopes, h.sets, h.bindings} {
+		objs, err := l.List(labels.Everything())
+		if err != nil {
+			return grant.Grants{}, err
+		}
+		lists[i] = objs
 	}
-	if err := listTyped(h.sets, &g.Sets); err != nil {
-		return g, err
-	}
-	return g, listTyped(h.bindings, &g.Bindings)
+	return grant.FromObjects(lists[0], lists[1], lists[2])
 }
 
 // ClusterLabels are a ManagedCluster's labels.
@@ -138,24 +139,4 @@ func (h *hubReader) ClusterLabels(_ context.Context, name string) (map[string]st
 		return nil, false, err
 	}
 	return m.GetLabels(), true, nil
-}
-
-// listTyped decodes every object of a lister into *into, a slice of a typed kind.
-func listTyped[T any](l cache.GenericLister, into *[]T) error {
-	objs, err := l.List(labels.Everything())
-	if err != nil {
-		return err
-	}
-	for _, obj := range objs {
-		u, ok := obj.(*unstructured.Unstructured)
-		if !ok {
-			return fmt.Errorf("unexpected %T in cache", obj)
-		}
-		var v T
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &v); err != nil {
-			return fmt.Errorf("decode %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-		*into = append(*into, v)
-	}
-	return nil
 }
