@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/apply"
@@ -571,5 +572,67 @@ func TestDriftReportIsSentAfterAFailedPublish(t *testing.T) {
 	}
 	if cm.Data["color"] != "red" {
 		t.Errorf("color %q after the repair, want red", cm.Data["color"])
+	}
+}
+
+// KubeVela's read-only policy: the agent never writes the selected
+// Deployment (it is the cluster's own) and reports its health as the
+// cluster has it, read again until it is ready: no informer of the
+// agent's sees an object without Flotilla's labels, so without reading
+// again the step would wait for ever.
+func TestReadOnlyObjectsAreReadAgain(t *testing.T) {
+	f := newFixture(t, "readonly")
+	cs := f.client("c1")
+	if _, err := cs.CoreV1().Namespaces().Create(f.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The cluster's own Deployment, unschedulable for now: not available.
+	platform := &appsv1.Deployment{}
+	if err := yaml.Unmarshal([]byte(deployment("platform", "registry.local/platform:7", 1)), platform); err != nil {
+		t.Fatal(err)
+	}
+	platform.Spec.Template.Spec.NodeSelector = map[string]string{"flotilla.test/nowhere": "true"}
+	if _, err := cs.AppsV1().Deployments(f.ns).Create(f.ctx, platform, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.readOnly = []string{"Deployment"}
+	f.deploy(1, []string{"c1"}, deployment("platform", "nginx:1", 3), configMap)
+	health := func(d *events.ClusterStatusData) events.Health {
+		for _, o := range d.Objects {
+			if o.Kind == "Deployment" && o.Name == "platform" {
+				return o.Health
+			}
+		}
+		return ""
+	}
+	st := f.waitReport("c1", "the read-only Deployment, not ready", func(d *events.ClusterStatusData) bool {
+		return d.Revision == 1 && health(d) != "" && health(d) != events.HealthCurrent
+	})
+	if st.Phase != events.ClusterApplied || st.Healthy() {
+		t.Fatalf("report %+v, want applied, not healthy", st)
+	}
+	live, err := cs.AppsV1().Deployments(f.ns).Get(f.ctx, "platform", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if image(live) != "registry.local/platform:7" || *live.Spec.Replicas != 1 || live.Labels[apply.LabelManagedBy] != "" {
+		t.Fatalf("the read-only Deployment was written: image %s, replicas %d, labels %v", image(live), *live.Spec.Replicas, live.Labels)
+	}
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); err != nil {
+		t.Errorf("the rest of the release was not applied: %v", err)
+	}
+	// The cluster's admin makes it schedulable: the agent sees it ready.
+	live.Spec.Template.Spec.NodeSelector = nil
+	if _, err := cs.AppsV1().Deployments(f.ns).Update(f.ctx, live, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitReport("c1", "the read-only Deployment ready", func(d *events.ClusterStatusData) bool {
+		return d.Revision == 1 && health(d) == events.HealthCurrent && d.Healthy()
+	})
+	// Removing the application leaves the cluster's Deployment alone.
+	f.deleteApp()
+	f.waitReport("c1", "deleted", func(d *events.ClusterStatusData) bool { return d.Phase == events.ClusterDeleted })
+	if _, err := cs.AppsV1().Deployments(f.ns).Get(f.ctx, "platform", metav1.GetOptions{}); err != nil {
+		t.Errorf("the read-only Deployment went with the application: %v", err)
 	}
 }

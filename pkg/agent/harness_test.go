@@ -247,6 +247,8 @@ type fixture struct {
 	ns    string
 	uid   string
 	tails map[string]*bus.Tail
+	// readOnly are the kinds the releases deploy only reads (read-only policy).
+	readOnly []string
 }
 
 // tail returns every event so far on a subject of the status stream.
@@ -323,7 +325,7 @@ func (f *fixture) deployWithDigest(rev int64, clusters []string, forcedDigest st
 	}
 	step := &events.StepData{AppRef: f.ref(rev), Step: "deploy", StepType: "deploy",
 		Policies: []events.Policy{{Name: "where", Type: "topology", Properties: props}},
-		Snapshot: &events.Snapshot{Digest: digest, Objects: objs}}
+		Snapshot: &events.Snapshot{Digest: digest, Objects: objs}, ReadOnly: f.readOnly}
 	e := events.New(events.StepEventID(f.ref(rev), "deploy", events.TypeStepStarted), events.SourcePlanner, events.TypeStepStarted, "", step)
 	if _, err := bus.Publish(f.ctx, js, bus.StepSubject(f.ns, "demo"), e); err != nil {
 		f.t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -38,7 +39,10 @@ type monitor struct {
 	ctx       context.Context
 	informers map[schema.GroupVersionResource]cache.SharedIndexInformer
 	tracked   map[apply.App][]apply.Ref
-	last      map[apply.App]string // fingerprint of the last status reported
+	// readOnly are the objects each application only reads: not Flotilla's
+	// (no informer sees them), read afresh on each assessment.
+	readOnly map[apply.App][]apply.Ref
+	last     map[apply.App]string // fingerprint of the last status reported
 	// unsent are drift reports whose publish failed, sent on their item's retry.
 	unsent map[item]*events.Event
 }
@@ -77,6 +81,7 @@ func newMonitor(a *Agent) *monitor {
 			workqueue.TypedRateLimitingQueueConfig[item]{Name: "monitor"}),
 		informers: map[schema.GroupVersionResource]cache.SharedIndexInformer{},
 		tracked:   map[apply.App][]apply.Ref{},
+		readOnly:  map[apply.App][]apply.Ref{},
 		last:      map[apply.App]string{},
 		unsent:    map[item]*events.Event{},
 	}
@@ -141,20 +146,76 @@ func retriable(err error) bool {
 func (m *monitor) adopt(ctx context.Context) error {
 	invs, err := m.a.applier.Inventories(ctx)
 	for app, refs := range invs {
-		err = errors.Join(err, m.watch(ctx, app, refs))
+		err = errors.Join(err, m.watch(ctx, app, refs), m.adoptReadOnly(ctx, app))
 	}
 	return err
 }
 
+// adoptReadOnly finds again, after a restart, the objects app's newest
+// work only reads (no inventory records them).
+func (m *monitor) adoptReadOnly(ctx context.Context, app apply.App) error {
+	work, err := m.a.work(ctx, app)
+	if err != nil || work == nil || work.Delete || len(work.ReadOnly) == 0 {
+		return err
+	}
+	objs, err := m.a.desiredObjects(ctx, work)
+	if err != nil {
+		return fmt.Errorf("read-only objects of %s: %w", app, err)
+	}
+	var read []apply.Ref
+	for _, o := range objs {
+		if !apply.Selects(work.ReadOnly, apply.Ref{Kind: o.GetKind()}) {
+			continue
+		}
+		if ref, err := m.a.applier.Locate(app, o); err == nil {
+			read = append(read, ref)
+		}
+	}
+	m.mu.Lock()
+	m.readOnly[app] = read
+	m.mu.Unlock()
+	m.queue.Add(item{app: app})
+	return nil
+}
+
 // track records what an apply put in the cluster.
 func (m *monitor) track(ctx context.Context, app apply.App, outcomes []apply.Outcome) error {
-	var refs []apply.Ref
+	var refs, read []apply.Ref
 	for _, o := range outcomes {
-		if o.Err == nil {
+		switch {
+		case o.Err != nil:
+		case o.ReadOnly:
+			read = append(read, o.Ref)
+		default:
 			refs = append(refs, o.Ref)
 		}
 	}
+	m.mu.Lock()
+	if len(read) > 0 {
+		m.readOnly[app] = read
+	} else {
+		delete(m.readOnly, app)
+	}
+	m.mu.Unlock()
+	if len(read) > 0 {
+		m.queue.AddAfter(item{app: app}, readOnlyPoll(nil))
+	}
 	return m.watch(ctx, app, refs)
+}
+
+// readOnlyPoll is how soon read-only objects are read again, given their
+// last health: soon while one is not yet Current (a step may be waiting
+// on it), else now and then.
+func readOnlyPoll(health []events.ObjectStatus) time.Duration {
+	for _, h := range health {
+		if h.Health != events.HealthCurrent {
+			return 2 * time.Second
+		}
+	}
+	if health == nil {
+		return 2 * time.Second
+	}
+	return 30 * time.Second
 }
 
 func (m *monitor) watch(ctx context.Context, app apply.App, refs []apply.Ref) error {
@@ -227,6 +288,7 @@ func (m *monitor) forget(app apply.App) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.tracked, app)
+	delete(m.readOnly, app)
 	delete(m.last, app)
 }
 
@@ -291,6 +353,21 @@ func (m *monitor) assess(ctx context.Context, app apply.App) error {
 	st := &events.ClusterStatusData{AppRef: work.AppRef, Cluster: m.a.opts.Cluster, Step: work.Step, Phase: events.ClusterApplied, ObservedAt: time.Now().UTC()}
 	for _, r := range refs {
 		st.Objects = append(st.Objects, apply.Health(r, m.cached(r)))
+	}
+	m.mu.Lock()
+	read := m.readOnly[app]
+	m.mu.Unlock()
+	var readHealth []events.ObjectStatus
+	for _, r := range read {
+		live, err := m.a.applier.Get(ctx, r)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("read %s: %w", r, err)
+		}
+		readHealth = append(readHealth, apply.Health(r, live))
+	}
+	st.Objects = append(st.Objects, readHealth...)
+	if len(read) > 0 {
+		m.queue.AddAfter(item{app: app}, readOnlyPoll(readHealth))
 	}
 	return m.a.report(ctx, st)
 }

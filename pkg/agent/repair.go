@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/flotilla-dev/flotilla/pkg/apply"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
@@ -31,6 +32,9 @@ func (m *monitor) repair(ctx context.Context, it item) error {
 		return fmt.Errorf("repair %s of %s: %w", it.object, it.app, err)
 	}
 	r := it.object
+	if apply.Selects(work.ReadOnly, r) {
+		return nil // read-only: what the cluster has is what counts
+	}
 	i := slices.IndexFunc(objs, func(o *unstructured.Unstructured) bool {
 		return o.GetKind() == r.Kind && o.GetName() == r.Name && o.GroupVersionKind().Group == r.Group
 	})

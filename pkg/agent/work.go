@@ -89,7 +89,7 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	a.mu.Lock()
 	a.desired[app] = d
 	a.mu.Unlock()
-	res, err := a.applier.Apply(ctx, app, d.Release, objs, apply.TakeOver(d.TakeOver...))
+	res, err := a.applier.Apply(ctx, app, d.Release, objs, apply.TakeOver(d.TakeOver...), apply.ReadOnly(d.ReadOnly...))
 	if p, refused := problem.As(err); refused {
 		log.WarnContext(ctx, "release refused", "err", err)
 		return a.refuse(ctx, d, p.Message, err)

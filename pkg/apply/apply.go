@@ -60,13 +60,16 @@ const (
 	// ReasonReservedNamespace: the object would go into the agent's own
 	// namespace, which no application writes.
 	ReasonReservedNamespace = "ReservedNamespace"
+	// ReasonReadOnlyNotFound: a read-only policy selects the object, and
+	// it does not exist (the application never creates it).
+	ReasonReadOnlyNotFound = "ReadOnlyObjectNotFound"
 )
 
 // Option tunes one Apply.
 type Option func(*applyOptions)
 
 type applyOptions struct {
-	takeOver []string
+	takeOver, readOnly []string
 }
 
 // TakeOver lets the apply adopt existing objects of these kinds that the
@@ -75,6 +78,19 @@ type applyOptions struct {
 // refused (ReasonNotOwned).
 func TakeOver(kinds ...string) Option {
 	return func(o *applyOptions) { o.takeOver = append(o.takeOver, kinds...) }
+}
+
+// ReadOnly makes objects of these kinds ("*": every kind) read-only:
+// KubeVela's read-only policy. Such an object is read, never written: it
+// must exist (else ReasonReadOnlyNotFound), it is not pruned when a
+// release drops it, and the cluster's version is what health is judged on.
+func ReadOnly(kinds ...string) Option {
+	return func(o *applyOptions) { o.readOnly = append(o.readOnly, kinds...) }
+}
+
+// Selects says whether a policy's kinds ("*": every kind) select ref.
+func Selects(kinds []string, ref Ref) bool {
+	return slices.Contains(kinds, "*") || slices.Contains(kinds, ref.Kind)
 }
 
 // labelValueMax is the longest label value Kubernetes accepts.
@@ -143,6 +159,8 @@ type Outcome struct {
 	Ref    Ref
 	Object *unstructured.Unstructured // as the API server returned it; nil on error
 	Err    error
+	// ReadOnly: the object was read, not applied (a read-only policy).
+	ReadOnly bool
 }
 
 // Result of applying one release.
@@ -251,16 +269,24 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	// What the application may write over: what it applied before, its
 	// own labels say so, or a take-over policy names the kind.
 	adopt := func(ref Ref, existing *unstructured.Unstructured) bool {
-		return slices.ContainsFunc(prev, ref.Same) || owns(app, existing) || agentMade(ref, existing) ||
-			slices.Contains(o.takeOver, "*") || slices.Contains(o.takeOver, ref.Kind)
+		return slices.ContainsFunc(prev, ref.Same) || owns(app, existing) || agentMade(ref, existing) || Selects(o.takeOver, ref)
 	}
 	objs = slices.Clone(objs)
 	Sort(objs)
 	res := &Result{}
 	ensured := map[string]bool{}
-	var desired []Ref
+	var desired, read []Ref
 	for _, obj := range objs {
 		obj = obj.DeepCopy()
+		if Selects(o.readOnly, Ref{Kind: obj.GetKind()}) {
+			ref, live, err := a.readOne(ctx, app, obj)
+			if unmapped := (*unmappedError)(nil); errors.As(err, &unmapped) && !meta.IsNoMatchError(unmapped.err) {
+				return res, err
+			}
+			read = append(read, ref)
+			res.Objects = append(res.Objects, Outcome{Ref: ref, Object: live, Err: err, ReadOnly: true})
+			continue
+		}
 		octx, span := a.tracer.Start(ctx, "apply "+obj.GetKind(), trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(telemetry.AttrObject.String(obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName())))
 		ref, applied, err := a.applyOne(octx, app, release, obj, ensured, adopt)
@@ -281,6 +307,10 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	}
 	ctx, span := a.tracer.Start(ctx, "prune and record inventory")
 	defer span.End()
+	// A read-only object an earlier release applied is released: no
+	// longer in the inventory, so neither pruned now nor deleted with the
+	// application.
+	prev = slices.DeleteFunc(slices.Clone(prev), func(r Ref) bool { return slices.ContainsFunc(read, r.Same) })
 	inventory, pruned, pruneErrs := prune(ctx, prev, desired, a.delete)
 	res.Pruned, res.PruneErrs = pruned, pruneErrs
 	if err := a.saveInventory(ctx, app, release, inventory); err != nil {
@@ -302,9 +332,10 @@ func owns(app App, obj *unstructured.Unstructured) bool {
 	return l[LabelManagedBy] == ManagedByValue && l[LabelApplication] == LabelValue(app.Name) && l[LabelAppNS] == LabelValue(app.Namespace)
 }
 
-// applyOne applies one object; adopt (nil: anything) says whether an
-// existing object may be written over.
-func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *unstructured.Unstructured, ensured map[string]bool, adopt func(Ref, *unstructured.Unstructured) bool) (Ref, *unstructured.Unstructured, error) {
+// locate maps obj to its resource and sets its namespace as it will be
+// in the cluster: none for a cluster-scoped kind, the application's when
+// a namespaced object names none.
+func (a *Applier) locate(app App, obj *unstructured.Unstructured) (Ref, *meta.RESTMapping, error) {
 	gvk := obj.GroupVersionKind()
 	ref := Ref{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
 	m, err := a.Mapping(gvk)
@@ -315,14 +346,56 @@ func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *un
 		return ref, nil, &unmappedError{ref: ref, err: err}
 	}
 	ref.Resource = m.Resource.Resource
-	namespaced := m.Scope.Name() == meta.RESTScopeNameNamespace
-	if !namespaced {
+	if m.Scope.Name() != meta.RESTScopeNameNamespace {
 		ref.Namespace = ""
 		obj.SetNamespace("")
 	} else if ref.Namespace == "" {
 		ref.Namespace = app.Namespace
 		obj.SetNamespace(app.Namespace)
 	}
+	return ref, m, nil
+}
+
+// readOne reads an object a read-only policy selects: it must exist.
+func (a *Applier) readOne(ctx context.Context, app App, obj *unstructured.Unstructured) (Ref, *unstructured.Unstructured, error) {
+	ref, _, err := a.locate(app, obj)
+	if err != nil {
+		return ref, nil, err
+	}
+	live, err := a.Get(ctx, ref)
+	if apierrors.IsNotFound(err) {
+		return ref, nil, problem.New(ReasonReadOnlyNotFound, "%s does not exist in the cluster: a read-only policy selects it, so the application reads it and never creates it", ref)
+	}
+	if err != nil {
+		return ref, nil, fmt.Errorf("read %s: %w", ref, err)
+	}
+	return ref, live, nil
+}
+
+// Locate is where obj is in the cluster: its resource, and its namespace
+// as the apply sets it.
+func (a *Applier) Locate(app App, obj *unstructured.Unstructured) (Ref, error) {
+	ref, _, err := a.locate(app, obj.DeepCopy())
+	return ref, err
+}
+
+// Get reads one object of the cluster as the agent (not through an executor).
+func (a *Applier) Get(ctx context.Context, ref Ref) (*unstructured.Unstructured, error) {
+	var ri dynamic.ResourceInterface = a.dyn.Resource(ref.GVR())
+	if ref.Namespace != "" {
+		ri = a.dyn.Resource(ref.GVR()).Namespace(ref.Namespace)
+	}
+	return ri.Get(ctx, ref.Name, metav1.GetOptions{})
+}
+
+// applyOne applies one object; adopt (nil: anything) says whether an
+// existing object may be written over.
+func (a *Applier) applyOne(ctx context.Context, app App, release string, obj *unstructured.Unstructured, ensured map[string]bool, adopt func(Ref, *unstructured.Unstructured) bool) (Ref, *unstructured.Unstructured, error) {
+	ref, m, err := a.locate(app, obj)
+	if err != nil {
+		return ref, nil, err
+	}
+	namespaced := ref.Namespace != ""
 	if namespaced && ref.Namespace == InventoryNamespace {
 		return ref, nil, problem.New(ReasonReservedNamespace, "apply %s: namespace %s is the agent's own: no application writes there", ref, InventoryNamespace)
 	}

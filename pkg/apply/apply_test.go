@@ -200,6 +200,61 @@ func TestApplier(t *testing.T) {
 	t.Run("ForeignInventoryIsNotTrusted", c.testForeignInventoryIsNotTrusted)
 	t.Run("NothingIsTakenOverUnawares", c.testNothingIsTakenOverUnawares)
 	t.Run("TheAgentsNamespaceIsNotWritable", c.testTheAgentsNamespaceIsNotWritable)
+	t.Run("ReadOnlyObjectsAreOnlyRead", c.testReadOnlyObjectsAreOnlyRead)
+}
+
+// KubeVela's read-only policy: the selected objects are read, for health,
+// and never written: one that exists stays as the cluster has it, one that
+// does not is a failure saying so (not created), and one an earlier
+// release applied is released, neither pruned nor deleted with the
+// application.
+func (c *cluster) testReadOnlyObjectsAreOnlyRead(t *testing.T) {
+	ctx := context60(t)
+	a, _, _ := c.applier()
+	if _, err := c.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "readonly"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.cs.CoreV1().ConfigMaps("readonly").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "platform"}, Data: map[string]string{"color": "blue"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	app := apply.App{Namespace: "readonly", Name: "web", UID: "uid-readonly"}
+	mustApply(t, ctx, a, app, "web-v1", objects(t, service))
+
+	res, err := a.Apply(ctx, app, "web-v2", objects(t, configMap("platform"), configMap("absent"), service), apply.ReadOnly("ConfigMap", "Service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]apply.Outcome{}
+	for _, o := range res.Objects {
+		byName[o.Ref.Name] = o
+	}
+	if o := byName["platform"]; o.Err != nil || !o.ReadOnly || o.Object == nil || o.Object.GetLabels()[apply.LabelManagedBy] != "" {
+		t.Errorf("platform: %+v, want read as the cluster has it", o)
+	}
+	if o := byName["absent"]; !problem.Is(o.Err, apply.ReasonReadOnlyNotFound) || !strings.Contains(o.Err.Error(), "never creates it") {
+		t.Errorf("absent: %v, want %s", o.Err, apply.ReasonReadOnlyNotFound)
+	}
+	cm, err := c.cs.CoreV1().ConfigMaps("readonly").Get(ctx, "platform", metav1.GetOptions{})
+	if err != nil || cm.Data["color"] != "blue" || cm.Labels[apply.LabelManagedBy] != "" {
+		t.Errorf("the read-only ConfigMap was written: %+v, %v", cm, err)
+	}
+	if c.exists(t, ctx, configMaps, "readonly", "absent") {
+		t.Error("a read-only object that did not exist was created")
+	}
+	// The Service web-v1 applied is released, not pruned, though web-v3 drops it.
+	if got := inventory(t, ctx, a, app); len(got) != 0 {
+		t.Errorf("inventory %v, want nothing: what is read-only is not the application's", got)
+	}
+	mustApply(t, ctx, a, app, "web-v3", objects(t, configMap("settings")))
+	if err := a.Delete(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	if !c.exists(t, ctx, schema.GroupVersionResource{Version: "v1", Resource: "services"}, "readonly", "web") {
+		t.Error("the released Service was deleted")
+	}
+	if c.exists(t, ctx, configMaps, "readonly", "settings") {
+		t.Error("the application's own ConfigMap outlived it")
+	}
 }
 
 // An object that exists and is not the application's (a cluster's own, or

@@ -276,7 +276,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 			return err
 		}
 		for _, c := range placement.Clusters {
-			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, StepIndex: step.Index, Snapshot: snap, TargetNamespace: placement.Namespace, TakeOver: step.TakeOver}
+			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, StepIndex: step.Index, Snapshot: snap, TargetNamespace: placement.Namespace, TakeOver: step.TakeOver, ReadOnly: step.ReadOnly}
 			we := events.New(events.WorkID(step.AppRef, step.Step, c), events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
 			// Only over the work checked above: another replica sending newer
 			// work meanwhile makes this publish fail, and the step is checked again.

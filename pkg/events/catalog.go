@@ -120,6 +120,9 @@ type StepData struct {
 	// TakeOver are the kinds whose existing objects the release may adopt
 	// in a cluster (KubeVela's take-over policy; "*": every kind).
 	TakeOver []string `json:"takeOver,omitempty"`
+	// ReadOnly are the kinds whose objects the release only reads in a
+	// cluster (KubeVela's read-only policy; "*": every kind).
+	ReadOnly []string `json:"readOnly,omitempty"`
 }
 
 // Policy is a resolved policy: its name, type and properties.
@@ -448,6 +451,10 @@ type WorkData struct {
 	// ("*": every kind); any other object that exists and is not this
 	// application's is a conflict.
 	TakeOver []string `json:"takeOver,omitempty"`
+	// ReadOnly are the kinds the agent only reads ("*": every kind): such
+	// an object must exist, its health counts, it is never written,
+	// repaired or pruned.
+	ReadOnly []string `json:"readOnly,omitempty"`
 }
 
 // Validate implements Data.

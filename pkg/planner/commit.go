@@ -63,7 +63,7 @@ func (p *Planner) stepEvent(ctx context.Context, rec *Record, t workflow.Transit
 		if err != nil {
 			return nil, err
 		}
-		d.Snapshot, d.TakeOver = snap, rec.TakeOver
+		d.Snapshot, d.TakeOver, d.ReadOnly = snap, rec.TakeOver, rec.ReadOnly
 	}
 	id := events.StepEventID(rec.Run.AppRef, s.Name, t.Type)
 	e := events.New(id, events.SourcePlanner, t.Type, rec.Run.Namespace+"/"+rec.Run.Application, d)

@@ -159,7 +159,7 @@ func (p *Planner) cut(ctx context.Context, ps *pass) error {
 	if err != nil {
 		return err
 	}
-	rec := &Record{UID: string(app.UID), Key: release.Key(app), Policies: spec.Policies, TakeOver: spec.TakeOver}
+	rec := &Record{UID: string(app.UID), Key: release.Key(app), Policies: spec.Policies, TakeOver: spec.TakeOver, ReadOnly: spec.ReadOnly}
 	revision := int64(1)
 	if prev != nil {
 		revision = prev.Run.Revision + 1

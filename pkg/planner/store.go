@@ -28,7 +28,9 @@ type Record struct {
 	Run      *workflow.Run   `json:"run"`
 	Policies []events.Policy `json:"policies"`
 	// TakeOver are the kinds the release may adopt in clusters (take-over policies).
-	TakeOver []string     `json:"takeOver,omitempty"`
+	TakeOver []string `json:"takeOver,omitempty"`
+	// ReadOnly are the kinds the release only reads in clusters (read-only policies).
+	ReadOnly []string     `json:"readOnly,omitempty"`
 	Snapshot snapshot.Ref `json:"snapshot"`
 	// TraceID makes every event of the release one trace; TraceUnsampled
 	// keeps the sampler's decision on it. TraceDone is set once the

@@ -63,6 +63,9 @@ type Spec struct {
 	// TakeOver are the kinds the Application's take-over policies let it
 	// adopt where objects of them exist ("*": every kind).
 	TakeOver []string
+	// ReadOnly are the kinds its read-only policies select ("*": every
+	// kind): read in the clusters, for health, never written or pruned.
+	ReadOnly []string
 }
 
 // Key is what makes a new release: the publishVersion when set, else the
@@ -86,11 +89,15 @@ func Resolve(ctx context.Context, hub Hub, app *v1beta1.Application) (*Spec, err
 	if err != nil {
 		return nil, err
 	}
-	takeOver, err := takeOverKinds(app)
+	takeOver, err := selectedKinds(app, PolicyTakeOver)
 	if err != nil {
 		return nil, err
 	}
-	spec := &Spec{Steps: steps, Policies: policies, TakeOver: takeOver}
+	readOnly, err := selectedKinds(app, PolicyReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	spec := &Spec{Steps: steps, Policies: policies, TakeOver: takeOver, ReadOnly: readOnly}
 	for _, comp := range app.Spec.Components {
 		if comp.Type != ComponentRefObjects {
 			return nil, problem.New(ReasonUnsupportedComponentType, "component %q has type %q: Flotilla supports %q", comp.Name, comp.Type, ComponentRefObjects)
@@ -277,17 +284,22 @@ func raw(r *runtime.RawExtension) json.RawMessage {
 	return json.RawMessage(r.Raw)
 }
 
-// PolicyTakeOver is KubeVela's policy that lets an Application adopt
-// objects it did not create.
-const PolicyTakeOver = "take-over"
+// KubeVela's policies that select objects of an Application by kind.
+const (
+	// PolicyTakeOver lets an Application adopt objects it did not create.
+	PolicyTakeOver = "take-over"
+	// PolicyReadOnly makes objects read-only: the Application expects
+	// them to exist and checks their health, and never writes them.
+	PolicyReadOnly = "read-only"
+)
 
-// takeOverKinds reads the Application's inline take-over policies
-// (KubeVela's shape: rules[].selector.resourceTypes, a rule without one
-// for every kind).
-func takeOverKinds(app *v1beta1.Application) ([]string, error) {
+// selectedKinds reads the kinds the Application's inline policies of type
+// typ select (KubeVela's shape: rules[].selector.resourceTypes, a rule
+// without one for every kind).
+func selectedKinds(app *v1beta1.Application, typ string) ([]string, error) {
 	var kinds []string
 	for _, p := range app.Spec.Policies {
-		if p.Type != PolicyTakeOver {
+		if p.Type != typ {
 			continue
 		}
 		var props struct {
@@ -299,7 +311,7 @@ func takeOverKinds(app *v1beta1.Application) ([]string, error) {
 		}
 		if raw := raw(p.Properties); len(raw) > 0 {
 			if err := json.Unmarshal(raw, &props); err != nil {
-				return nil, problem.New(ReasonInvalidPolicy, "policy %q (take-over): properties: %v", p.Name, err)
+				return nil, problem.New(ReasonInvalidPolicy, "policy %q (%s): properties: %v", p.Name, typ, err)
 			}
 		}
 		if len(props.Rules) == 0 {

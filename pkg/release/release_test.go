@@ -284,38 +284,45 @@ func TestResolveConfinesToWhatIsGranted(t *testing.T) {
 	}
 }
 
-// KubeVela's take-over policy names the kinds the release may adopt.
-func TestTakeOverPolicy(t *testing.T) {
-	tests := []struct {
-		name     string
-		policies []v1beta1.AppPolicy
-		want     []string
-		reason   string
-	}{
-		{"none", nil, nil, ""},
-		{"by resource type", []v1beta1.AppPolicy{{Name: "adopt", Type: "take-over", Properties: rawx(`{"rules":[{"selector":{"resourceTypes":["Deployment","ConfigMap"]}}]}`)}}, []string{"Deployment", "ConfigMap"}, ""},
-		{"a rule without a selector: every kind", []v1beta1.AppPolicy{{Name: "adopt", Type: "take-over", Properties: rawx(`{"rules":[{}]}`)}}, []string{"*"}, ""},
-		{"no rules: every kind", []v1beta1.AppPolicy{{Name: "adopt", Type: "take-over"}}, []string{"*"}, ""},
-		{"other policies are not take-over", []v1beta1.AppPolicy{{Name: "t", Type: "topology", Properties: rawx(`{"clusters":["c1"]}`)}}, nil, ""},
-		{"unreadable", []v1beta1.AppPolicy{{Name: "adopt", Type: "take-over", Properties: rawx(`{"rules":"all"}`)}}, nil, ReasonInvalidPolicy},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			app := seedApp()
-			app.Spec.Policies = tt.policies
-			spec, err := Resolve(context.Background(), seedHub(), app)
-			if tt.reason != "" {
-				if !problem.Is(err, tt.reason) {
-					t.Fatalf("Resolve() = %v, want %s", err, tt.reason)
+// KubeVela's take-over and read-only policies name the kinds the release
+// may adopt, and the kinds it only reads.
+func TestKindSelectingPolicies(t *testing.T) {
+	for _, typ := range []string{"take-over", "read-only"} {
+		tests := []struct {
+			name     string
+			policies []v1beta1.AppPolicy
+			want     []string
+			reason   string
+		}{
+			{"none", nil, nil, ""},
+			{"by resource type", []v1beta1.AppPolicy{{Name: "p", Type: typ, Properties: rawx(`{"rules":[{"selector":{"resourceTypes":["Deployment","ConfigMap"]}}]}`)}}, []string{"Deployment", "ConfigMap"}, ""},
+			{"a rule without a selector: every kind", []v1beta1.AppPolicy{{Name: "p", Type: typ, Properties: rawx(`{"rules":[{}]}`)}}, []string{"*"}, ""},
+			{"no rules: every kind", []v1beta1.AppPolicy{{Name: "p", Type: typ}}, []string{"*"}, ""},
+			{"other policies are not " + typ, []v1beta1.AppPolicy{{Name: "t", Type: "topology", Properties: rawx(`{"clusters":["c1"]}`)}}, nil, ""},
+			{"unreadable", []v1beta1.AppPolicy{{Name: "p", Type: typ, Properties: rawx(`{"rules":"all"}`)}}, nil, ReasonInvalidPolicy},
+		}
+		for _, tt := range tests {
+			t.Run(typ+"/"+tt.name, func(t *testing.T) {
+				app := seedApp()
+				app.Spec.Policies = tt.policies
+				spec, err := Resolve(context.Background(), seedHub(), app)
+				if tt.reason != "" {
+					if !problem.Is(err, tt.reason) || !strings.Contains(err.Error(), typ) {
+						t.Fatalf("Resolve() = %v, want %s naming %s", err, tt.reason, typ)
+					}
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.Join(spec.TakeOver, ",") != strings.Join(tt.want, ",") {
-				t.Errorf("take-over kinds %v, want %v", spec.TakeOver, tt.want)
-			}
-		})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, other := spec.TakeOver, spec.ReadOnly
+				if typ == "read-only" {
+					got, other = other, got
+				}
+				if strings.Join(got, ",") != strings.Join(tt.want, ",") || len(other) != 0 {
+					t.Errorf("%s kinds %v (other: %v), want %v", typ, got, other, tt.want)
+				}
+			})
+		}
 	}
 }
