@@ -2,6 +2,7 @@ package bus
 
 // Permissions are the subjects a NATS user may publish and subscribe to.
 type Permissions struct {
+	// Publish lists what may be published; empty (not nil): nothing.
 	Publish   []string
 	Subscribe []string
 	// AllowResponses lets the user answer requests (live queries).
@@ -111,11 +112,13 @@ func PlannerPermissions() Permissions {
 
 // DispatcherPermissions: the dispatcher writes work and its answers, owns
 // the clusters' stream and registry and the agents' consumers, reads step
-// events and snapshots. It writes no step event and no decision.
+// events and snapshots, and asks agents for live reads (for people the
+// hub's RBAC lets read, pkg/liveread). It writes no step event and no
+// decision.
 func DispatcherPermissions() Permissions {
 	return Permissions{
 		Publish: join2(
-			[]string{prefixWork + ".>", prefixDispatch + ".>"},
+			[]string{prefixWork + ".>", prefixDispatch + ".>", QueryFilter},
 			owns(StreamWork), owns(StreamDispatch), owns(StreamClusters), ownsKV(BucketClusters),
 			reads(StreamSteps), reads(objStream(ObjectSnapshots)),
 		),
@@ -162,9 +165,12 @@ func AgentPermissions(cluster string) Permissions {
 	}
 }
 
-// CLIPermissions: live queries to agents.
+// CLIPermissions: nothing to publish. A person's live reads go through
+// the hub's API server (pkg/liveread), which asks agents itself only for
+// whom the hub's RBAC lets read: a NATS login shared by people must not
+// reach agents around it.
 func CLIPermissions() Permissions {
-	return Permissions{Publish: []string{QueryFilter}, Subscribe: []string{CLIInboxPrefix + ".>"}}
+	return Permissions{Publish: []string{}, Subscribe: []string{CLIInboxPrefix + ".>"}}
 }
 
 // BotPermissions: a chat bot publishes approvals of the namespaces it is

@@ -282,10 +282,16 @@ func TestPermissionsOnARealServer(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			c := login(t, s, cliUser, bus.CLIInboxPrefix)
-			// Allowed: a live query, answered to its own inbox.
-			reply, err := c.nc.RequestWithContext(ctx, bus.QuerySubject("c1"), []byte(`{"kind":"Deployment","name":"demo"}`))
+			// Refused: a live query straight to an agent (people read
+			// through the hub, whose RBAC decides; the dispatcher asks).
+			if _, err := c.nc.RequestWithContext(short(t), bus.QuerySubject("c1"), []byte(`{"kind":"Deployment","name":"demo"}`)); err == nil {
+				t.Error("the CLI's NATS login queried an agent around the hub's RBAC")
+			}
+			c.refused("Publish", bus.QuerySubject("c1"))
+			d := login(t, s, dispatcher, bus.DispatcherInboxPrefix)
+			reply, err := d.nc.RequestWithContext(ctx, bus.QuerySubject("c1"), []byte(`{"kind":"Deployment","name":"demo"}`))
 			if err != nil || string(reply.Data) != "answer from c1" {
-				t.Fatalf("live query: %v, %v", reply, err)
+				t.Fatalf("the dispatcher's live query: %v, %v", reply, err)
 			}
 			// Refused: reading an agent's or the services' replies.
 			for _, subject := range []string{bus.InboxPrefix("c1") + ".>", "_INBOX.>", bus.BotInboxPrefix + ".>"} {
@@ -294,7 +300,7 @@ func TestPermissionsOnARealServer(t *testing.T) {
 				}
 				c.refused("Subscription", subject)
 			}
-			// Refused: anything but queries.
+			// Refused: anything else.
 			if err := c.nc.Publish(bus.ApprovalSubject("demo", "demo"), []byte("{}")); err != nil {
 				t.Fatal(err)
 			}

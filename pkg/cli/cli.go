@@ -21,7 +21,7 @@ import (
 // Options are shared by every command.
 type Options struct {
 	Kube *genericclioptions.ConfigFlags
-	// NATS is how live reads reach the agents (the services' own connect options).
+	// NATS are the connect flags the CLI once read live through; unused.
 	NATS bus.ConnectOptions
 	IO   genericiooptions.IOStreams
 }
@@ -61,9 +61,14 @@ func New(name string, streams genericiooptions.IOStreams) *cobra.Command {
 		SilenceErrors: true,
 	}
 	o.Kube.AddFlags(root.PersistentFlags())
+	// Live reads go through the hub now (its RBAC decides); the NATS flags
+	// are kept so older scripts still parse.
 	o.NATS.BindFlags(root.PersistentFlags())
-	// Replies come to the CLI's own inboxes, the only ones its NATS user may read.
-	o.NATS.Name, o.NATS.InboxPrefix = "kubectl-flotilla", bus.CLIInboxPrefix
+	for _, f := range []string{"nats-url", "nats-nkey", "nats-ca"} {
+		if root.PersistentFlags().Lookup(f) != nil {
+			_ = root.PersistentFlags().MarkDeprecated(f, "kubectl flotilla reads through the hub's API server and needs no NATS login")
+		}
+	}
 	root.AddCommand(newGet(o), newWorkflow(o), newCluster(o), newTrace(o))
 	return root
 }

@@ -1,17 +1,21 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/cli-runtime/pkg/printers"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-dev/flotilla/pkg/query"
@@ -66,16 +70,15 @@ func (o *Options) get(cmd *cobra.Command, kind, name string, clusters []string, 
 	if mapping.Scope.Name() != "namespace" {
 		ns = ""
 	}
-	nc, _, err := o.NATS.Connect()
+	_, cs, err := o.clients()
 	if err != nil {
-		return fmt.Errorf("%w (live reads go through the agents; set --nats-url or NATS_URL)", err)
+		return err
 	}
-	defer nc.Close()
 	out, errOut := o.IO.Out, o.IO.ErrOut
 	failed := false
 	for _, cluster := range clusters {
 		fmt.Fprintf(out, "Run on ManagedCluster %s\n", cluster)
-		resp, err := query.Do(cmd.Context(), nc, cluster, query.Request{
+		resp, err := liveRead(cmd.Context(), cs.CoreV1().RESTClient(), cluster, query.Request{
 			Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: ns, Name: name, Table: output == "",
 		})
 		refused, err := report(out, errOut, resp, err, output)
@@ -88,6 +91,46 @@ func (o *Options) get(cmd *cobra.Command, kind, name string, clusters []string, 
 		return printedError{errors.New("failed")}
 	}
 	return nil
+}
+
+// liveRead asks the hub's live-read API (query.flotilla.dev, served by the
+// dispatcher through the hub's API server) for req in cluster: the hub
+// authenticates the person as for any request, and the object is shown
+// only if the hub's RBAC lets them get its Application. A refusal is a
+// *query.Error, as the hub or the cluster gave it.
+func liveRead(ctx context.Context, rc rest.Interface, cluster string, req query.Request) (*query.Response, error) {
+	u := query.URL(cluster, req)
+	r := rc.Get().AbsPath(u.Path)
+	for k, vs := range u.Query() {
+		for _, v := range vs {
+			r = r.Param(k, v)
+		}
+	}
+	res := r.Do(ctx)
+	body, err := res.Raw()
+	if err != nil {
+		err = res.Error() // the Status the hub sent, which Raw's error is not
+	}
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		s := st.Status()
+		msg := s.Message
+		if s.Code == http.StatusNotFound && strings.Contains(msg, "could not find the requested resource") {
+			msg += " (the hub serves no live reads: install deploy/liveread and run the dispatcher with --live-read-listen)"
+		}
+		return nil, &query.Error{Code: int(s.Code), Reason: string(s.Reason), Message: msg}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("live read of cluster %s through the hub: %w", cluster, err)
+	}
+	var resp query.Response
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return nil, fmt.Errorf("live read of cluster %s: bad answer: %w", cluster, err)
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	return &resp, nil
 }
 
 // report prints one cluster's answer as kubectl prints it: the object on

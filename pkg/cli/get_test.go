@@ -183,3 +183,24 @@ func TestGetOutput(t *testing.T) {
 		})
 	}
 }
+
+// A hub that serves no live reads (deploy/liveread not installed) is said
+// to be so, with what to do, in kubectl's refusal line.
+func TestGetFromAHubWithoutLiveReads(t *testing.T) {
+	env := testbed.StartT(t, testbed.Options{})
+	cs, err := kubernetes.NewForConfig(env.Hub.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := liveRead(ctx, cs.CoreV1().RESTClient(), "c1", query.Request{Group: "apps", Version: "v1", Kind: "Deployment", Namespace: "demo", Name: "demo"})
+	var errOut bytes.Buffer
+	refused, rerr := report(&bytes.Buffer{}, &errOut, resp, err, "")
+	if rerr != nil || !refused {
+		t.Fatalf("report = %v, %v; want a refusal", refused, rerr)
+	}
+	if want := "Error from server (NotFound): the server could not find the requested resource (the hub serves no live reads: install deploy/liveread and run the dispatcher with --live-read-listen)\n"; errOut.String() != want {
+		t.Errorf("printed %q, want %q", errOut.String(), want)
+	}
+}

@@ -28,11 +28,13 @@ import (
 	"github.com/nats-io/nkeys"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
 	"github.com/flotilla-dev/flotilla/deploy/admission"
 	"github.com/flotilla-dev/flotilla/deploy/crds"
+	"github.com/flotilla-dev/flotilla/deploy/liveread"
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/gate"
@@ -200,7 +202,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	o.logf("test bed ready in %v", time.Since(began).Round(100*time.Millisecond))
 
 	// NATS, the gate's webhook, then /metrics of planner, dispatcher, gate and each agent.
-	ports, err := testbed.FreePorts(5 + len(o.Clusters))
+	ports, err := testbed.FreePorts(6 + len(o.Clusters))
 	if err != nil {
 		return err
 	}
@@ -210,7 +212,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		return []string{"--metrics-bind-address", addr}
 	}
 	// NATS and the webhook speak TLS only, with a CA made here.
-	if e.TLS, err = ensureTLS(filepath.Join(o.Dir, "tls")); err != nil {
+	if e.TLS, err = EnsureTLS(filepath.Join(o.Dir, "tls")); err != nil {
 		return err
 	}
 	e.NATSURL = "tls://127.0.0.1:" + strconv.Itoa(ports[0])
@@ -231,6 +233,18 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		return err
 	}
 
+	// People read live through the hub's API server, which forwards to the
+	// dispatcher's live-read API here (deploy/liveread).
+	liveReadPort := ports[5+len(o.Clusters)]
+	liveReadAddr := "127.0.0.1:" + strconv.Itoa(liveReadPort)
+	ca, err := os.ReadFile(e.TLS.CA)
+	if err != nil {
+		return err
+	}
+	if err := liveread.Install(ctx, tb.Hub.Config, liveread.Options{CABundle: ca, Address: "localhost:" + strconv.Itoa(liveReadPort)}); err != nil {
+		return err
+	}
+
 	// Each service logs in as itself, with only its own rights (bus.*Permissions).
 	hubArgs := func(name string) []string {
 		return []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--nats-ca", e.TLS.CA, "--log-format", "text"}
@@ -240,7 +254,8 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		args []string
 	}{
 		{"planner", hubArgs("planner")},
-		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms")},
+		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms",
+			"--live-read-listen", liveReadAddr, "--live-read-tls-cert", e.TLS.Cert, "--live-read-tls-key", e.TLS.Key)},
 		{"gate", append(hubArgs("gate"), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "https://"),
 			"--tls-cert", e.TLS.Cert, "--tls-key", e.TLS.Key)},
 	}
@@ -289,12 +304,20 @@ func (e *Env) up(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	if err := e.waitFor(ctx, "the hub to serve live reads (APIService "+liveread.APIService+")", func() bool {
+		u, err := dyn.Resource(apiServices).Get(ctx, liveread.APIService, metav1.GetOptions{})
+		return err == nil && condition(u, "Available") == "True"
+	}); err != nil {
+		return err
+	}
 	if err := e.writeEnv(o); err != nil {
 		return err
 	}
 	o.logf("up in %v", time.Since(began).Round(100*time.Millisecond))
 	return nil
 }
+
+var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
 
 func condition(u *unstructured.Unstructured, typ string) string {
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
@@ -557,6 +580,10 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 	}
 	perms := func(p bus.Permissions) map[string]any {
 		m := map[string]any{"publish": map[string]any{"allow": p.Publish}, "subscribe": map[string]any{"allow": p.Subscribe}}
+		if len(p.Publish) == 0 {
+			// An empty allow list would allow everything.
+			m["publish"] = map[string]any{"deny": []string{">"}}
+		}
 		if p.AllowResponses {
 			m["allow_responses"] = true
 		}

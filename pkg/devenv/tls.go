@@ -16,19 +16,21 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/flotilla-dev/flotilla/deploy/liveread"
 )
 
 // TLS is the environment's certificate authority and the serving
-// certificate NATS and the gate's webhook present (for 127.0.0.1 and
-// localhost), made in Go on the first `make up` and kept after.
+// certificate NATS, the gate's webhook and the dispatcher's live reads
+// present (for 127.0.0.1, localhost and the live reads' Service), made in Go on the first `make up` and kept after.
 type TLS struct {
 	CA, Cert, Key string
 }
 
-// ensureTLS makes (or finds) the CA and serving certificate under dir.
-func ensureTLS(dir string) (TLS, error) {
+// EnsureTLS makes (or finds) the CA and serving certificate under dir.
+func EnsureTLS(dir string) (TLS, error) {
 	t := TLS{CA: filepath.Join(dir, "ca.crt"), Cert: filepath.Join(dir, "server.crt"), Key: filepath.Join(dir, "server.key")}
-	if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err == nil {
+	if pair, err := tls.LoadX509KeyPair(t.Cert, t.Key); err == nil && pair.Leaf != nil && pair.Leaf.VerifyHostname(liveread.ServiceHost) == nil {
 		if _, err := os.Stat(t.CA); err == nil {
 			return t, nil
 		}
@@ -61,7 +63,8 @@ func ensureTLS(dir string) (TLS, error) {
 		SerialNumber: serial(), Subject: pkix.Name{CommonName: "flotilla-dev"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(2 * 365 * 24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		// The hub's API server reaches the dispatcher's live reads by its Service's name.
+		DNSNames: []string{"localhost", liveread.ServiceHost}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
 	if err != nil {

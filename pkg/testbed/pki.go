@@ -36,6 +36,17 @@ func (p *pki) adminKeyFile() string    { return filepath.Join(p.dir, "admin.key"
 func (p *pki) saKeyFile() string       { return filepath.Join(p.dir, "sa.key") }
 func (p *pki) saPubFile() string       { return filepath.Join(p.dir, "sa.pub") }
 
+// The front proxy's own CA and client certificate: the API server presents
+// it to aggregated API servers, which trust the person it names
+// (X-Remote-User) only when the request comes with it.
+func (p *pki) frontProxyCAFile() string   { return filepath.Join(p.dir, "front-proxy-ca.crt") }
+func (p *pki) frontProxyCertFile() string { return filepath.Join(p.dir, "front-proxy-client.crt") }
+func (p *pki) frontProxyKeyFile() string  { return filepath.Join(p.dir, "front-proxy-client.key") }
+
+// FrontProxyClientName is the common name of the front proxy's client
+// certificate, the one name aggregated API servers accept identities from.
+const FrontProxyClientName = "front-proxy-client"
+
 // newPKI generates a CA, a serving certificate for the loopback API server, an
 // admin client certificate (O=system:masters) and an RSA service-account key
 // pair, all in Go so the test bed needs no openssl or cfssl.
@@ -101,6 +112,10 @@ func newPKI(dir, cluster string) (*pki, error) {
 		return nil, fmt.Errorf("pki for %s: admin certificate: %w", cluster, err)
 	}
 
+	if err := p.frontProxy(now, notAfter); err != nil {
+		return nil, fmt.Errorf("pki for %s: front proxy: %w", cluster, err)
+	}
+
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, fmt.Errorf("pki for %s: service-account key: %w", cluster, err)
@@ -116,6 +131,39 @@ func newPKI(dir, cluster string) (*pki, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// frontProxy makes a CA of its own for the front proxy (as kubeadm does):
+// a client certificate of the cluster's CA must never pass for it.
+func (p *pki) frontProxy(now, notAfter time.Time) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: "front-proxy-ca"},
+		NotBefore: now, NotAfter: notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return err
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(p.frontProxyCAFile(), pemBlock("CERTIFICATE", der)); err != nil {
+		return err
+	}
+	client := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: FrontProxyClientName},
+		NotBefore: now, NotAfter: notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return issue(ca, key, client, p.frontProxyCertFile(), p.frontProxyKeyFile())
 }
 
 func issue(ca *x509.Certificate, caKey crypto.Signer, tmpl *x509.Certificate, certFile, keyFile string) error {

@@ -258,6 +258,16 @@ func (e *Env) startCluster(ctx context.Context, binDir, etcdURL, name string, ma
 		"--service-account-signing-key-file=" + keys.saKeyFile(),
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--authorization-mode=RBAC",
+		// The aggregation layer: Flotilla's live reads are an aggregated
+		// API, told who is asking by these headers under the front proxy's
+		// certificate.
+		"--requestheader-client-ca-file=" + keys.frontProxyCAFile(),
+		"--requestheader-allowed-names=" + FrontProxyClientName,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + keys.frontProxyCertFile(),
+		"--proxy-client-key-file=" + keys.frontProxyKeyFile(),
 		// On loopback the default lease reconciler makes the server exit.
 		"--endpoint-reconciler-type=none",
 	}, tierAPIServer)

@@ -1,15 +1,21 @@
 // Command dispatcher runs Flotilla's dispatcher: it turns deploy steps into
 // per-cluster work and keeps the hub's ManagedClusters, talking to the other
-// services only through NATS JetStream.
+// services only through NATS JetStream; with --live-read-listen it also
+// serves the live reads the hub's API server forwards (kubectl flotilla get).
 package main
 
 import (
 	"context"
 	"fmt"
+	"net"
 
-	"k8s.io/client-go/dynamic"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla-dev/flotilla/pkg/dispatcher"
+	"github.com/flotilla-dev/flotilla/pkg/hub"
+	"github.com/flotilla-dev/flotilla/pkg/liveread"
+	"github.com/flotilla-dev/flotilla/pkg/query"
 	"github.com/flotilla-dev/flotilla/pkg/service"
 )
 
@@ -17,17 +23,46 @@ func main() {
 	var (
 		common service.Common
 		opts   dispatcher.Options
+		live   liveread.Options
 	)
-	service.Main("dispatcher", &common, opts.BindFlags, func(ctx context.Context, d service.Deps) error {
-		opts.Instruments = d.Instruments
-		hub, err := dynamic.NewForConfig(d.Kube)
-		if err != nil {
-			return fmt.Errorf("hub client: %w", err)
+	bind := func(fs *pflag.FlagSet) {
+		opts.BindFlags(fs)
+		live.BindFlags(fs)
+	}
+	service.Main("dispatcher", &common, bind, func(ctx context.Context, d service.Deps) error {
+		if err := live.Validate(); err != nil {
+			return err
 		}
-		disp, err := dispatcher.New(hub, d.JS, d.Log, opts)
+		opts.Instruments = d.Instruments
+		hubClients, err := hub.NewClients(d.Kube)
+		if err != nil {
+			return fmt.Errorf("dispatcher: %w", err)
+		}
+		disp, err := dispatcher.New(hubClients.Dynamic, d.JS, d.Log, opts)
 		if err != nil {
 			return err
 		}
-		return disp.Run(ctx)
+		if live.Listen == "" {
+			return disp.Run(ctx)
+		}
+		proxy, err := liveread.LoadFrontProxy(ctx, hubClients.Kube)
+		if err != nil {
+			return fmt.Errorf("dispatcher: live reads: %w", err)
+		}
+		ask := liveread.AskFunc(func(ctx context.Context, cluster string, req query.Request) (*query.Response, error) {
+			return query.Do(ctx, d.NC, cluster, req)
+		})
+		srv, err := liveread.New(hubClients.Kube, ask, proxy, d.Log, d.Instruments)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", live.Listen)
+		if err != nil {
+			return fmt.Errorf("dispatcher: live reads: %w", err)
+		}
+		g, ctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return disp.Run(ctx) })
+		g.Go(func() error { return srv.Serve(ctx, ln, live) })
+		return g.Wait()
 	})
 }

@@ -167,6 +167,8 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 	// Each agent's NATS user reaches only its own cluster's work and
 	// subjects, now that both clusters have work to reach for.
 	s.agentIsolation(t, testC, prodC)
+	// A person reads clusters only as far as the hub's RBAC lets them.
+	s.liveReadsFollowHubRBAC(t, prodC)
 	s.transport(t)
 	s.agentIsolation(t, prodC, testC)
 	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
