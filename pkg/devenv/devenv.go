@@ -9,11 +9,9 @@
 package devenv
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -35,6 +33,7 @@ import (
 	"github.com/flotilla-dev/flotilla/deploy/admission"
 	"github.com/flotilla-dev/flotilla/deploy/crds"
 	"github.com/flotilla-dev/flotilla/deploy/liveread"
+	natsconf "github.com/flotilla-dev/flotilla/deploy/nats"
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/gate"
@@ -574,26 +573,12 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 	if err != nil {
 		return "", err
 	}
-	type user struct {
-		NKey        string         `json:"nkey"`
-		Permissions map[string]any `json:"permissions,omitempty"`
-	}
-	perms := func(p bus.Permissions) map[string]any {
-		m := map[string]any{"publish": map[string]any{"allow": p.Publish}, "subscribe": map[string]any{"allow": p.Subscribe}}
-		if len(p.Publish) == 0 {
-			// An empty allow list would allow everything.
-			m["publish"] = map[string]any{"deny": []string{">"}}
-		}
-		if p.AllowResponses {
-			m["allow_responses"] = true
-		}
-		return m
-	}
 	admin, err := userKey(e.NKey("admin"))
 	if err != nil {
 		return "", err
 	}
-	users := []user{{NKey: admin}, {NKey: botPub, Permissions: perms(bus.BotPermissions(BotNamespace))}}
+	bot := bus.BotPermissions(BotNamespace)
+	ids := []natsconf.Identity{{NKey: admin}, {NKey: botPub, Permissions: &bot}}
 	for name, p := range map[string]bus.Permissions{
 		"planner": bus.PlannerPermissions(), "dispatcher": bus.DispatcherPermissions(), "gate": bus.GatePermissions(),
 		"cli": bus.CLIPermissions(),
@@ -602,32 +587,33 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 		if err != nil {
 			return "", err
 		}
-		users = append(users, user{NKey: pub, Permissions: perms(p)})
+		ids = append(ids, natsconf.Identity{NKey: pub, Permissions: &p})
 	}
 	for _, c := range o.Clusters {
 		pub, err := userKey(e.NKey("agent-" + c))
 		if err != nil {
 			return "", err
 		}
-		users = append(users, user{NKey: pub, Permissions: perms(bus.AgentPermissions(c))})
+		p := bus.AgentPermissions(c)
+		ids = append(ids, natsconf.Identity{NKey: pub, Permissions: &p})
+	}
+	auth, err := natsconf.Authorization(ids)
+	if err != nil {
+		return "", err
 	}
 	conf := map[string]any{
 		"host": "127.0.0.1", "port": port, "server_name": "flotilla-dev",
 		// Secrets in work, steps and snapshots are encrypted at rest.
 		"jetstream":     map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey},
 		"tls":           map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
-		"authorization": map[string]any{"users": users},
+		"authorization": auth,
 	}
-	// NATS's config parser reads JSON but not \u escapes: keep '>' as is.
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(conf); err != nil {
+	data, err := natsconf.Encode(conf)
+	if err != nil {
 		return "", err
 	}
 	path := filepath.Join(o.Dir, "nats.conf")
-	return path, os.WriteFile(path, b.Bytes(), 0o600)
+	return path, os.WriteFile(path, data, 0o600)
 }
 
 func waitNATS(ctx context.Context, p *proc.Process, url, seed, ca string) error {

@@ -31,6 +31,12 @@ type Options struct {
 	// Server.Connect), each allowed only what its permissions say: the
 	// production server's authorization, on the embedded server.
 	Users []User
+	// ConfigFile, when set, is a server configuration file read by the
+	// server's own parser (TLS, JetStream's cipher and store, users): the
+	// server runs with it alone (no cluster, no routes to peers), on a
+	// random loopback port, with no monitoring port; the other options are
+	// ignored.
+	ConfigFile string
 }
 
 // User is a client the server admits by name and password.
@@ -96,6 +102,18 @@ func Start(opts Options) (*Server, error) {
 	}
 	for _, u := range opts.Users {
 		so.Users = append(so.Users, u.server())
+	}
+	if opts.ConfigFile != "" {
+		s.cleanup()
+		fo, err := server.ProcessConfigFile(opts.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("natstest: %w", err)
+		}
+		fo.Host, fo.Port, fo.HTTPPort, fo.HTTPHost = "127.0.0.1", server.RANDOM_PORT, 0, ""
+		// A lone server: JetStream would wait for the cluster's peers.
+		fo.Cluster, fo.Routes = server.ClusterOpts{}, nil
+		fo.NoSigs, fo.NoLog = true, true
+		so, s.storeDir, s.removeStore = fo, fo.StoreDir, false
 	}
 	ns, err := server.NewServer(so)
 	if err != nil {

@@ -1,0 +1,97 @@
+// Package nats holds Flotilla's NATS server configuration for production
+// (nats.conf: TLS only, JetStream encrypted at rest, a three-server
+// cluster) and writes its users.conf: one NKey user per identity, each
+// with exactly the rights pkg/bus gives it. `make up` writes its users the
+// same way.
+package nats
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+)
+
+// Config is nats.conf.
+//
+//go:embed nats.conf
+var Config []byte
+
+// Identity is one NATS user.
+type Identity struct {
+	// NKey is the user's public NKey (U...).
+	NKey string
+	// Permissions are its rights; nil: every right (the operator's own
+	// login, for administration; give it to no service).
+	Permissions *bus.Permissions
+}
+
+// Authorization is the authorization block for ids as NATS's
+// configuration reads it.
+func Authorization(ids []Identity) (map[string]any, error) {
+	if len(ids) == 0 {
+		return nil, errors.New("nats users: no identity")
+	}
+	seen := map[string]bool{}
+	users := make([]any, 0, len(ids))
+	for _, id := range ids {
+		if !nkeys.IsValidPublicUserKey(id.NKey) {
+			return nil, fmt.Errorf("nats users: %q is not a public user NKey", id.NKey)
+		}
+		if seen[id.NKey] {
+			return nil, fmt.Errorf("nats users: %s twice: each identity has its own key", id.NKey)
+		}
+		seen[id.NKey] = true
+		u := map[string]any{"nkey": id.NKey}
+		if p := id.Permissions; p != nil {
+			perms := map[string]any{"publish": map[string]any{"allow": p.Publish}, "subscribe": map[string]any{"allow": p.Subscribe}}
+			if len(p.Publish) == 0 {
+				// An empty allow list would allow everything.
+				perms["publish"] = map[string]any{"deny": []string{">"}}
+			}
+			if len(p.Subscribe) == 0 {
+				perms["subscribe"] = map[string]any{"deny": []string{">"}}
+			}
+			if p.AllowResponses {
+				perms["allow_responses"] = true
+			}
+			u["permissions"] = perms
+		}
+		users = append(users, u)
+	}
+	return map[string]any{"users": users}, nil
+}
+
+// Users is users.conf for ids: the file nats.conf includes.
+func Users(ids []Identity) ([]byte, error) {
+	auth, err := Authorization(ids)
+	if err != nil {
+		return nil, err
+	}
+	data, err := Encode(map[string]any{"authorization": auth})
+	if err != nil {
+		return nil, err
+	}
+	// An included file holds the block's contents, not an object.
+	s := strings.TrimSpace(string(data))
+	return []byte(strings.TrimSuffix(strings.TrimPrefix(s, "{"), "}") + "\n"), nil
+}
+
+// Encode writes v as NATS's configuration reads it: JSON, with no \u
+// escapes (its parser reads '>' as is, not escaped).
+func Encode(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("nats config: %w", err)
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,220 @@
+package nats_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	natsconf "github.com/flotilla-dev/flotilla/deploy/nats"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/devenv"
+	"github.com/flotilla-dev/flotilla/pkg/natstest"
+)
+
+func TestAuthorization(t *testing.T) {
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	cli := bus.CLIPermissions()
+	for _, tt := range []struct {
+		name    string
+		ids     []natsconf.Identity
+		wantErr string
+		want    string
+	}{
+		{name: "none", wantErr: "no identity"},
+		{name: "not an NKey", ids: []natsconf.Identity{{NKey: "alice"}}, wantErr: "not a public user NKey"},
+		{name: "a key twice", ids: []natsconf.Identity{{NKey: pub}, {NKey: pub}}, wantErr: "twice"},
+		{name: "nothing to publish is a deny", ids: []natsconf.Identity{{NKey: pub, Permissions: &cli}}, want: `"deny":[">"]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			users, err := natsconf.Users(tt.ids)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Users = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if compact := strings.Join(strings.Fields(string(users)), ""); !strings.Contains(compact, tt.want) {
+				t.Errorf("users.conf lacks %s:\n%s", tt.want, users)
+			}
+		})
+	}
+}
+
+type seeds struct{ operator, planner, cli nkeys.KeyPair }
+
+func newSeeds(t *testing.T) seeds {
+	var s seeds
+	for _, kp := range []*nkeys.KeyPair{&s.operator, &s.planner, &s.cli} {
+		var err error
+		if *kp, err = nkeys.CreateUser(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func pub(t *testing.T, kp nkeys.KeyPair) string {
+	p, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func login(t *testing.T, url, ca string, kp nkeys.KeyPair, opts ...nats.Option) (*nats.Conn, error) {
+	seed, _ := kp.Seed()
+	auth := nats.Nkey(pub(t, kp), func(nonce []byte) ([]byte, error) {
+		u, err := nkeys.FromSeed(seed)
+		if err != nil {
+			return nil, err
+		}
+		return u.Sign(nonce)
+	})
+	o := append([]nats.Option{auth, nats.Timeout(5 * time.Second)}, opts...)
+	if ca != "" {
+		o = append(o, nats.RootCAs(ca))
+	}
+	nc, err := nats.Connect(url, o...)
+	if err == nil {
+		t.Cleanup(nc.Close)
+	}
+	return nc, err
+}
+
+// deploy/nats's nats.conf, read by the NATS server's own parser with the
+// users Users writes, makes a server that speaks only TLS, admits only
+// those users with their rights, and keeps JetStream's files encrypted:
+// a value published is in none of them.
+func TestProductionConfigOnARealServer(t *testing.T) {
+	dir := t.TempDir()
+	certs, err := devenv.EnsureTLS(filepath.Join(dir, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	store := filepath.Join(dir, "jetstream")
+	for k, v := range map[string]string{"NATS_SERVER_NAME": "nats-0", "NATS_TLS_CERT": certs.Cert, "NATS_TLS_KEY": certs.Key,
+		"NATS_TLS_CA": certs.CA, "JETSTREAM_KEY": hex.EncodeToString(key), "JETSTREAM_DIR": store} {
+		t.Setenv(k, v)
+	}
+	s := newSeeds(t)
+	planner, cli := bus.PlannerPermissions(), bus.CLIPermissions()
+	users, err := natsconf.Users([]natsconf.Identity{{NKey: pub(t, s.operator)}, {NKey: pub(t, s.planner), Permissions: &planner}, {NKey: pub(t, s.cli), Permissions: &cli}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "nats.conf")
+	for path, data := range map[string][]byte{conf: natsconf.Config, filepath.Join(dir, "users.conf"): users} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("the server cannot read nats.conf: %v", err)
+	}
+	if opts.JetStreamCipher != server.ChaCha || opts.JetStreamKey != hex.EncodeToString(key) || opts.TLSConfig == nil || opts.Cluster.TLSConfig == nil || len(opts.Routes) != 3 {
+		t.Fatalf("nats.conf: cipher %v, key set %v, TLS %v, route TLS %v, %d routes", opts.JetStreamCipher, opts.JetStreamKey != "", opts.TLSConfig != nil, opts.Cluster.TLSConfig != nil, len(opts.Routes))
+	}
+	srv := natstest.NewWith(t, natstest.Options{ConfigFile: conf})
+	url := srv.URL()
+	if !strings.HasPrefix(url, "tls://") {
+		t.Fatalf("the server's URL is %s, not TLS", url)
+	}
+	plain := "nats://" + strings.TrimPrefix(url, "tls://")
+
+	// In clear: refused, even with a valid key.
+	if _, err := login(t, plain, "", s.operator); err == nil {
+		t.Error("the server admitted a client in clear")
+	}
+	// An unknown key, over TLS: refused.
+	stranger, _ := nkeys.CreateUser()
+	if _, err := login(t, url, certs.CA, stranger); err == nil {
+		t.Error("the server admitted a key users.conf does not name")
+	}
+	// The CLI's login: nothing to publish.
+	var mu sync.Mutex
+	var refused []error
+	nc, err := login(t, url, certs.CA, s.cli, nats.CustomInboxPrefix(bus.CLIInboxPrefix), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		refused = append(refused, err)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(bus.QuerySubject("c1"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := len(refused) > 0 && errors.Is(refused[0], nats.ErrPermissionViolation)
+		mu.Unlock()
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the CLI's login published a live query unrefused")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// At rest: a value published is in no JetStream file.
+	op, err := login(t, url, certs.CA, s.operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	value := "s3cr3t-" + hex.EncodeToString(key[:8])
+	if _, err := js.Publish(ctx, "t.secret", []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown() // flushes its files
+	files := 0
+	err = filepath.WalkDir(store, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		if bytes.Contains(data, []byte(value)) {
+			t.Errorf("%s holds the value in clear", path)
+		}
+		return nil
+	})
+	if err != nil || files == 0 {
+		t.Fatalf("read %d JetStream files: %v", files, err)
+	}
+}
