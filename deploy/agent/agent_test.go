@@ -111,6 +111,31 @@ func TestTheAgentsRights(t *testing.T) {
 	if _, err := admin.CoreV1().ConfigMaps("locked").Get(ctx, "settings", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a ConfigMap was written into locked: %v", err)
 	}
+	// A read-only object is read as the executor too: what the admin lets
+	// the namespace's applications see, not all the agent may read.
+	if _, err := admin.CoreV1().ConfigMaps("locked").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cluster-settings"}, Data: map[string]string{"k": "v"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ro := objects("locked")[:1]
+	ro[0].SetName("cluster-settings")
+	res, err = a.Apply(ctx, apply.App{Namespace: "locked", Name: "reader", UID: "uid-reader"}, "reader-v1", ro, apply.ReadOnly("ConfigMap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failed := res.Failed(); len(failed) != 1 || !apierrors.IsForbidden(failed[0].Err) || !strings.Contains(failed[0].Err.Error(), "system:serviceaccount:locked:flotilla-executor") {
+		t.Fatalf("read-only in locked: failed %v, want it forbidden to its executor", failed)
+	}
+	if err := admin.CoreV1().ConfigMaps("team").Delete(ctx, "settings", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CoreV1().ConfigMaps("team").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = a.Apply(ctx, apply.App{Namespace: "team", Name: "reader", UID: "uid-team-reader"}, "reader-v1", objects("team")[:1], apply.ReadOnly("ConfigMap"))
+	if err != nil || len(res.Failed()) != 0 {
+		t.Fatalf("read-only in team, whose executor may read: %v, failed %v", err, res.Failed())
+	}
+
 	// As itself it writes nothing of an application, nor acts as anyone else.
 	if _, err := clients.Kube.CoreV1().ConfigMaps("kube-system").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("the agent created a ConfigMap in kube-system as itself: %v", err)

@@ -109,11 +109,15 @@ func TestProductionConfigOnARealServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	routes, err := devenv.EnsureTLS(filepath.Join(dir, "routes"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	store := filepath.Join(dir, "jetstream")
 	for k, v := range map[string]string{"NATS_SERVER_NAME": "nats-0", "NATS_TLS_CERT": certs.Cert, "NATS_TLS_KEY": certs.Key,
-		"NATS_TLS_CA": certs.CA, "JETSTREAM_KEY": hex.EncodeToString(key), "JETSTREAM_DIR": store} {
+		"NATS_TLS_CA": certs.CA, "NATS_ROUTE_CERT": routes.Cert, "NATS_ROUTE_KEY": routes.Key, "NATS_ROUTE_CA": routes.CA, "JETSTREAM_KEY": hex.EncodeToString(key), "JETSTREAM_DIR": store} {
 		t.Setenv(k, v)
 	}
 	s := newSeeds(t)

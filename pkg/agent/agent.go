@@ -117,7 +117,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		a.log.Warn("cluster version unknown", "err", err)
 	}
-	sub, err := a.nc.Subscribe(bus.QuerySubject(a.opts.Cluster), a.answer)
+	// A few queries at once, each bounded in time (answer): a slow read
+	// holds up no other, and a flood waits in NATS, not in goroutines.
+	slots := make(chan struct{}, queryWorkers)
+	sub, err := a.nc.Subscribe(bus.QuerySubject(a.opts.Cluster), func(msg *nats.Msg) {
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots }()
+			a.answer(msg)
+		}()
+	})
 	if err != nil {
 		return fmt.Errorf("agent: query subscription: %w", err)
 	}

@@ -366,6 +366,27 @@ func TestQueriesRedactSecrets(t *testing.T) {
 	if string(inCluster.Data["password"]) != "hunter2" || string(inCluster.Data["user"]) != "admin" {
 		t.Errorf("the Secret in the cluster is %v, want it whole", inCluster.Data)
 	}
+
+	// Asked otherwise, straight on the agent's subject: through its table,
+	// or by a resource or version that the dynamic client's path joining
+	// would bring back to the Secret (or to another namespace's) unnamed.
+	for _, req := range []string{
+		`{"version":"v1","kind":"Secret","namespace":"query-secret","name":"db","table":true}`,
+		`{"version":"v1","resource":"secrets/","namespace":"query-secret","name":"db"}`,
+		`{"version":"v1","resource":"secrets/.","namespace":"query-secret","name":"db"}`,
+		`{"version":"v1","resource":"../query-secret/secrets","namespace":"default","name":"db"}`,
+		`{"version":"v1/namespaces/query-secret/secrets/db/..","resource":"x","namespace":"default","name":"db"}`,
+	} {
+		msg, err := nc.RequestWithContext(f.ctx, bus.QuerySubject("c1"), []byte(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, leak := range []string{"aHVudGVyMg==", "hunter2", "YWRtaW4=", "last-applied-configuration"} {
+			if strings.Contains(string(msg.Data), leak) {
+				t.Errorf("%s: the answer carries %q: %s", req, leak, msg.Data)
+			}
+		}
+	}
 }
 
 // image is the Deployment's first container's image ("" if it has none).

@@ -359,7 +359,7 @@ func (m *monitor) assess(ctx context.Context, app apply.App) error {
 	m.mu.Unlock()
 	var readHealth []events.ObjectStatus
 	for _, r := range read {
-		live, err := m.a.applier.Get(ctx, r)
+		live, err := m.a.applier.ReadAs(ctx, r)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("read %s: %w", r, err)
 		}

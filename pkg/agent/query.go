@@ -17,6 +17,9 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/query"
 )
 
+// queryWorkers is how many live queries an agent answers at once.
+const queryWorkers = 4
+
 // answer serves one live query: an object Flotilla manages in this cluster,
 // NotFound as the API server says it, and Forbidden for anything else.
 func (a *Agent) answer(msg *nats.Msg) {
@@ -73,10 +76,15 @@ func (a *Agent) lookup(ctx context.Context, data []byte) query.Response {
 	if !ok {
 		return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "get %s %q: unexpected %T", gr, req.Name, obj)
 	}
+	if u.GetName() != req.Name || u.GetNamespace() != req.Namespace {
+		return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "get %s %q: the API server answered with %s/%s", gr, req.Name, u.GetNamespace(), u.GetName())
+	}
 	if u.GetLabels()[apply.LabelManagedBy] != apply.ManagedByValue {
 		return fail(http.StatusForbidden, metav1.StatusReasonForbidden, "%s %q is not managed by Flotilla: the agent answers only about objects Flotilla applied", gr, req.Name)
 	}
-	if gvr.GroupResource() == secrets {
+	// By what came back, not by what was asked: a Secret is redacted
+	// however the request named it.
+	if u.GroupVersionKind().GroupKind() == secretKind {
 		redact(u)
 	}
 	raw, err := json.Marshal(u)
@@ -94,7 +102,9 @@ func (a *Agent) lookup(ctx context.Context, data []byte) query.Response {
 			path += "/namespaces/" + req.Namespace
 		}
 		path += "/" + gvr.Resource + "/" + req.Name
-		table, err := a.cs.CoreV1().RESTClient().Get().AbsPath(path).
+		// includeObject=None: the rows carry no metadata (a Secret's
+		// last-applied annotation would repeat its values).
+		table, err := a.cs.CoreV1().RESTClient().Get().AbsPath(path).Param("includeObject", "None").
 			SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json").Do(ctx).Raw()
 		if err != nil {
 			return fail(http.StatusInternalServerError, metav1.StatusReasonInternalError, "table of %s %q: %v", gr, req.Name, err)
@@ -104,7 +114,7 @@ func (a *Agent) lookup(ctx context.Context, data []byte) query.Response {
 	return resp
 }
 
-var secrets = schema.GroupResource{Resource: "secrets"}
+var secretKind = schema.GroupKind{Kind: "Secret"}
 
 // Redacted is what a Secret's values read as in a live answer.
 const Redacted = "REDACTED"

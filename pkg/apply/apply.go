@@ -356,13 +356,18 @@ func (a *Applier) locate(app App, obj *unstructured.Unstructured) (Ref, *meta.RE
 	return ref, m, nil
 }
 
-// readOne reads an object a read-only policy selects: it must exist.
+// readOne reads an object a read-only policy selects: it must exist, and
+// is read as the namespace's executor (what the cluster's admin lets an
+// application see), never in the agent's own namespace.
 func (a *Applier) readOne(ctx context.Context, app App, obj *unstructured.Unstructured) (Ref, *unstructured.Unstructured, error) {
 	ref, _, err := a.locate(app, obj)
 	if err != nil {
 		return ref, nil, err
 	}
-	live, err := a.Get(ctx, ref)
+	if ref.Namespace == InventoryNamespace {
+		return ref, nil, problem.New(ReasonReservedNamespace, "read %s: namespace %s is the agent's own: no application reads there", ref, InventoryNamespace)
+	}
+	live, err := a.ReadAs(ctx, ref)
 	if apierrors.IsNotFound(err) {
 		return ref, nil, problem.New(ReasonReadOnlyNotFound, "%s does not exist in the cluster: a read-only policy selects it, so the application reads it and never creates it", ref)
 	}
@@ -377,6 +382,21 @@ func (a *Applier) readOne(ctx context.Context, app App, obj *unstructured.Unstru
 func (a *Applier) Locate(app App, obj *unstructured.Unstructured) (Ref, error) {
 	ref, _, err := a.locate(app, obj.DeepCopy())
 	return ref, err
+}
+
+// ReadAs reads one object as the executor of its namespace writes it
+// (the agent itself when there is no executor): an application sees only
+// what the cluster's admin lets it.
+func (a *Applier) ReadAs(ctx context.Context, ref Ref) (*unstructured.Unstructured, error) {
+	w, err := a.writer(ref.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	var ri dynamic.ResourceInterface = w.Resource(ref.GVR())
+	if ref.Namespace != "" {
+		ri = w.Resource(ref.GVR()).Namespace(ref.Namespace)
+	}
+	return ri.Get(ctx, ref.Name, metav1.GetOptions{})
 }
 
 // Get reads one object of the cluster as the agent (not through an executor).

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
@@ -24,6 +25,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/flotilla-dev/flotilla/pkg/api/core/v1beta1"
@@ -52,11 +55,61 @@ const (
 	OutcomeForbidden       = "forbidden"
 	OutcomeBadRequest      = "bad_request"
 	OutcomeRefused         = "refused_by_cluster"
+	OutcomeThrottled       = "throttled"
 	OutcomeError           = "error"
 )
 
+// perPerson is how many live reads one person may have under way: a
+// person cannot keep the agents busy for everyone else.
+const perPerson = 4
+
+// inFlight counts each person's reads under way.
+type inFlight struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (f *inFlight) take(user string) (release func(), ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n[user] >= perPerson {
+		return nil, false
+	}
+	f.n[user]++
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.n[user]--; f.n[user] == 0 {
+			delete(f.n, user)
+		}
+	}, true
+}
+
+// Applications lists the names of a hub namespace's Applications.
+type Applications interface {
+	Names(ctx context.Context, namespace string) ([]string, error)
+}
+
+// HubApplications lists Applications with the hub's dynamic client.
+type HubApplications struct{ Client dynamic.Interface }
+
+// Names lists the names of namespace's Applications (metadata only).
+func (h HubApplications) Names(ctx context.Context, namespace string) ([]string, error) {
+	list, err := h.Client.Resource(v1beta1.ApplicationResource).Namespace(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(list.Items))
+	for _, it := range list.Items {
+		names = append(names, it.GetName())
+	}
+	return names, nil
+}
+
 // Server serves live reads.
 type Server struct {
+	apps   Applications
+	busy   *inFlight
 	cs     kubernetes.Interface
 	ask    Asker
 	proxy  *FrontProxy
@@ -66,9 +119,10 @@ type Server struct {
 }
 
 // New returns a server that asks agents with ask, authorizes with the
-// hub's SubjectAccessReviews (cs) and believes proxy about who asks.
-func New(cs kubernetes.Interface, ask Asker, proxy *FrontProxy, log *slog.Logger, ins telemetry.Instruments) (*Server, error) {
-	s := &Server{cs: cs, ask: ask, proxy: proxy, log: log, tracer: ins.T(),
+// hub's SubjectAccessReviews (cs), finds Applications in apps and believes
+// proxy about who asks.
+func New(cs kubernetes.Interface, apps Applications, ask Asker, proxy *FrontProxy, log *slog.Logger, ins telemetry.Instruments) (*Server, error) {
+	s := &Server{cs: cs, apps: apps, busy: &inFlight{n: map[string]int{}}, ask: ask, proxy: proxy, log: log, tracer: ins.T(),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_live_reads_total",
 			Help: "Live reads of objects in managed clusters (kubectl flotilla get), by outcome.",
@@ -129,70 +183,97 @@ func (s *Server) serve(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if err != nil {
 		return OutcomeBadRequest, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error()
 	}
+	release, ok := s.busy.take(who.User)
+	if !ok {
+		return OutcomeThrottled, http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests,
+			fmt.Sprintf("%s has %d live reads under way: try again when one is done", who.User, perPerson)
+	}
+	defer release()
 	trace.SpanFromContext(ctx).SetAttributes(attribute.String("flotilla.cluster", cluster), attribute.String("k8s.namespace.name", req.Namespace))
+	// Every refusal reads the same, whatever the cluster holds: told
+	// apart, they would say what exists and whose it is.
+	forbidden := func(detail string) (string, int, metav1.StatusReason, string) {
+		s.log.Info("live read forbidden", "user", who.User, "cluster", cluster, "namespace", req.Namespace, "name", req.Name, "why", detail)
+		what := req.Resource
+		if req.Kind != "" {
+			what = req.Kind
+		}
+		return OutcomeForbidden, http.StatusForbidden, metav1.StatusReasonForbidden,
+			fmt.Sprintf("%s may not read %s %q in namespace %q of cluster %s: that takes get on the Application it belongs to, on the hub",
+				who.User, what, req.Name, req.Namespace, cluster)
+	}
 	resp, err := s.ask.Ask(ctx, cluster, req)
 	var refusal *query.Error
-	if err != nil && !errors.As(err, &refusal) {
-		// No agent, or no answer: say so only to whoever may read there.
-		if denied, why := s.mayReadApplications(ctx, who, req.Namespace); denied {
-			return OutcomeForbidden, http.StatusForbidden, metav1.StatusReasonForbidden, why
-		}
-		return OutcomeError, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, err.Error()
-	}
-	if refusal != nil {
-		// The cluster's refusal (not found, not Flotilla's) would tell that
-		// an object exists: it is shown only to a reader of the namespace's
-		// Applications.
-		if denied, why := s.mayReadApplications(ctx, who, req.Namespace); denied {
-			return OutcomeForbidden, http.StatusForbidden, metav1.StatusReasonForbidden, why
-		}
-		return OutcomeRefused, refusal.Code, metav1.StatusReason(refusal.Reason), refusal.Message
-	}
-	owner, err := ownerOf(resp.Object)
 	if err != nil {
-		return OutcomeForbidden, http.StatusForbidden, metav1.StatusReasonForbidden, err.Error()
+		errors.As(err, &refusal)
+		// The cluster's refusal (not found, not Flotilla's) or its silence
+		// is told only to a reader of every Application of the namespace.
+		allowed, aerr := s.may(ctx, who, req.Namespace, "")
+		switch {
+		case aerr != nil:
+			return OutcomeError, http.StatusInternalServerError, metav1.StatusReasonInternalError, aerr.Error()
+		case !allowed:
+			return forbidden(err.Error())
+		case refusal != nil:
+			return OutcomeRefused, refusal.Code, metav1.StatusReason(refusal.Reason), refusal.Message
+		default:
+			return OutcomeError, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, err.Error()
+		}
+	}
+	obj, err := asked(resp.Object, req)
+	if err != nil {
+		return forbidden(err.Error())
+	}
+	owner, err := s.owner(ctx, obj)
+	if err != nil {
+		return forbidden(err.Error())
 	}
 	allowed, err := s.may(ctx, who, owner.Namespace, owner.Name)
 	if err != nil {
 		return OutcomeError, http.StatusInternalServerError, metav1.StatusReasonInternalError, err.Error()
 	}
 	if !allowed {
-		return OutcomeForbidden, http.StatusForbidden, metav1.StatusReasonForbidden,
-			fmt.Sprintf("%s may not get applications.%s %q in namespace %q on the hub, so may not read its objects in clusters", who.User, v1beta1.GroupVersion.Group, owner.Name, owner.Namespace)
+		return forbidden(fmt.Sprintf("may not get application %s", owner))
 	}
 	writeJSON(w, http.StatusOK, resp)
 	return OutcomeServed, http.StatusOK, "", ""
 }
 
-// ownerOf is the Application an object belongs to, from the labels the
-// agent applies it with.
-func ownerOf(raw json.RawMessage) (apply.App, error) {
+// asked decodes the cluster's answer and checks it is the object asked
+// for (an agent answers for its cluster only, and may lie).
+func asked(raw json.RawMessage, req query.Request) (*metav1.PartialObjectMetadata, error) {
 	var obj metav1.PartialObjectMetadata
 	if err := json.Unmarshal(raw, &obj); err != nil {
-		return apply.App{}, fmt.Errorf("the cluster's answer is no object: %v", err)
+		return nil, fmt.Errorf("the cluster's answer is no object: %v", err)
 	}
-	app := apply.App{Namespace: obj.Labels[apply.LabelAppNS], Name: obj.Labels[apply.LabelApplication]}
-	if app.Namespace == "" || app.Name == "" {
-		return app, fmt.Errorf("%s %q names no Application (labels %s, %s): it is shown to no one", obj.Kind, obj.Name, apply.LabelAppNS, apply.LabelApplication)
+	gv, _ := schema.ParseGroupVersion(obj.APIVersion)
+	switch {
+	case obj.Name != req.Name || obj.Namespace != req.Namespace:
+		return nil, fmt.Errorf("the cluster answered with %s/%s", obj.Namespace, obj.Name)
+	case req.Kind != "" && (obj.Kind != req.Kind || gv.Group != req.Group):
+		return nil, fmt.Errorf("the cluster answered with a %s of %q", obj.Kind, gv.Group)
 	}
-	return app, nil
+	return &obj, nil
 }
 
-// mayReadApplications says whether who is denied reading every Application
-// of ns (all namespaces for a cluster-scoped object), and why.
-func (s *Server) mayReadApplications(ctx context.Context, who Identity, ns string) (denied bool, why string) {
-	allowed, err := s.may(ctx, who, ns, "")
+// owner is the Application obj belongs to: named by the labels the agent
+// applies, which hold a long name cut and hashed (apply.LabelValue), so
+// the name is found among the namespace's Applications.
+func (s *Server) owner(ctx context.Context, obj *metav1.PartialObjectMetadata) (apply.App, error) {
+	ns, label := obj.Labels[apply.LabelAppNS], obj.Labels[apply.LabelApplication]
+	if ns == "" || label == "" {
+		return apply.App{}, fmt.Errorf("%s %q names no Application (labels %s, %s)", obj.Kind, obj.Name, apply.LabelAppNS, apply.LabelApplication)
+	}
+	names, err := s.apps.Names(ctx, ns)
 	if err != nil {
-		return true, err.Error()
+		return apply.App{}, fmt.Errorf("list the Applications of %s: %w", ns, err)
 	}
-	if allowed {
-		return false, ""
+	for _, name := range names {
+		if apply.LabelValue(name) == label {
+			return apply.App{Namespace: ns, Name: name}, nil
+		}
 	}
-	where := "namespace " + ns
-	if ns == "" {
-		where = "all namespaces"
-	}
-	return true, fmt.Sprintf("%s may not get applications.%s in %s on the hub, so may not read objects there in clusters", who.User, v1beta1.GroupVersion.Group, where)
+	return apply.App{}, fmt.Errorf("no Application of %s is labelled %q", ns, label)
 }
 
 // may asks the hub whether who may get the Application name of ns (every

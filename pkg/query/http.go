@@ -61,6 +61,9 @@ func FromURL(u *url.URL) (cluster string, req Request, err error) {
 	if cluster == "" {
 		return "", req, errors.New("cluster is required (?cluster=NAME)")
 	}
+	if err := ValidCluster(cluster); err != nil {
+		return "", req, err
+	}
 	req.Group, req.Version, req.Kind, req.Resource = q.Get("group"), q.Get("version"), q.Get("kind"), q.Get("resource")
 	if t := q.Get("table"); t != "" {
 		if req.Table, err = strconv.ParseBool(t); err != nil {

@@ -78,3 +78,42 @@ func FuzzFromURL(f *testing.F) {
 		}
 	})
 }
+
+// Each field goes into a path at the cluster's API server: none may step
+// out of the resource or namespace asked for, nor be a subject wildcard.
+func TestValidateRefusesPathsAndWildcards(t *testing.T) {
+	ok := Request{Version: "v1", Resource: "configmaps", Namespace: "demo", Name: "demo"}
+	for name, tt := range map[string]struct {
+		cluster string
+		req     func(r *Request)
+	}{
+		"resource with a slash":    {"c1", func(r *Request) { r.Resource = "secrets/" }},
+		"resource stepping up":     {"c1", func(r *Request) { r.Resource = "../other/secrets" }},
+		"version stepping up":      {"c1", func(r *Request) { r.Version = "v1/../../x" }},
+		"group with a slash":       {"c1", func(r *Request) { r.Group = "apps/v1" }},
+		"kind with a slash":        {"c1", func(r *Request) { r.Resource, r.Kind = "", "Secret/x" }},
+		"name stepping up":         {"c1", func(r *Request) { r.Name = ".." }},
+		"name with a slash":        {"c1", func(r *Request) { r.Name = "a/b" }},
+		"namespace with a slash":   {"c1", func(r *Request) { r.Namespace = "demo/secrets" }},
+		"a wildcard cluster":       {"*", func(*Request) {}},
+		"every cluster":            {">", func(*Request) {}},
+		"a cluster with a subject": {"c1.x", func(*Request) {}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := ok
+			tt.req(&r)
+			u := URL(tt.cluster, r)
+			_, _, err := FromURL(u)
+			if name == "a cluster with a subject" {
+				// A dotted name is a valid ManagedCluster name (bus escapes it).
+				if err != nil {
+					t.Fatalf("FromURL: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("FromURL(%s) accepted %+v for %q", u, r, tt.cluster)
+			}
+		})
+	}
+}

@@ -9,9 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"k8s.io/apimachinery/pkg/api/validate/content"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 )
@@ -28,13 +32,41 @@ type Request struct {
 	Table bool `json:"table,omitempty"`
 }
 
-// Validate reports what is missing.
+// Validate reports what is missing or malformed. Every field ends up in
+// the path of a request to the cluster's API server, so each must be what
+// Kubernetes names allow: "secrets/" or ".." in a resource would reach
+// another resource or namespace than the one asked for.
 func (r Request) Validate() error {
 	if r.Name == "" {
 		return errors.New("name is required")
 	}
 	if r.Kind == "" && r.Resource == "" {
 		return errors.New("kind or resource is required")
+	}
+	var errs []error
+	check := func(field, value string, msgs []string) {
+		if value != "" && len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("%s %q: %s", field, value, strings.Join(msgs, "; ")))
+		}
+	}
+	check("group", r.Group, validation.IsDNS1123Subdomain(r.Group))
+	check("version", r.Version, validation.IsDNS1123Label(r.Version))
+	check("resource", r.Resource, validation.IsDNS1123Label(r.Resource))
+	if r.Kind != "" && !kindPattern.MatchString(r.Kind) {
+		errs = append(errs, fmt.Errorf("kind %q: not a kind (letters and digits, a letter first)", r.Kind))
+	}
+	check("namespace", r.Namespace, validation.IsDNS1123Label(r.Namespace))
+	check("name", r.Name, content.IsPathSegmentName(r.Name))
+	return errors.Join(errs...)
+}
+
+var kindPattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{0,62}$`)
+
+// ValidCluster reports whether cluster is a ManagedCluster's name (a DNS
+// subdomain): never a subject wildcard.
+func ValidCluster(cluster string) error {
+	if msgs := validation.IsDNS1123Subdomain(cluster); len(msgs) > 0 {
+		return fmt.Errorf("cluster %q: %s", cluster, strings.Join(msgs, "; "))
 	}
 	return nil
 }
@@ -70,6 +102,9 @@ func Get(ctx context.Context, nc *nats.Conn, cluster string, req Request) (json.
 // Do sends a query and returns the whole answer; a refusal is an *Error.
 func Do(ctx context.Context, nc *nats.Conn, cluster string, req Request) (*Response, error) {
 	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ValidCluster(cluster); err != nil {
 		return nil, err
 	}
 	data, err := json.Marshal(req)

@@ -52,7 +52,7 @@ func main() {
 		ask := liveread.AskFunc(func(ctx context.Context, cluster string, req query.Request) (*query.Response, error) {
 			return query.Do(ctx, d.NC, cluster, req)
 		})
-		srv, err := liveread.New(hubClients.Kube, ask, proxy, d.Log, d.Instruments)
+		srv, err := liveread.New(hubClients.Kube, liveread.HubApplications{Client: hubClients.Dynamic}, ask, proxy, d.Log, d.Instruments)
 		if err != nil {
 			return err
 		}

@@ -60,7 +60,7 @@ func (s *suite) liveReadsFollowHubRBAC(t *testing.T, cluster string) {
 			t.Errorf("mallory read the Deployment (%v):\n%s", err, out)
 		}
 		matchLines(t, out, "Run on ManagedCluster "+cluster,
-			`Error from server \(Forbidden\): system:serviceaccount:demo:mallory may not get applications.core.oam.dev "demo" in namespace "demo" on the hub, so may not read its objects in clusters`)
+			`Error from server \(Forbidden\): system:serviceaccount:demo:mallory may not read Deployment "demo" in namespace "demo" of cluster `+cluster+`: that takes get on the Application it belongs to, on the hub`)
 	}
 
 	// Around the hub: the CLI's NATS login asks the agent directly.
