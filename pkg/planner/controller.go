@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -245,8 +246,15 @@ func (p *Planner) addHandlers() error {
 	// A ManagedCluster opens its report lane; deleted, it closes it, and
 	// may be the last one a deleted Application waits for.
 	_, err := p.clusterFactory.ForResource(clusterv1.ManagedClusterResource).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    p.lanes.enqueue,
-		UpdateFunc: func(_, obj any) { p.lanes.enqueue(obj) },
+		AddFunc: p.lanes.enqueue,
+		UpdateFunc: func(old, obj any) {
+			p.lanes.enqueue(obj)
+			// A cluster cut off or back: the health of what runs there
+			// is unknown, or known again.
+			if availability(old) != availability(obj) {
+				p.enqueueAll(obj)
+			}
+		},
 		DeleteFunc: func(obj any) {
 			p.lanes.enqueue(obj)
 			apps, _ := p.apps.List(labels.Everything())
@@ -264,6 +272,19 @@ func (p *Planner) enqueue(obj any) {
 	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 		p.queue.Add(key)
 	}
+}
+
+// availability is a ManagedCluster's outage, if any ("" when available).
+func availability(obj any) string {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return ""
+	}
+	o, down := outageOf(u)
+	if !down {
+		return ""
+	}
+	return string(o.Status) + "/" + o.Reason + "/" + o.Since.String()
 }
 
 // enqueueAll enqueues every Application.

@@ -28,7 +28,7 @@ func (p *Planner) finalize(ctx context.Context, ps *pass) error {
 		// A deploy step started and the dispatcher has not said where it
 		// went: letting go now could leave its objects behind.
 		p.queue.AddAfter(ps.key, time.Second)
-		return p.writeStatus(ctx, app, computeStatus(app, rec, nil, p.now()))
+		return p.writeStatus(ctx, app, computeStatus(app, rec, nil, p.now(), p.outages(rec)))
 	}
 	if rec != nil && len(rec.Placed) > 0 && !rec.deletedEverywhere(p.clusterGone) {
 		if !rec.Deleting {
@@ -36,7 +36,7 @@ func (p *Planner) finalize(ctx context.Context, ps *pass) error {
 				return err
 			}
 		}
-		return p.writeStatus(ctx, app, computeStatus(app, rec, nil, p.now()))
+		return p.writeStatus(ctx, app, computeStatus(app, rec, nil, p.now(), p.outages(rec)))
 	}
 	// The record goes before the finalizer: a planner stopped in between
 	// finds the Application still there and finishes, rather than leaving a

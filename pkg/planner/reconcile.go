@@ -66,7 +66,7 @@ func (p *Planner) reconcile(ctx context.Context, key string) error {
 			return nil
 		}
 	}
-	return p.writeStatus(ctx, ps.app, computeStatus(ps.app, ps.rec, ps.refused, p.now()))
+	return p.writeStatus(ctx, ps.app, computeStatus(ps.app, ps.rec, ps.refused, p.now(), p.outages(ps.rec)))
 }
 
 // load reads the Application (from the cache) and its run record; a nil

@@ -23,13 +23,17 @@ const (
 	ReasonUnhealthy   = "Unhealthy"
 	ReasonDeleting    = "Deleting"
 	ReasonStepFailed  = "StepFailed"
+	// ReasonClusterUnavailable: a cluster the release runs in is cut off,
+	// so its health is not known.
+	ReasonClusterUnavailable = "ClusterUnavailable"
 )
 
 // computeStatus derives the Application's status from its record, or from
 // the problem that keeps a release from starting, as of now (a condition
-// that changes status says since when). It is pure, and the result is
-// written once per change.
-func computeStatus(app *v1beta1.Application, rec *Record, refused *problem.Error, now time.Time) v1beta1.AppStatus {
+// that changes status says since when), with the outages of the clusters
+// it runs in (their health unknown, never the stale last report). It is
+// pure, and the result is written once per change.
+func computeStatus(app *v1beta1.Application, rec *Record, refused *problem.Error, now time.Time, outages map[string]Outage) v1beta1.AppStatus {
 	st := v1beta1.AppStatus{
 		Conditions:         append([]metav1.Condition(nil), app.Status.Conditions...),
 		ObservedGeneration: app.Generation,
@@ -46,8 +50,8 @@ func computeStatus(app *v1beta1.Application, rec *Record, refused *problem.Error
 				st.Workflow.Resume = prev.Resume.DeepCopy()
 			}
 		}
-		st.Services = services(app, run)
-		st.Phase, ready = runPhase(app, run, ready)
+		st.Services = services(app, run, outages)
+		st.Phase, ready = runPhase(app, run, ready, outages)
 	}
 	switch {
 	case app.DeletionTimestamp != nil:
@@ -69,7 +73,7 @@ func computeStatus(app *v1beta1.Application, rec *Record, refused *problem.Error
 	return st
 }
 
-func runPhase(app *v1beta1.Application, run *workflow.Run, ready metav1.Condition) (v1beta1.ApplicationPhase, metav1.Condition) {
+func runPhase(app *v1beta1.Application, run *workflow.Run, ready metav1.Condition, outages map[string]Outage) (v1beta1.ApplicationPhase, metav1.Condition) {
 	ready.Status = metav1.ConditionFalse
 	switch run.Phase {
 	case workflow.RunSuspending:
@@ -87,6 +91,12 @@ func runPhase(app *v1beta1.Application, run *workflow.Run, ready metav1.Conditio
 		ready.Reason, ready.Message = workflow.ReasonTerminated, run.Message
 		return v1beta1.PhaseWorkflowTerminated, ready
 	case workflow.RunSucceeded:
+		for _, c := range run.DeployedClusters() {
+			if o, down := outages[c]; down {
+				ready.Status, ready.Reason, ready.Message = metav1.ConditionUnknown, ReasonClusterUnavailable, healthUnknown(c, o)
+				return v1beta1.PhaseUnhealthy, ready
+			}
+		}
 		for _, c := range run.DeployedClusters() {
 			if h := run.Health[c]; !h.Healthy {
 				ready.Reason, ready.Message = ReasonUnhealthy, fmt.Sprintf("cluster %s: %s", c, cmp.Or(h.Message, "not healthy"))
@@ -115,12 +125,15 @@ func currentStep(run *workflow.Run) *workflow.Step {
 
 // services is one entry per component and cluster the release was sent to.
 // Message is empty when healthy, as the seed's STATUS column shows.
-func services(app *v1beta1.Application, run *workflow.Run) []v1beta1.ApplicationComponentStatus {
+func services(app *v1beta1.Application, run *workflow.Run, outages map[string]Outage) []v1beta1.ApplicationComponentStatus {
 	var out []v1beta1.ApplicationComponentStatus
 	for _, c := range run.DeployedClusters() {
 		h, reported := run.Health[c]
 		msg := h.Message
+		o, down := outages[c]
 		switch {
+		case down:
+			h.Healthy, msg = false, healthUnknown(c, o)
 		case !reported:
 			msg = "waiting for the cluster to report"
 		case !h.Healthy && msg == "":
@@ -133,6 +146,21 @@ func services(app *v1beta1.Application, run *workflow.Run) []v1beta1.Application
 		}
 	}
 	return out
+}
+
+// healthUnknown says a cluster's health is not known, since when and why.
+func healthUnknown(cluster string, o Outage) string {
+	msg := fmt.Sprintf("health unknown: cluster %s is unavailable", cluster)
+	if !o.Since.IsZero() {
+		msg += " since " + o.Since.UTC().Format(time.RFC3339)
+	}
+	if o.Reason != "" {
+		msg += " (" + o.Reason + ")"
+	}
+	if o.Message != "" {
+		msg += ": " + o.Message
+	}
+	return msg
 }
 
 func workflowStatus(run *workflow.Run) *v1beta1.WorkflowStatus {

@@ -82,6 +82,15 @@ func TestComputeStatus(t *testing.T) {
 			return rec
 		}, nil, v1beta1.PhaseUnhealthy, metav1.ConditionFalse, ReasonUnhealthy, "cluster c-prod: Deployment demo is InProgress: Available: 0/1",
 			[]string{"c-prod:false:Deployment demo is InProgress: Available: 0/1", "c-test:true:"}},
+		{"a cluster cut off after it succeeded: its health is unknown, not its last report", seedApp(), func(t *testing.T) *Record {
+			return seedRecord(t, dispatched("deploy-test", "c-test"), ok("c-test"), approve, dispatched("deploy-prod", "c-prod"), ok("c-prod"))
+		}, nil, v1beta1.PhaseUnhealthy, metav1.ConditionUnknown, ReasonClusterUnavailable,
+			"health unknown: cluster c-prod is unavailable since 2026-12-02T12:00:00Z (ManagedClusterLeaseUpdateStopped): no heartbeat for 6s",
+			[]string{"c-prod:false:health unknown: cluster c-prod is unavailable since 2026-12-02T12:00:00Z (ManagedClusterLeaseUpdateStopped): no heartbeat for 6s", "c-test:true:"}},
+		{"cut off while it waits for approval", seedApp(), func(t *testing.T) *Record {
+			return seedRecord(t, dispatched("deploy-test", "c-test"), ok("c-test"))
+		}, nil, v1beta1.PhaseWorkflowSuspending, metav1.ConditionFalse, workflow.ReasonWaitingApproval, `Waiting approval to the deploy step "deploy-prod"`,
+			[]string{"c-test:false:health unknown: cluster c-test is unavailable (ManagedClusterLeaseUpdateStopped)"}},
 		{"failed", seedApp(), func(t *testing.T) *Record {
 			return seedRecord(t, dispatched("deploy-test", "c-test"), workflow.ClusterReport{Cluster: "c-test", Phase: events.ClusterFailed, Message: "apply Deployment demo: denied", ObservedAt: t0.Add(time.Hour)})
 		}, nil, v1beta1.PhaseWorkflowFailed, metav1.ConditionFalse, ReasonStepFailed, "denied", []string{"c-test:false:apply Deployment demo: denied"}},
@@ -94,9 +103,15 @@ func TestComputeStatus(t *testing.T) {
 			return rec
 		}, nil, v1beta1.PhaseDeleting, metav1.ConditionFalse, ReasonDeleting, "waiting for 1 of 1 clusters to confirm removal", []string{"c-test:true:"}},
 	}
+	// The clusters cut off (their ManagedCluster's AVAILABLE), by case.
+	outages := map[string]map[string]Outage{
+		"a cluster cut off after it succeeded: its health is unknown, not its last report": {
+			"c-prod": {Since: t0.Add(2 * time.Hour), Status: metav1.ConditionUnknown, Reason: "ManagedClusterLeaseUpdateStopped", Message: "no heartbeat for 6s"}},
+		"cut off while it waits for approval": {"c-test": {Status: metav1.ConditionUnknown, Reason: "ManagedClusterLeaseUpdateStopped"}},
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := computeStatus(tt.app, tt.rec(t), tt.refused, t0.Add(3*time.Hour))
+			st := computeStatus(tt.app, tt.rec(t), tt.refused, t0.Add(3*time.Hour), outages[tt.name])
 			if st.Phase != tt.phase {
 				t.Errorf("phase %s, want %s", st.Phase, tt.phase)
 			}
@@ -135,10 +150,10 @@ func boolText(b bool) string {
 // nothing writes nothing.
 func TestComputeStatusIsPure(t *testing.T) {
 	rec := seedRecord(t, workflow.Dispatched{Step: "deploy-test", Clusters: []string{"c-test"}}, ok("c-test"))
-	a := computeStatus(seedApp(), rec, nil, t0)
+	a := computeStatus(seedApp(), rec, nil, t0, nil)
 	app := seedApp()
 	app.Status = a
-	b := computeStatus(app, rec, nil, t0.Add(time.Hour))
+	b := computeStatus(app, rec, nil, t0.Add(time.Hour), nil)
 	ra, rb := meta.FindStatusCondition(a.Conditions, ConditionReady), meta.FindStatusCondition(b.Conditions, ConditionReady)
 	if !ra.LastTransitionTime.Equal(&rb.LastTransitionTime) {
 		t.Errorf("an unchanged Ready condition moved its transition time: %v then %v", ra.LastTransitionTime, rb.LastTransitionTime)
@@ -150,11 +165,11 @@ func TestComputeStatusKeepsAResumeRequestWhileItsStepWaits(t *testing.T) {
 	waiting := seedRecord(t, workflow.Dispatched{Step: "deploy-test", Clusters: []string{"c-test"}}, ok("c-test"))
 	app := seedApp()
 	app.Status.Workflow = &v1beta1.WorkflowStatus{Resume: &v1beta1.ResumeRequest{ID: "r1", Step: "deploy-prod", User: "alice"}}
-	if st := computeStatus(app, waiting, nil, t0); st.Workflow.Resume == nil || st.Workflow.Resume.ID != "r1" {
+	if st := computeStatus(app, waiting, nil, t0, nil); st.Workflow.Resume == nil || st.Workflow.Resume.ID != "r1" {
 		t.Errorf("resume request of the waiting step dropped: %+v", st.Workflow.Resume)
 	}
 	app.Status.Workflow.Resume.Step = "deploy-test"
-	if st := computeStatus(app, waiting, nil, t0); st.Workflow.Resume != nil {
+	if st := computeStatus(app, waiting, nil, t0, nil); st.Workflow.Resume != nil {
 		t.Errorf("resume request of a step that does not wait kept: %+v", st.Workflow.Resume)
 	}
 }
