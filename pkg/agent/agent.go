@@ -26,6 +26,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/hub"
+	"github.com/flotilla-dev/flotilla/pkg/seal"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
@@ -45,6 +46,10 @@ type Options struct {
 	Executor string
 	// Instruments record the agent's spans and metrics.
 	Instruments telemetry.Instruments
+	// HubWorkKeys are the public halves of the hub's work key (two while it
+	// is rotated): only work sealed with one of them is applied (pkg/seal).
+	// Empty: work is applied unsealed, as the hub's NATS permissions allow.
+	HubWorkKeys []string
 }
 
 // BindFlags binds the agent's flags.
@@ -53,6 +58,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Heartbeat, "heartbeat-interval", 10*time.Second, "heartbeat interval")
 	fs.StringToStringVar(&o.Labels, "cluster-labels", nil, "labels for the ManagedCluster, k=v,k=v (used when it is created)")
 	fs.StringVar(&o.Executor, "executor-service-account", "", "apply each namespace's objects as this ServiceAccount of the namespace (impersonation; empty: as the agent itself)")
+	fs.StringSliceVar(&o.HubWorkKeys, "hub-work-key", nil, "public key(s) of the hub's work key: only work sealed with one is applied (the dispatcher's --work-seal-key)")
 }
 
 // Agent is one cluster's agent.
@@ -67,7 +73,9 @@ type Agent struct {
 	version string
 
 	monitor *monitor
-	mu      sync.Mutex
+	// verifier, when set, checks every work message's seal (HubWorkKeys).
+	verifier *seal.Verifier
+	mu       sync.Mutex
 	// desired is the newest work per application, for drift repair.
 	desired map[apply.App]*events.WorkData
 	// traces is where each application's newest work sits in its trace.
@@ -102,6 +110,13 @@ func New(c *hub.Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger
 			return nil, errors.New("agent: --executor-service-account needs clients that can impersonate")
 		}
 		a.applier.WithExecutor(Executors(c.As, opts.Executor))
+	}
+	if len(opts.HubWorkKeys) > 0 {
+		v, err := seal.NewVerifier(opts.HubWorkKeys...)
+		if err != nil {
+			return nil, fmt.Errorf("agent: --hub-work-key: %w", err)
+		}
+		a.verifier = v
 	}
 	a.monitor = newMonitor(a)
 	if err := opts.Instruments.Register(a.metrics.collectors()...); err != nil {

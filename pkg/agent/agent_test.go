@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,6 +27,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/query"
+	"github.com/flotilla-dev/flotilla/pkg/seal"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 )
 
@@ -409,6 +413,74 @@ func conditionIs(ctx context.Context, cluster, typ, status string) bool {
 		}
 	}
 	return false
+}
+
+// Work the hub did not seal is never applied, however it reached the
+// cluster (here published straight on the work stream, as a compromised
+// NATS server, leaf node or operator login could): unsealed, sealed with
+// another key, or sealed for another cluster. The hub's own work is.
+func TestOnlySealedWorkIsApplied(t *testing.T) {
+	f := newFixture(t, "sealed")
+	f.deploy(1, []string{"c1"}, deployment("web", "nginx:1", 1))
+	f.waitReport("c1", "release 1 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 1 && d.Phase == events.ClusterApplied })
+
+	objs := f.objects(configMap)
+	digest, err := snapshot.Digest(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := func(cluster string, rev int64) *nats.Msg {
+		e := events.New(fmt.Sprintf("%s.forged.%d.%s", f.uid, rev, cluster), events.SourceDispatcher, events.TypeWork, "", &events.WorkData{
+			AppRef: f.ref(rev), Cluster: cluster, Step: "deploy", Snapshot: &events.Snapshot{Digest: digest, Objects: objs}})
+		m, err := events.Encode(bus.WorkSubject(cluster, f.ns, "demo"), e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	kp, _ := nkeys.CreateAccount()
+	seed, _ := kp.Seed()
+	stranger, err := seal.NewSealer(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsealed, byStranger, forC2 := forged("c1", 2), forged("c1", 3), forged("c2", 4)
+	if err := stranger.Seal(byStranger); err != nil {
+		t.Fatal(err)
+	}
+	if err := workSealer.Seal(forC2); err != nil {
+		t.Fatal(err)
+	}
+	forC2.Subject = bus.WorkSubject("c1", f.ns, "demo") // sealed for c2, sent to c1
+	for _, m := range []*nats.Msg{unsealed, byStranger, forC2} {
+		if _, err := js.PublishMsg(f.ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent has read them all (none pending, none unacknowledged)...
+	cons, err := js.Consumer(f.ctx, bus.StreamWork, bus.AgentConsumer("c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("c1's agent to have read the forged work", func() (bool, error) {
+		info, err := cons.Info(f.ctx)
+		if err != nil {
+			return false, err
+		}
+		return info.NumPending == 0 && info.NumAckPending == 0, nil
+	})
+	// ...and applied none: no ConfigMap, no report of their releases.
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
+		t.Errorf("forged work was applied: %v", err)
+	}
+	for _, e := range f.reports("c1") {
+		if d, ok := e.Data.(*events.ClusterStatusData); ok && d.Revision > 1 {
+			t.Errorf("c1 reported on forged release %d: %s", d.Revision, d.Phase)
+		}
+	}
+	if _, err := f.get("c1", "apps/v1", "deployments", "web"); err != nil {
+		t.Errorf("the hub's release is gone: %v", err)
+	}
 }
 
 // Objects that do not match their release's digest are not applied.

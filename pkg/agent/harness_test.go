@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -32,6 +33,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
+	"github.com/flotilla-dev/flotilla/pkg/seal"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
@@ -49,6 +51,9 @@ var (
 	// namespace fail.
 	faults    = map[string]*applytest.Dynamic{}
 	publishes = map[string]*publishFaults{}
+	// workSealer is the hub's work key: the dispatcher seals with it, the
+	// agents trust its public half.
+	workSealer *seal.Sealer
 )
 
 const (
@@ -102,7 +107,18 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		log := testLogger()
-		d, err := dispatcher.New(hubDyn, js, log.With("service", "dispatcher"), dispatcher.Options{CheckInterval: 100 * time.Millisecond})
+		// Work is sealed with the hub's work key, and agents check it.
+		kp, err := nkeys.CreateAccount()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		seed, _ := kp.Seed()
+		if workSealer, err = seal.NewSealer(seed); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		d, err := dispatcher.New(hubDyn, js, log.With("service", "dispatcher"), dispatcher.Options{CheckInterval: 100 * time.Millisecond, Sealer: workSealer})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -171,7 +187,12 @@ func startAgent(ctx context.Context, name string, cluster *testbed.Cluster) (don
 		return nil, nil, nil, fmt.Errorf("agent %s: %w", name, err)
 	}
 	pubs = &publishFaults{JetStream: ajs, left: map[publishKey]int{}, hits: map[publishKey]int{}}
-	a, err := agent.New(clients, conn, pubs, log.With("service", "agent"), agent.Options{Cluster: name, Heartbeat: heartbeat})
+	workKey, err := workSealer.PublicKey()
+	if err != nil {
+		conn.Close()
+		return nil, nil, nil, err
+	}
+	a, err := agent.New(clients, conn, pubs, log.With("service", "agent"), agent.Options{Cluster: name, Heartbeat: heartbeat, HubWorkKeys: []string{workKey}})
 	if err != nil {
 		conn.Close()
 		return nil, nil, nil, err
@@ -353,7 +374,8 @@ func (f *fixture) work(rev int64, cluster string, s *events.Snapshot) {
 	f.t.Helper()
 	w := &events.WorkData{AppRef: f.ref(rev), Cluster: cluster, Step: "deploy", Snapshot: s}
 	e := events.New(events.WorkID(f.ref(rev), "deploy", cluster), events.SourceDispatcher, events.TypeWork, f.ns+"/demo", w)
-	if _, err := bus.Publish(f.ctx, js, bus.WorkSubject(cluster, f.ns, "demo"), e); err != nil {
+	// As the dispatcher sends it: sealed with the hub's work key.
+	if _, err := bus.PublishSealed(f.ctx, js, bus.WorkSubject(cluster, f.ns, "demo"), e, workSealer); err != nil {
 		f.t.Fatal(err)
 	}
 }

@@ -412,6 +412,11 @@ func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, erro
 	if err != nil {
 		return nil, fmt.Errorf("newest work of %s: %w", app, err)
 	}
+	if a.verifier != nil {
+		if err := a.verifier.Verify(raw.Subject, raw.Header, raw.Data); err != nil {
+			return nil, fmt.Errorf("newest work of %s refused: %w", app, err)
+		}
+	}
 	e, err := events.DecodeStored(raw)
 	if err != nil {
 		return nil, err

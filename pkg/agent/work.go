@@ -27,6 +27,12 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	if !ok || d.Cluster != a.opts.Cluster {
 		return bus.Terminate(fmt.Errorf("work %s is not for cluster %s", e.ID, a.opts.Cluster))
 	}
+	if m := bus.Delivered(ctx); a.verifier != nil && m != nil {
+		if err := a.verifier.Verify(m.Subject(), m.Headers(), m.Data()); err != nil {
+			a.metrics.work.WithLabelValues(a.opts.Cluster, "apply", "refused").Inc()
+			return bus.Terminate(fmt.Errorf("work %s refused, nothing applied: %w", e.ID, err))
+		}
+	}
 	kind, name := "apply", "apply release"
 	if d.Delete {
 		kind, name = "delete", "remove application"

@@ -35,6 +35,29 @@ func Publish(ctx context.Context, js Publisher, subject string, e *events.Event,
 	return ack, nil
 }
 
+// Sealer seals an encoded message in place (pkg/seal).
+type Sealer interface {
+	Seal(msg *nats.Msg) error
+}
+
+// PublishSealed is Publish with the message sealed by s first (nil: not sealed).
+func PublishSealed(ctx context.Context, js Publisher, subject string, e *events.Event, s Sealer, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	msg, err := events.Encode(subject, e)
+	if err != nil {
+		return nil, err
+	}
+	if s != nil {
+		if err := s.Seal(msg); err != nil {
+			return nil, err
+		}
+	}
+	ack, err := js.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s %s on %s: %w", e.Type, e.ID, subject, err)
+	}
+	return ack, nil
+}
+
 // Handler processes one decoded event. Returning nil acks the message;
 // Retry(d, err) naks it for redelivery after d; Terminate(err) or any error
 // wrapping events.ErrInvalid stops redelivery and records the reason; any

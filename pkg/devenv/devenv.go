@@ -232,6 +232,13 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		return err
 	}
 
+	// Work is sealed with the hub's work key; agents trust its public half.
+	workSeal := filepath.Join(o.Dir, "nats-keys", "work-seal.nk")
+	workKey, err := userKey(workSeal)
+	if err != nil {
+		return err
+	}
+
 	// People read live through the hub's API server, which forwards to the
 	// dispatcher's live-read API here (deploy/liveread).
 	liveReadPort := ports[5+len(o.Clusters)]
@@ -253,7 +260,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		args []string
 	}{
 		{"planner", hubArgs("planner")},
-		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms",
+		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms", "--work-seal-key", workSeal,
 			"--live-read-listen", liveReadAddr, "--live-read-tls-cert", e.TLS.Cert, "--live-read-tls-key", e.TLS.Key)},
 		{"gate", append(hubArgs("gate"), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "https://"),
 			"--tls-cert", e.TLS.Cert, "--tls-key", e.TLS.Key)},
@@ -268,7 +275,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		// Only its own cluster's kubeconfig.
 		name := "agent-" + c
 		args := append([]string{"--cluster-name", c, "--kubeconfig", filepath.Join(o.Dir, "kubeconfig", c),
-			"--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--nats-ca", e.TLS.CA, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text"},
+			"--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--nats-ca", e.TLS.CA, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text", "--hub-work-key", workKey},
 			metricsAddr(name, ports[5+i])...)
 		if _, err := e.start(o, name, "cluster-agent", args, otel); err != nil {
 			return err

@@ -29,6 +29,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
+	"github.com/flotilla-dev/flotilla/pkg/seal"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
@@ -43,6 +44,11 @@ type Options struct {
 	CheckInterval time.Duration
 	// Instruments record the dispatcher's spans and metrics.
 	Instruments telemetry.Instruments
+	// SealKey is the file of the hub's work key (an NKey seed): every work
+	// message is sealed with it (pkg/seal). Empty: work goes unsealed.
+	SealKey string
+	// Sealer seals work (the main loads it from SealKey).
+	Sealer *seal.Sealer
 }
 
 // BindFlags binds the dispatcher's flags.
@@ -50,6 +56,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AutoAccept, "auto-accept", false, "accept every cluster that joins (dev only; otherwise kubectl flotilla cluster accept NAME)")
 	fs.IntVar(&o.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a cluster is no longer available")
 	fs.DurationVar(&o.CheckInterval, "availability-check", time.Second, "how often cluster availability is evaluated")
+	fs.StringVar(&o.SealKey, "work-seal-key", "", "file of the hub's work key (NKey seed) every work message is sealed with; agents verify with its public key (--hub-work-key)")
 }
 
 // Dispatcher is one dispatcher replica.
@@ -332,7 +339,11 @@ func (d *Dispatcher) send(ctx context.Context, subject string, we *events.Event,
 		trace.WithAttributes(telemetry.AttrCluster.String(cluster), telemetry.AttrWorkKind.String(kind), telemetry.AttrEventID.String(we.ID)))
 	defer span.End()
 	we.TraceParent, we.TraceState = telemetry.Inject(ctx)
-	ack, err := bus.Publish(ctx, d.js, subject, we, opts...)
+	var sealer bus.Sealer // a nil *seal.Sealer must not be a non-nil Sealer
+	if d.opts.Sealer != nil {
+		sealer = d.opts.Sealer
+	}
+	ack, err := bus.PublishSealed(ctx, d.js, subject, we, sealer, opts...)
 	if err != nil {
 		telemetry.SetError(span, err)
 		return err

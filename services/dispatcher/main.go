@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/liveread"
 	"github.com/flotilla-dev/flotilla/pkg/query"
+	"github.com/flotilla-dev/flotilla/pkg/seal"
 	"github.com/flotilla-dev/flotilla/pkg/service"
 )
 
@@ -30,10 +31,16 @@ func main() {
 		live.BindFlags(fs)
 	}
 	service.Main("dispatcher", &common, bind, func(ctx context.Context, d service.Deps) error {
-		if err := live.Validate(); err != nil {
+		err := live.Validate()
+		if err != nil {
 			return err
 		}
 		opts.Instruments = d.Instruments
+		if opts.SealKey != "" {
+			if opts.Sealer, err = seal.LoadSealer(opts.SealKey); err != nil {
+				return fmt.Errorf("dispatcher: %w", err)
+			}
+		}
 		hubClients, err := hub.NewClients(d.Kube)
 		if err != nil {
 			return fmt.Errorf("dispatcher: %w", err)
