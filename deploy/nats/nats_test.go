@@ -1,12 +1,10 @@
 package nats_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -203,22 +201,11 @@ func TestProductionConfigOnARealServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Shutdown() // flushes its files
-	files := 0
-	err = filepath.WalkDir(store, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		if bytes.Contains(data, []byte(value)) {
-			t.Errorf("%s holds the value in clear", path)
-		}
-		return nil
-	})
+	found, files, err := natstest.InClear(store, value)
 	if err != nil || files == 0 {
 		t.Fatalf("read %d JetStream files: %v", files, err)
+	}
+	for path := range found {
+		t.Errorf("%s holds the value in clear", path)
 	}
 }

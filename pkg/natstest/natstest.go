@@ -4,9 +4,12 @@
 package natstest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -206,4 +209,29 @@ func (s *Server) cleanup() {
 	if s.removeStore {
 		_ = os.RemoveAll(s.storeDir)
 	}
+}
+
+// InClear reads every file under dir (a JetStream store) and reports, per
+// file, which of values it holds as they are: what encryption at rest must
+// leave none of. files is how many were read, so a caller can tell an
+// empty store (which would prove nothing) from a clean one.
+func InClear(dir string, values ...string) (found map[string][]string, files int, err error) {
+	found = map[string][]string{}
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, v := range values {
+			if bytes.Contains(data, []byte(v)) {
+				found[path] = append(found[path], v)
+			}
+		}
+		return nil
+	})
+	return found, files, err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -124,5 +125,21 @@ func TestMaxPayloadAndUsers(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Error("publishing outside the user's subjects was not refused")
+	}
+}
+
+func TestInClear(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "streams", "S"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"streams/S/1.blk": "xx s3cr3t yy", "streams/S/meta.inf": "nothing here"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	found, files, err := InClear(dir, "s3cr3t", "absent")
+	if err != nil || files != 2 || len(found) != 1 || len(found[filepath.Join(dir, "streams/S/1.blk")]) != 1 {
+		t.Fatalf("InClear = %v, %d files, %v", found, files, err)
 	}
 }

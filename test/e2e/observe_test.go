@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -19,6 +16,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/jaeger"
+	"github.com/flotilla-dev/flotilla/pkg/natstest"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
@@ -280,23 +278,10 @@ spec:
 	if strings.Contains(out, value) || strings.Contains(out, base64.StdEncoding.EncodeToString([]byte(value))) || !strings.Contains(out, "password") {
 		t.Errorf("the live read of the Secret shows its value, or not its key:\n%s", out)
 	}
-	files := 0
-	err := filepath.WalkDir(filepath.Join(s.dir, "nats"), func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		for _, form := range []string{value, base64.StdEncoding.EncodeToString([]byte(value)), "db-credentials"} {
-			if bytes.Contains(data, []byte(form)) {
-				t.Errorf("JetStream's file %s holds %q in clear", path, form)
-			}
-		}
-		return nil
-	})
+	found, files, err := natstest.InClear(filepath.Join(s.dir, "nats"), value, base64.StdEncoding.EncodeToString([]byte(value)), "db-credentials")
+	for path, forms := range found {
+		t.Errorf("JetStream's file %s holds %q in clear", path, forms)
+	}
 	if err != nil || files == 0 {
 		t.Errorf("read %d of JetStream's files: %v", files, err)
 	}
