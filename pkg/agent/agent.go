@@ -78,6 +78,9 @@ type Agent struct {
 	mu       sync.Mutex
 	// desired is the newest work per application, for drift repair.
 	desired map[apply.App]*events.WorkData
+	// removed are the UIDs of applications removed here: work for them is
+	// stale (in memory: a restart forgets them).
+	removed map[string]bool
 	// traces is where each application's newest work sits in its trace.
 	traces map[apply.App]workTrace
 
@@ -102,7 +105,7 @@ func New(c *hub.Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger
 	a := &Agent{
 		opts: opts, log: log.With("cluster", opts.Cluster), nc: nc, js: js, dyn: c.Dynamic, cs: c.Kube,
 		applier: apply.NewApplier(c.Dynamic, c.Kube, c.Mapper, opts.Instruments.T()),
-		desired: map[apply.App]*events.WorkData{}, traces: map[apply.App]workTrace{},
+		desired: map[apply.App]*events.WorkData{}, removed: map[string]bool{}, traces: map[apply.App]workTrace{},
 		tracer: opts.Instruments.T(), metrics: newMetrics(),
 	}
 	if opts.Executor != "" {
@@ -117,6 +120,8 @@ func New(c *hub.Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger
 			return nil, fmt.Errorf("agent: --hub-work-key: %w", err)
 		}
 		a.verifier = v
+	} else {
+		a.log.Warn("no --hub-work-key: work is applied unsealed, as the hub's NATS permissions let it through (pkg/seal)")
 	}
 	a.monitor = newMonitor(a)
 	if err := opts.Instruments.Register(a.metrics.collectors()...); err != nil {

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
@@ -423,6 +424,8 @@ func TestOnlySealedWorkIsApplied(t *testing.T) {
 	f := newFixture(t, "sealed")
 	f.deploy(1, []string{"c1"}, deployment("web", "nginx:1", 1))
 	f.waitReport("c1", "release 1 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 1 && d.Phase == events.ClusterApplied })
+	f.deploy(2, []string{"c1"}, deployment("web", "nginx:2", 1))
+	f.waitReport("c1", "release 2 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 2 && d.Phase == events.ClusterApplied })
 
 	objs := f.objects(configMap)
 	digest, err := snapshot.Digest(objs)
@@ -444,7 +447,7 @@ func TestOnlySealedWorkIsApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unsealed, byStranger, forC2 := forged("c1", 2), forged("c1", 3), forged("c2", 4)
+	unsealed, byStranger, forC2 := forged("c1", 3), forged("c1", 4), forged("c2", 5)
 	if err := stranger.Seal(byStranger); err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +455,15 @@ func TestOnlySealedWorkIsApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	forC2.Subject = bus.WorkSubject("c1", f.ns, "demo") // sealed for c2, sent to c1
-	for _, m := range []*nats.Msg{unsealed, byStranger, forC2} {
+	// And the hub's own seal on an older release, replayed: no rollback.
+	replayed := forged("c1", 1)
+	if err := workSealer.Seal(replayed); err != nil {
+		t.Fatal(err)
+	}
+	// Last, unsealed work claiming a release far ahead: it must not make
+	// the dispatcher think the stream holds newer work than the hub's.
+	blocker := forged("c1", 1000)
+	for _, m := range []*nats.Msg{unsealed, byStranger, forC2, replayed, blocker} {
 		if _, err := js.PublishMsg(f.ctx, m); err != nil {
 			t.Fatal(err)
 		}
@@ -474,13 +485,20 @@ func TestOnlySealedWorkIsApplied(t *testing.T) {
 		t.Errorf("forged work was applied: %v", err)
 	}
 	for _, e := range f.reports("c1") {
-		if d, ok := e.Data.(*events.ClusterStatusData); ok && d.Revision > 1 {
+		if d, ok := e.Data.(*events.ClusterStatusData); ok && d.Revision > 2 {
 			t.Errorf("c1 reported on forged release %d: %s", d.Revision, d.Phase)
 		}
 	}
-	if _, err := f.get("c1", "apps/v1", "deployments", "web"); err != nil {
-		t.Errorf("the hub's release is gone: %v", err)
+	web, err := f.get("c1", "apps/v1", "deployments", "web")
+	if err != nil {
+		t.Fatalf("the hub's release is gone: %v", err)
 	}
+	if img, _, _ := unstructured.NestedSlice(web.Object, "spec", "template", "spec", "containers"); len(img) != 1 || img[0].(map[string]any)["image"] != "nginx:2" {
+		t.Errorf("the replayed release 1 rolled the cluster back: %v", img)
+	}
+	// The hub's next release goes out and is applied, forgeries or not.
+	f.deploy(3, []string{"c1"}, deployment("web", "nginx:3", 1))
+	f.waitReport("c1", "release 3 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 3 && d.Phase == events.ClusterApplied })
 }
 
 // Objects that do not match their release's digest are not applied.

@@ -403,7 +403,8 @@ func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, erro
 	if w != nil {
 		return w, nil
 	}
-	raw, err := bus.LastBySubject(ctx, a.nc, bus.StreamWork, bus.WorkSubject(a.opts.Cluster, app.Namespace, app.Name))
+	subject := bus.WorkSubject(a.opts.Cluster, app.Namespace, app.Name)
+	raw, err := bus.LastBySubject(ctx, a.nc, bus.StreamWork, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		// No work for this cluster (an inventory another agent of the same
 		// cluster wrote, say): nothing to assess or repair.
@@ -412,8 +413,11 @@ func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, erro
 	if err != nil {
 		return nil, fmt.Errorf("newest work of %s: %w", app, err)
 	}
+	if raw.Subject != subject {
+		return nil, fmt.Errorf("newest work of %s: the server answered with %s", app, raw.Subject)
+	}
 	if a.verifier != nil {
-		if err := a.verifier.Verify(raw.Subject, raw.Header, raw.Data); err != nil {
+		if err := a.verifier.Verify(subject, raw.Header, raw.Data); err != nil {
 			return nil, fmt.Errorf("newest work of %s refused: %w", app, err)
 		}
 	}
@@ -424,6 +428,13 @@ func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, erro
 	w, ok := e.Data.(*events.WorkData)
 	if !ok {
 		return nil, fmt.Errorf("newest work of %s is a %s", app, e.Type)
+	}
+	if w.Namespace != app.Namespace || w.Application != app.Name || w.Cluster != a.opts.Cluster {
+		return nil, fmt.Errorf("newest work of %s is for %s/%s in %s", app, w.Namespace, w.Application, w.Cluster)
+	}
+	if app.UID != "" && w.UID != app.UID {
+		// The application was made anew: its newest work is another's.
+		return nil, nil
 	}
 	a.mu.Lock()
 	a.desired[app] = w

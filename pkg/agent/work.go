@@ -16,9 +16,29 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
+	"github.com/flotilla-dev/flotilla/pkg/seal"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
+
+// stale says why d is older than what this agent has (empty: it is not):
+// its application was removed, or a later release, attempt or step of it
+// was applied. The same work again (a redelivery) is not stale.
+func (a *Agent) stale(d *events.WorkData) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if d.Delete {
+		return "" // a removal comes after every release of its application
+	}
+	if a.removed[d.UID] {
+		return fmt.Sprintf("application %s/%s (uid %s) was removed from this cluster", d.Namespace, d.Application, d.UID)
+	}
+	prev := a.desired[apply.App{Namespace: d.Namespace, Name: d.Application, UID: d.UID}]
+	if prev != nil && prev.Supersedes(d.AppRef, d.StepIndex) {
+		return fmt.Sprintf("release %s (attempt %d, step %d) is older than %s (attempt %d, step %d), applied", d.Release, d.Attempt, d.StepIndex, prev.Release, prev.Attempt, prev.StepIndex)
+	}
+	return ""
+}
 
 // handleWork applies one work message (the release's objects, or removal)
 // in a span under the dispatcher's, with a child per object applied.
@@ -27,11 +47,23 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	if !ok || d.Cluster != a.opts.Cluster {
 		return bus.Terminate(fmt.Errorf("work %s is not for cluster %s", e.ID, a.opts.Cluster))
 	}
-	if m := bus.Delivered(ctx); a.verifier != nil && m != nil {
-		if err := a.verifier.Verify(m.Subject(), m.Headers(), m.Data()); err != nil {
+	if a.verifier != nil {
+		m := bus.Delivered(ctx)
+		err := seal.ErrUnsealed
+		if m != nil {
+			err = a.verifier.Verify(m.Subject(), m.Headers(), m.Data())
+		}
+		if err != nil {
 			a.metrics.work.WithLabelValues(a.opts.Cluster, "apply", "refused").Inc()
 			return bus.Terminate(fmt.Errorf("work %s refused, nothing applied: %w", e.ID, err))
 		}
+	}
+	// Never older than what this agent applied: a sealed release replayed
+	// later must not roll the cluster back, nor bring a removed
+	// application back.
+	if stale := a.stale(d); stale != "" {
+		a.metrics.work.WithLabelValues(a.opts.Cluster, "apply", "refused").Inc()
+		return bus.Terminate(fmt.Errorf("work %s refused, nothing applied: %s", e.ID, stale))
 	}
 	kind, name := "apply", "apply release"
 	if d.Delete {
@@ -64,6 +96,7 @@ func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
 	if d.Delete {
 		a.mu.Lock()
 		delete(a.desired, app)
+		a.removed[d.UID] = true
 		a.mu.Unlock()
 		a.monitor.forget(app)
 		if err := a.applier.Delete(ctx, app); err != nil {

@@ -39,6 +39,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/gate"
 	"github.com/flotilla-dev/flotilla/pkg/jaeger"
 	"github.com/flotilla-dev/flotilla/pkg/proc"
+	"github.com/flotilla-dev/flotilla/pkg/seal"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
 
@@ -234,7 +235,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 
 	// Work is sealed with the hub's work key; agents trust its public half.
 	workSeal := filepath.Join(o.Dir, "nats-keys", "work-seal.nk")
-	workKey, err := userKey(workSeal)
+	workKey, err := sealKey(workSeal)
 	if err != nil {
 		return err
 	}
@@ -561,6 +562,30 @@ func userKey(path string) (string, error) {
 		return "", err
 	}
 	return kp.PublicKey()
+}
+
+// sealKey makes (or reads) the hub's work key: an account NKey, never a
+// NATS login (those are user keys: the server would choose what a login
+// signs).
+func sealKey(path string) (string, error) {
+	seed, err := os.ReadFile(path)
+	if err != nil {
+		kp, err := nkeys.CreateAccount()
+		if err != nil {
+			return "", err
+		}
+		if seed, err = kp.Seed(); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
+			return "", err
+		}
+	}
+	s, err := seal.NewSealer([]byte(strings.TrimSpace(string(seed))))
+	if err != nil {
+		return "", err
+	}
+	return s.PublicKey()
 }
 
 // NKey is the seed file of a NATS user of the environment: "admin" (every

@@ -79,8 +79,10 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	accepted map[string]bool // last acceptance relayed to each agent (and its status written)
 
-	tracer  trace.Tracer
-	metrics *metrics
+	tracer trace.Tracer
+	// verifier checks the seal of work found in the stream (with Sealer).
+	verifier *seal.Verifier
+	metrics  *metrics
 }
 
 // New builds a dispatcher working with the hub through dyn.
@@ -106,6 +108,16 @@ func New(dyn dynamic.Interface, js jetstream.JetStream, log *slog.Logger, opts O
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "managedclusters"}),
 		accepted: map[string]bool{}, tracer: opts.Instruments.T(),
+	}
+	if opts.Sealer != nil {
+		// What it finds in the work stream counts only if it sealed it.
+		pub, err := opts.Sealer.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("dispatcher: %w", err)
+		}
+		if d.verifier, err = seal.NewVerifier(pub); err != nil {
+			return nil, fmt.Errorf("dispatcher: %w", err)
+		}
 	}
 	d.metrics = newMetrics(d)
 	if err := opts.Instruments.Register(d.metrics.collectors()...); err != nil {
@@ -398,6 +410,13 @@ func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.A
 	if err != nil {
 		return false, 0, err
 	}
+	if d.verifier != nil {
+		if err := d.verifier.Verify(raw.Subject, raw.Header, raw.Data); err != nil {
+			// Not the hub's: it must not hold the hub's work back.
+			d.log.WarnContext(ctx, "work in the stream is not sealed by the hub: replacing it", "subject", subject, "err", err)
+			return false, raw.Sequence, nil
+		}
+	}
 	e, err := events.DecodeStored(raw)
 	if err != nil {
 		return false, raw.Sequence, nil // unreadable: replace it
@@ -406,18 +425,5 @@ func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.A
 	if !ok || w.UID != ref.UID {
 		return false, raw.Sequence, nil
 	}
-	return newer(w, ref, index), raw.Sequence, nil
-}
-
-// newer orders work: by revision, then run attempt, then step.
-func newer(w *events.WorkData, ref events.AppRef, index int) bool {
-	switch {
-	case w.Delete:
-		return true
-	case w.Revision != ref.Revision:
-		return w.Revision > ref.Revision
-	case w.Attempt != ref.Attempt:
-		return w.Attempt > ref.Attempt
-	}
-	return w.StepIndex > index
+	return w.Supersedes(ref, index), raw.Sequence, nil
 }

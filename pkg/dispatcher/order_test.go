@@ -28,7 +28,7 @@ func TestNewerWork(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := newer(tt.have, ref, tt.index); got != tt.want {
+			if got := tt.have.Supersedes(ref, tt.index); got != tt.want {
 				t.Errorf("newer = %v, want %v", got, tt.want)
 			}
 		})

@@ -457,6 +457,22 @@ type WorkData struct {
 	ReadOnly []string `json:"readOnly,omitempty"`
 }
 
+// Supersedes says whether w comes after step index of run ref: its
+// removal, a newer release, a later attempt of the run, or a later step.
+// The dispatcher never lets older work replace newer, and an agent never
+// applies it (a replay of an older sealed release is refused).
+func (d *WorkData) Supersedes(ref AppRef, index int) bool {
+	switch {
+	case d.Delete:
+		return true
+	case d.Revision != ref.Revision:
+		return d.Revision > ref.Revision
+	case d.Attempt != ref.Attempt:
+		return d.Attempt > ref.Attempt
+	}
+	return d.StepIndex > index
+}
+
 // Validate implements Data.
 func (d *WorkData) Validate() error {
 	var errs []error

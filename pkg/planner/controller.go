@@ -256,13 +256,10 @@ func (p *Planner) addHandlers() error {
 			}
 		},
 		DeleteFunc: func(obj any) {
+			// Its lane closes; an Application deleted may have waited on
+			// it, and one running there now has an unknown health.
 			p.lanes.enqueue(obj)
-			apps, _ := p.apps.List(labels.Everything())
-			for _, a := range apps {
-				if m, err := metaOf(a); err == nil && m.GetDeletionTimestamp() != nil {
-					p.enqueue(a)
-				}
-			}
+			p.enqueueAll(obj)
 		},
 	})
 	return err

@@ -157,9 +157,6 @@ func healthUnknown(cluster string, o Outage) string {
 	if o.Reason != "" {
 		msg += " (" + o.Reason + ")"
 	}
-	if o.Message != "" {
-		msg += ": " + o.Message
-	}
 	return msg
 }
 

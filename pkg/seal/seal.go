@@ -119,7 +119,8 @@ func (v *Verifier) Verify(subject string, h nats.Header, data []byte) error {
 	if !trusted {
 		return fmt.Errorf("%w: sealed by key %.12s…, which this agent does not trust", ErrBadSeal, pub)
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(sig64)
+	// Strict: one spelling of a signature, not sixteen.
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(sig64)
 	if err != nil {
 		return fmt.Errorf("%w: malformed signature", ErrBadSeal)
 	}
