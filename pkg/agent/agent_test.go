@@ -505,17 +505,17 @@ func TestOnlySealedWorkIsApplied(t *testing.T) {
 func TestSnapshotMustMatchItsDigest(t *testing.T) {
 	f := newFixture(t, "digest")
 	f.deployWithDigest(1, []string{"c1"}, "sha256:0000000000000000000000000000000000000000000000000000000000000000", configMap)
-	f.dispatched(1)
-	f.deploy(2, []string{"c1"}, deployment("web", "nginx:1", 1))
-	f.waitReport("c1", "release 2 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 2 })
-	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
-		t.Errorf("the agent applied a snapshot that does not match its digest: %v", err)
-	}
-	// The refused release is reported failed, saying why.
+	// The refused release is reported failed, saying why (awaited before
+	// the next release, which would replace its work unread).
 	st := f.waitReport("c1", "release 1 failed", func(d *events.ClusterStatusData) bool { return d.Revision == 1 })
 	if st.Phase != events.ClusterFailed || !strings.Contains(st.Message, "does not match its digest") {
 		t.Errorf("report on the refused release: %s %q", st.Phase, st.Message)
 	}
+	if _, err := f.get("c1", "v1", "configmaps", "settings"); !isNotFound(err) {
+		t.Errorf("the agent applied a snapshot that does not match its digest: %v", err)
+	}
+	f.deploy(2, []string{"c1"}, deployment("web", "nginx:1", 1))
+	f.waitReport("c1", "release 2 applied", func(d *events.ClusterStatusData) bool { return d.Revision == 2 })
 }
 
 // A repair that fails (the API server unavailable for a moment) is tried
