@@ -39,7 +39,6 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/gate"
 	"github.com/flotilla-dev/flotilla/pkg/jaeger"
 	"github.com/flotilla-dev/flotilla/pkg/proc"
-	"github.com/flotilla-dev/flotilla/pkg/seal"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
 
@@ -543,10 +542,19 @@ func writeGateConfig(dir string) (path, botPub string, err error) {
 }
 
 // userKey returns the public key of the NKey seed in path, creating it first if missing.
-func userKey(path string) (string, error) {
+func userKey(path string) (string, error) { return keyFile(path, nkeys.CreateUser) }
+
+// sealKey makes (or reads) the hub's work key: an account NKey, never a
+// NATS login (those are user keys: the server would choose what a login
+// signs).
+func sealKey(path string) (string, error) { return keyFile(path, nkeys.CreateAccount) }
+
+// keyFile returns the public key of the seed in path, made by create
+// first if missing (readable by the owner only).
+func keyFile(path string, create func() (nkeys.KeyPair, error)) (string, error) {
 	seed, err := os.ReadFile(path)
 	if err != nil {
-		kp, err := nkeys.CreateUser()
+		kp, err := create()
 		if err != nil {
 			return "", err
 		}
@@ -559,33 +567,9 @@ func userKey(path string) (string, error) {
 	}
 	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("key %s: %w", path, err)
 	}
 	return kp.PublicKey()
-}
-
-// sealKey makes (or reads) the hub's work key: an account NKey, never a
-// NATS login (those are user keys: the server would choose what a login
-// signs).
-func sealKey(path string) (string, error) {
-	seed, err := os.ReadFile(path)
-	if err != nil {
-		kp, err := nkeys.CreateAccount()
-		if err != nil {
-			return "", err
-		}
-		if seed, err = kp.Seed(); err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
-			return "", err
-		}
-	}
-	s, err := seal.NewSealer([]byte(strings.TrimSpace(string(seed))))
-	if err != nil {
-		return "", err
-	}
-	return s.PublicKey()
 }
 
 // NKey is the seed file of a NATS user of the environment: "admin" (every
