@@ -74,6 +74,12 @@ func WorkCluster(subject string) string {
 	return parts[2]
 }
 
+// StatusAll matches every cluster's reports; ClustersAll every join and heartbeat.
+const (
+	StatusAll   = prefixStatus + ".>"
+	ClustersAll = prefixClusters + ".>"
+)
+
 // StatusFilter matches every report of one cluster.
 func StatusFilter(cluster string) string { return prefixStatus + "." + token(cluster) + ".>" }
 
@@ -147,6 +153,12 @@ func ClusterSubject(cluster, kind string) string { return join(prefixClusters, c
 // AcceptedKey is the clusters-bucket key holding "true" while the hub
 // accepts the cluster; its agent watches it.
 func AcceptedKey(cluster string) string { return token(cluster) + ".accepted" }
+
+// AcceptedSubject is the subject of a cluster's acceptance key in the
+// clusters bucket's stream.
+func AcceptedSubject(cluster string) string {
+	return "$KV." + BucketClusters + "." + AcceptedKey(cluster)
+}
 
 // SeenKey is the clusters-bucket key holding the cluster's last heartbeat.
 func SeenKey(cluster string) string { return token(cluster) + ".seen" }

@@ -33,7 +33,10 @@ func InboxPrefix(cluster string) string { return "_INBOX_agent_" + token(cluster
 func AgentConsumer(cluster string) string { return "agent-" + token(cluster) }
 
 // Buckets' and the object store's streams, as JetStream names them.
-func kvStream(bucket string) string  { return "KV_" + bucket }
+func kvStream(bucket string) string { return KVStream(bucket) }
+
+// KVStream is the stream of a KV bucket.
+func KVStream(bucket string) string  { return "KV_" + bucket }
 func objStream(bucket string) string { return "OBJ_" + bucket }
 
 // owns is what the owner of a stream may do with it: set it up, read and

@@ -133,6 +133,16 @@ func Streams(o SetupOptions) []jetstream.StreamConfig {
 	return out
 }
 
+// StreamConfig is the configuration of one of the design's streams ("" name: zero).
+func StreamConfig(name string, o SetupOptions) jetstream.StreamConfig {
+	for _, c := range Streams(o) {
+		if c.Name == name {
+			return c
+		}
+	}
+	return jetstream.StreamConfig{}
+}
+
 // StreamOwner names the service that owns a stream.
 func StreamOwner(stream string) string {
 	for _, s := range streams() {
@@ -180,6 +190,11 @@ func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
 		}
 		cfg := s.cfg
 		cfg.Storage, cfg.Replicas, cfg.MaxBytes = storage, replicas, o.scaled(cfg.MaxBytes)
+		// The sources of sites' reports (pkg/site) are the dispatcher's
+		// to add and remove: setting a stream up again keeps them.
+		if existing, err := js.Stream(ctx, cfg.Name); err == nil {
+			cfg.Sources = existing.CachedInfo().Config.Sources
+		}
 		deadline := time.Now().Add(time.Minute)
 		for {
 			_, err := js.CreateOrUpdateStream(ctx, cfg)

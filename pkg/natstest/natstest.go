@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -40,6 +42,29 @@ type Options struct {
 	// random loopback port, with no monitoring port; the other options are
 	// ignored.
 	ConfigFile string
+	// Domain is the server's JetStream domain ("hub" at the hub, a site's
+	// name at a leaf node). Empty: none.
+	Domain string
+	// LeafNodes, when set, accepts leaf node connections on a random
+	// loopback port (Server.LeafURL), as the hub does for its sites.
+	LeafNodes bool
+	// Remote, when set, makes this server a site's leaf node that dials
+	// the hub (through the site's link).
+	Remote *Remote
+}
+
+// Remote is a leaf node's link to the hub.
+type Remote struct {
+	// URL of the hub's leaf node port, e.g. nats-leaf://127.0.0.1:7422.
+	URL string
+	// User is how the leaf logs in at the hub (name and password; zero:
+	// a hub with no users).
+	User User
+	// DenyImports and DenyExports are subjects the link never carries in
+	// from the hub or out to it.
+	DenyImports, DenyExports []string
+	// ReconnectInterval between tries to reach the hub. Zero: 100ms.
+	ReconnectInterval time.Duration
 }
 
 // User is a client the server admits by name and password.
@@ -78,6 +103,7 @@ type Server struct {
 	*server.Server
 	storeDir    string
 	removeStore bool
+	leafPort    int
 }
 
 // Start starts a server and returns once it accepts connections.
@@ -105,6 +131,33 @@ func Start(opts Options) (*Server, error) {
 	}
 	for _, u := range opts.Users {
 		so.Users = append(so.Users, u.server())
+	}
+	so.JetStreamDomain = opts.Domain
+	if opts.LeafNodes {
+		// Sites reach the hub through proxies: the hub must not tell them
+		// its own addresses to try instead.
+		port, err := freePort()
+		if err != nil {
+			return nil, fmt.Errorf("natstest: leaf node port: %w", err)
+		}
+		s.leafPort = port
+		so.LeafNode = server.LeafNodeOpts{Host: "127.0.0.1", Port: port, NoAdvertise: true}
+	}
+	if r := opts.Remote; r != nil {
+		u, err := url.Parse(r.URL)
+		if err != nil {
+			return nil, fmt.Errorf("natstest: remote %q: %w", r.URL, err)
+		}
+		if r.User.Name != "" {
+			u.User = url.UserPassword(r.User.Name, r.User.Password)
+		}
+		interval := r.ReconnectInterval
+		if interval == 0 {
+			interval = 100 * time.Millisecond
+		}
+		so.LeafNode = server.LeafNodeOpts{ReconnectInterval: interval, Remotes: []*server.RemoteLeafOpts{{
+			URLs: []*url.URL{u}, DenyImports: r.DenyImports, DenyExports: r.DenyExports,
+		}}}
 	}
 	if opts.ConfigFile != "" {
 		s.cleanup()
@@ -190,6 +243,14 @@ func (s *Server) JetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// LeafURL is where leaf nodes connect (a server started with LeafNodes).
+func (s *Server) LeafURL() string {
+	if s.leafPort == 0 {
+		return ""
+	}
+	return fmt.Sprintf("nats-leaf://127.0.0.1:%d", s.leafPort)
+}
+
 // URL is the nats:// address clients connect to.
 func (s *Server) URL() string { return s.ClientURL() }
 
@@ -234,4 +295,14 @@ func InClear(dir string, values ...string) (found map[string][]string, files int
 		return nil
 	})
 	return found, files, err
+}
+
+// freePort is a loopback port free now (the server takes it at once).
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -1,0 +1,279 @@
+package site
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+)
+
+// Options of the hub's side of its sites.
+type Options struct {
+	// Sites are the JetStream domains of the sites the hub serves.
+	Sites []string
+	// Setup sizes the site streams as the hub's (memory in tests).
+	Setup bus.SetupOptions
+	// Ping is how often each site's link is tried. Zero: 200ms.
+	Ping time.Duration
+	// OnReconnect, when set, is called (from the watch) each time a site's
+	// link returns, after its sources are back: the dispatcher relays
+	// acceptance again to what it could not reach.
+	OnReconnect func(site string)
+}
+
+// validName is a JetStream domain a site may have (it is a subject token).
+var validName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Manager keeps the hub's sites' streams and sources, and watches their
+// links. One runs in every dispatcher replica: every step is idempotent.
+type Manager struct {
+	nc   *nats.Conn
+	hub  jetstream.JetStream
+	log  *slog.Logger
+	opts Options
+
+	mu    sync.Mutex
+	sites map[string]*state
+}
+
+type state struct {
+	members []string
+	up      bool
+	since   time.Time
+	js      jetstream.JetStream
+}
+
+// ErrUnknownSite is a site the hub does not serve.
+var ErrUnknownSite = errors.New("site not served by this hub")
+
+// New checks the sites' names and makes a manager.
+func New(nc *nats.Conn, hub jetstream.JetStream, log *slog.Logger, opts Options) (*Manager, error) {
+	if opts.Ping <= 0 {
+		opts.Ping = 200 * time.Millisecond
+	}
+	m := &Manager{nc: nc, hub: hub, log: log, opts: opts, sites: map[string]*state{}}
+	for _, name := range opts.Sites {
+		if !validName.MatchString(name) || name == HubDomain {
+			return nil, fmt.Errorf("site %q: a site is named by its JetStream domain: letters, digits, '-' and '_', not %q", name, HubDomain)
+		}
+		js, err := jetstream.NewWithDomain(nc, name)
+		if err != nil {
+			return nil, fmt.Errorf("site %s: %w", name, err)
+		}
+		// Down until its first answer: nothing is known of it yet.
+		m.sites[name] = &state{js: js, since: time.Now()}
+	}
+	return m, nil
+}
+
+// Served says whether the hub serves a site of that name.
+func (m *Manager) Served(site string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.sites[site]
+	return ok
+}
+
+// JetStream is the JetStream API of a site's domain, over its link.
+func (m *Manager) JetStream(site string) (jetstream.JetStream, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sites[site]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownSite, site)
+	}
+	return s.js, nil
+}
+
+// Link says whether a site's link answers, and since when it does (or
+// does not).
+func (m *Manager) Link(site string) (up bool, since time.Time, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sites[site]
+	if !ok {
+		return false, time.Time{}, false
+	}
+	return s.up, s.since, true
+}
+
+// Sync sets which clusters are at each site (from the ManagedClusters'
+// site label) and brings the hub's sources and, where the link is up,
+// the site's streams in line. A site the hub does not serve is ignored.
+func (m *Manager) Sync(ctx context.Context, members map[string][]string) error {
+	var changed []string
+	m.mu.Lock()
+	for name, s := range m.sites {
+		want := sorted(members[name])
+		if !slices.Equal(want, s.members) {
+			s.members = want
+			changed = append(changed, name)
+		}
+	}
+	m.mu.Unlock()
+	var errs []error
+	for _, name := range changed {
+		if err := m.apply(ctx, name, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) site(name string) (Site, jetstream.JetStream, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sites[name]
+	return Site{Name: name, Clusters: slices.Clone(s.members)}, s.js, s.up
+}
+
+// apply sets up a site's streams (when its link is up) and the hub's
+// sources of it. bounce removes every source between them and the hub
+// first and adds it back: a source re-added resumes at once from where it
+// stopped (the stream's own source headers), where one left alone would
+// wait out the server's retry backoff.
+func (m *Manager) apply(ctx context.Context, name string, bounce bool) error {
+	s, js, up := m.site(name)
+	var errs []error
+	if up {
+		for _, cfg := range siteStreams(s, m.opts.Setup) {
+			if bounce && len(cfg.Sources) > 0 {
+				bare := cfg
+				bare.Sources = nil
+				if _, err := js.CreateOrUpdateStream(ctx, bare); err != nil {
+					errs = append(errs, fmt.Errorf("site %s: stream %s: %w", name, cfg.Name, err))
+					continue
+				}
+			}
+			if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+				errs = append(errs, fmt.Errorf("site %s: stream %s: %w", name, cfg.Name, err))
+			}
+		}
+	}
+	for stream, src := range hubSources(s) {
+		if bounce {
+			if err := m.hubSource(ctx, stream, name, nil); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := m.hubSource(ctx, stream, name, src); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, ok := hubSources(s)[bus.StreamStatus]; !ok {
+		// No cluster there any more: none of its reports is taken in.
+		if err := m.hubSource(ctx, bus.StreamStatus, name, nil); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// hubSource sets the one source of a hub stream that takes in a site's
+// messages (nil: none), leaving every other source as it is.
+func (m *Manager) hubSource(ctx context.Context, stream, site string, src *jetstream.StreamSource) error {
+	st, err := m.hub.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("hub stream %s: %w", stream, err)
+	}
+	cfg := st.CachedInfo().Config
+	var sources []*jetstream.StreamSource
+	for _, s := range cfg.Sources {
+		if !ofSite(s, site) {
+			sources = append(sources, s)
+		}
+	}
+	if src != nil {
+		sources = append(sources, src)
+	}
+	if reflect.DeepEqual(sources, cfg.Sources) {
+		return nil
+	}
+	cfg.Sources = sources
+	if _, err := m.hub.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("hub stream %s: sources of site %s: %w", stream, site, err)
+	}
+	return nil
+}
+
+// Run watches every site's link until ctx ends: a site's domain answering
+// again is its link back, and its sources are re-added at once.
+func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	m.mu.Lock()
+	for name := range m.sites {
+		wg.Go(func() { m.watch(ctx, name) })
+	}
+	m.mu.Unlock()
+	wg.Wait()
+}
+
+func (m *Manager) watch(ctx context.Context, name string) {
+	t := time.NewTicker(m.opts.Ping)
+	defer t.Stop()
+	// Hub sources are checked now and then too: a planner setting its
+	// stream up again at the same moment may have written over them.
+	check := time.NewTicker(30 * time.Second)
+	defer check.Stop()
+	pending := true // the site's streams and sources are to be (re)applied
+	for {
+		up := m.ping(ctx, name)
+		m.mu.Lock()
+		s := m.sites[name]
+		was := s.up
+		if up != was {
+			s.up, s.since = up, time.Now()
+		}
+		m.mu.Unlock()
+		switch {
+		case up && !was:
+			m.log.Info("site link up", "site", name)
+			pending = true
+		case !up && was:
+			m.log.Warn("site link down: its clusters' reports wait in the site", "site", name)
+		}
+		if up && pending {
+			began := time.Now()
+			if err := m.apply(ctx, name, true); err != nil {
+				if ctx.Err() == nil {
+					m.log.Warn("re-add the site's sources, retrying", "site", name, "err", err)
+				}
+			} else {
+				pending = false
+				m.log.Info("site sources re-added", "site", name, "took", time.Since(began).Round(time.Millisecond))
+				if m.opts.OnReconnect != nil {
+					m.opts.OnReconnect(name)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-check.C:
+			if err := m.apply(ctx, name, false); err != nil && ctx.Err() == nil {
+				m.log.Warn("check the site's sources", "site", name, "err", err)
+			}
+		}
+	}
+}
+
+// ping asks the site's JetStream for its account info: an answer comes
+// only over a working link.
+func (m *Manager) ping(ctx context.Context, name string) bool {
+	ctx, cancel := context.WithTimeout(ctx, max(m.opts.Ping*2, 500*time.Millisecond))
+	defer cancel()
+	msg, err := m.nc.RequestWithContext(ctx, apiPrefix(name)+".INFO", nil)
+	return err == nil && msg.Header.Get("Status") == ""
+}

@@ -1,0 +1,196 @@
+package site_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
+	"github.com/flotilla-dev/flotilla/pkg/linkproxy"
+	"github.com/flotilla-dev/flotilla/pkg/natstest"
+	"github.com/flotilla-dev/flotilla/pkg/site"
+)
+
+// bed is a hub and one site whose leaf node reaches the hub only through
+// a link that can be cut.
+type bed struct {
+	hub, leaf   *natstest.Server
+	link        *linkproxy.Proxy
+	hubNC       *nats.Conn
+	hubJS       jetstream.JetStream
+	siteNC      *nats.Conn
+	siteJS      jetstream.JetStream
+	sites       *site.Manager
+	reconnected chan string
+}
+
+func newBed(t *testing.T, clusters ...string) *bed {
+	t.Helper()
+	hub := natstest.NewWith(t, natstest.Options{Domain: site.HubDomain, LeafNodes: true})
+	link, err := linkproxy.Listen("127.0.0.1:0", hub.LeafURL()[len("nats-leaf://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = link.Close() })
+	leaf := natstest.NewWith(t, natstest.Options{Domain: "edge", Remote: &natstest.Remote{
+		URL: "nats-leaf://" + link.Addr(), DenyImports: site.LinkDeny(), DenyExports: site.LinkDeny(),
+	}})
+	b := &bed{hub: hub, leaf: leaf, link: link, reconnected: make(chan string, 100)}
+	b.hubNC, b.hubJS = hub.JetStream(t)
+	b.siteNC, b.siteJS = leaf.JetStream(t)
+	ctx := t.Context()
+	if err := bus.Setup(ctx, b.hubJS, bus.SetupOptions{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	b.sites, err = site.New(b.hubNC, b.hubJS, slog.New(slog.DiscardHandler), site.Options{
+		Sites: []string{"edge"}, Setup: bus.SetupOptions{Memory: true}, Ping: 100 * time.Millisecond,
+		OnReconnect: func(s string) { b.reconnected <- s },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go b.sites.Run(ctx)
+	if err := b.sites.Sync(ctx, map[string][]string{"edge": clusters}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.reconnected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the site's link never came up")
+	}
+	return b
+}
+
+func (b *bed) publishWork(t *testing.T, cluster, app, body string) {
+	t.Helper()
+	if _, err := b.hubJS.Publish(t.Context(), bus.WorkSubject(cluster, "demo", app), []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// siteWork is the newest work of an application the site holds ("" none).
+func (b *bed) siteWork(ctx context.Context, cluster, app string) string {
+	m, err := bus.LastBySubject(ctx, b.siteNC, bus.StreamWork, bus.WorkSubject(cluster, "demo", app))
+	if err != nil {
+		return ""
+	}
+	return string(m.Data)
+}
+
+// hubStatus is every report of a cluster the hub's status stream holds.
+func (b *bed) hubStatus(t *testing.T, cluster string) []string {
+	t.Helper()
+	st, err := b.hubJS.Stream(t.Context(), bus.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(bus.StatusFilter(cluster)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(t.Context(), seq)
+		if err != nil {
+			continue
+		}
+		if matches(m.Subject, cluster) {
+			out = append(out, string(m.Data))
+		}
+	}
+	return out
+}
+
+func matches(subject, cluster string) bool {
+	prefix := "flotilla.status." + cluster + "."
+	return len(subject) > len(prefix) && subject[:len(prefix)] == prefix
+}
+
+func (b *bed) report(t *testing.T, cluster, body string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := b.siteJS.Publish(ctx, bus.StatusSubject(cluster, "demo", "app"), []byte(body)); err != nil {
+		t.Fatalf("report at the site: %v", err)
+	}
+}
+
+func TestSiteGetsItsClustersWorkAndHubItsReports(t *testing.T) {
+	b := newBed(t, "edge-1")
+	ctx := t.Context()
+	b.publishWork(t, "edge-1", "app", "r1")
+	b.publishWork(t, "elsewhere", "app", "secret")
+	eventually.True(t, 10*time.Second, "work reaches the site", func() (bool, error) { return b.siteWork(ctx, "edge-1", "app") == "r1", nil })
+	b.report(t, "edge-1", "s1")
+	eventually.True(t, 10*time.Second, "the report reaches the hub", func() (bool, error) { return len(b.hubStatus(t, "edge-1")) == 1, nil })
+	time.Sleep(500 * time.Millisecond)
+	if got := b.hubStatus(t, "edge-1"); len(got) != 1 || got[0] != "s1" {
+		t.Fatalf("hub holds %q, want the one report once", got)
+	}
+	if got := b.siteWork(ctx, "elsewhere", "app"); got != "" {
+		t.Fatalf("another cluster's work reached the site: %q", got)
+	}
+}
+
+// While the link is down the site keeps what it has and takes reports;
+// once it returns the newest work reaches the site and every report the
+// hub, in order, each once, quickly whatever the outage's length.
+func TestSiteCatchesUpAfterAnOutage(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mode   linkproxy.Mode
+		outage time.Duration
+	}{
+		{"reset 3s", linkproxy.Reset, 3 * time.Second},
+		{"blackhole 12s", linkproxy.Blackhole, 12 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if testing.Short() && tc.outage > 5*time.Second {
+				t.Skip("long outage (make bench measures 3 s, 30 s and 5 min)")
+			}
+			b := newBed(t, "edge-1")
+			ctx := t.Context()
+			b.publishWork(t, "edge-1", "app", "r0")
+			eventually.True(t, 10*time.Second, "work reaches the site", func() (bool, error) { return b.siteWork(ctx, "edge-1", "app") == "r0", nil })
+
+			b.link.Down(tc.mode)
+			eventually.True(t, 10*time.Second, "the hub sees the link down", func() (bool, error) { up, _, _ := b.sites.Link("edge"); return !up, nil })
+			for i := 1; i <= 100; i++ {
+				b.publishWork(t, "edge-1", "app", fmt.Sprintf("r%d", i))
+			}
+			for i := 1; i <= 5; i++ {
+				b.report(t, "edge-1", fmt.Sprintf("s%d", i))
+			}
+			time.Sleep(tc.outage)
+			if got := b.siteWork(ctx, "edge-1", "app"); got != "r0" {
+				t.Fatalf("while cut off the site holds %q, want what it had (r0)", got)
+			}
+			b.link.Up()
+			back := time.Now()
+			var work, status time.Duration
+			eventually.True(t, 30*time.Second, "the site and the hub converge", func() (bool, error) {
+				if work == 0 && b.siteWork(ctx, "edge-1", "app") == "r100" {
+					work = time.Since(back)
+				}
+				if status == 0 && len(b.hubStatus(t, "edge-1")) == 5 {
+					status = time.Since(back)
+				}
+				return work > 0 && status > 0, nil
+			})
+			t.Logf("after a %v outage (%s): newest work at the site %v, reports at the hub %v after reconnect",
+				tc.outage, tc.name, work.Round(time.Millisecond), status.Round(time.Millisecond))
+			time.Sleep(500 * time.Millisecond)
+			got := b.hubStatus(t, "edge-1")
+			want := []string{"s1", "s2", "s3", "s4", "s5"}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("hub holds reports %q, want %q in order, each once", got, want)
+			}
+		})
+	}
+}
