@@ -13,7 +13,7 @@ export FLOTILLA_JAEGER_BIN ?= $(BIN)/jaeger
 # Integration tests start API servers; the whole suite stays well under this.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build test test-unit testbed jaeger lint generate verify-generated fuzz bench up down demo clean
+.PHONY: build test test-unit testbed jaeger lint generate verify-generated fuzz bench up down demo demo-airgap link-down link-up clean
 
 ## build: every Flotilla binary into bin/
 build:
@@ -81,6 +81,18 @@ down:
 ## demo: `make up`, then the product page's scenario, step by step, checked
 demo: up
 	@hack/demo.sh
+
+## link-down: cut the link between the air-gapped site (the second cluster's NATS leaf node) and the hub
+link-down:
+	@hack/link.sh down
+
+## link-up: restore that link
+link-up:
+	@hack/link.sh up
+
+## demo-airgap: `make up`, then the product page's scenario with the production site cut off at the approval, checked
+demo-airgap: up
+	@hack/demo-airgap.sh
 
 ## clean: remove built binaries (the Go build cache keeps the Kubernetes build warm)
 clean:

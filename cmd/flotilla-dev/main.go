@@ -1,7 +1,10 @@
 // Command flotilla-dev runs the whole product on one machine for `make up`:
 // the test bed, NATS, the planner, dispatcher and gate, and an agent per
-// managed cluster, each a separate process. It stays in the foreground as
-// their supervisor; SIGTERM (make down) stops everything in order.
+// managed cluster, each a separate process, the second cluster's agent at
+// an air-gapped site (its own NATS leaf node, linked to the hub through a
+// proxy). It stays in the foreground as their supervisor; SIGTERM (make
+// down) stops everything in order, SIGUSR1 (make link-down) cuts the
+// site's link and SIGUSR2 (make link-up) restores it.
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/flotilla-dev/flotilla/pkg/devenv"
+	"github.com/flotilla-dev/flotilla/pkg/linkproxy"
 )
 
 func main() {
@@ -53,6 +57,9 @@ func run(o devenv.Options) error {
 	if err := os.WriteFile(ready, []byte(fmt.Sprintln(os.Getpid())), 0o644); err != nil {
 		return err
 	}
+	link := make(chan os.Signal, 4)
+	signal.Notify(link, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(link)
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	reported := map[string]bool{}
@@ -60,6 +67,19 @@ func run(o devenv.Options) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case sig := <-link:
+			var err error
+			if sig == syscall.SIGUSR1 {
+				err = env.LinkDown(linkproxy.Reset)
+			} else {
+				err = env.LinkUp()
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "flotilla-dev: link:", err)
+				continue
+			}
+			up, since := env.Link()
+			o.Log("site %s's link to the hub: up=%v since %s", env.Site, up, since.Format("15:04:05.000"))
 		case <-t.C:
 			for _, err := range env.Died() {
 				if !reported[err.Error()] {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/seal"
+	"github.com/flotilla-dev/flotilla/pkg/site"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
@@ -39,6 +41,10 @@ type Options struct {
 	Heartbeat time.Duration
 	// Labels proposed for the ManagedCluster when it is created.
 	Labels map[string]string
+	// Site is the air-gapped site (its leaf node's JetStream domain) this
+	// agent's NATS is: proposed as the ManagedCluster's site label, so the
+	// hub sends its work there and takes its reports from there.
+	Site string
 	// Executor, when set, is the ServiceAccount the agent applies each
 	// namespace's objects as (system:serviceaccount:<ns>:<Executor>;
 	// cluster-scoped ones as the one in the agent's namespace): the
@@ -57,6 +63,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Cluster, "cluster-name", "", "this cluster's name on the hub (required)")
 	fs.DurationVar(&o.Heartbeat, "heartbeat-interval", 10*time.Second, "heartbeat interval")
 	fs.StringToStringVar(&o.Labels, "cluster-labels", nil, "labels for the ManagedCluster, k=v,k=v (used when it is created)")
+	fs.StringVar(&o.Site, "site", "", "the air-gapped site whose NATS leaf node --nats-url is (its JetStream domain); empty: the hub's NATS")
 	fs.StringVar(&o.Executor, "executor-service-account", "", "apply each namespace's objects as this ServiceAccount of the namespace (impersonation; empty: as the agent itself)")
 	fs.StringSliceVar(&o.HubWorkKeys, "hub-work-key", nil, "public key(s) of the hub's work key: only work sealed with one is applied (the dispatcher's --work-seal-key)")
 }
@@ -98,6 +105,12 @@ func New(c *hub.Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger
 	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 10 * time.Second
+	}
+	if opts.Site != "" {
+		labels := map[string]string{}
+		maps.Copy(labels, opts.Labels)
+		labels[site.Label] = opts.Site
+		opts.Labels = labels
 	}
 	if c == nil || c.Dynamic == nil || c.Kube == nil || c.Mapper == nil {
 		return nil, errors.New("agent: the dynamic client, the Kubernetes client and the RESTMapper of the cluster are all required")
@@ -152,8 +165,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer sub.Unsubscribe()
 
-	if err := a.beat(ctx, events.TypeClusterJoin); err != nil {
-		return fmt.Errorf("agent: join: %w", err)
+	// Until its streams exist (a hub or site just set up, a link not yet
+	// up) a join is not stored: ask again, never give up.
+	for {
+		err := a.beat(ctx, events.TypeClusterJoin)
+		if err == nil {
+			break
+		}
+		a.log.Warn("ask to join, trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(min(a.opts.Heartbeat, time.Second)):
+		}
 	}
 	a.log.Info("asked to join the hub", "heartbeat", a.opts.Heartbeat)
 	go a.heartbeats(ctx)

@@ -113,17 +113,39 @@ func PlannerPermissions() Permissions {
 	}
 }
 
+// sites is what the dispatcher does in air-gapped sites' JetStream
+// domains (pkg/site), reached over their links: ask whether the link
+// answers, set up the site's streams and its agents' consumers; and at the
+// hub, set the sources through which the status stream takes sites'
+// reports in. It may delete no stream, anywhere.
+func sites() []string {
+	var out []string
+	out = append(out, "$JS.*.API.INFO")
+	for _, st := range []string{StreamWork, kvStream(BucketClusters), StreamStatus, StreamClusters} {
+		for _, verb := range []string{"CREATE", "UPDATE", "INFO", "PURGE"} {
+			out = append(out, "$JS.*.API.STREAM."+verb+"."+st)
+		}
+	}
+	out = append(out,
+		"$JS.*.API.CONSUMER.*."+StreamWork+".>",
+		"$JS.*.API.CONSUMER.*.*."+StreamWork+".>",
+		"$JS.API.STREAM.INFO."+StreamStatus,
+		"$JS.API.STREAM.UPDATE."+StreamStatus,
+	)
+	return out
+}
+
 // DispatcherPermissions: the dispatcher writes work and its answers, owns
-// the clusters' stream and registry and the agents' consumers, reads step
-// events and snapshots, and asks agents for live reads (for people the
-// hub's RBAC lets read, pkg/liveread). It writes no step event and no
-// decision.
+// the clusters' stream and registry and the agents' consumers (at the hub
+// and in sites), reads step events and snapshots, and asks agents for live
+// reads (for people the hub's RBAC lets read, pkg/liveread). It writes no
+// step event and no decision.
 func DispatcherPermissions() Permissions {
 	return Permissions{
 		Publish: join2(
 			[]string{prefixWork + ".>", prefixDispatch + ".>", QueryFilter},
 			owns(StreamWork), owns(StreamDispatch), owns(StreamClusters), ownsKV(BucketClusters),
-			reads(StreamSteps), reads(objStream(ObjectSnapshots)),
+			reads(StreamSteps), reads(objStream(ObjectSnapshots)), sites(),
 		),
 		Subscribe: join2([]string{DispatcherInboxPrefix + ".>"}, deadLetters(StreamSteps, StreamClusters)),
 	}

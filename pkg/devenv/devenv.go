@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,9 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/gate"
 	"github.com/flotilla-dev/flotilla/pkg/jaeger"
+	"github.com/flotilla-dev/flotilla/pkg/linkproxy"
 	"github.com/flotilla-dev/flotilla/pkg/proc"
+	"github.com/flotilla-dev/flotilla/pkg/site"
 	"github.com/flotilla-dev/flotilla/pkg/testbed"
 )
 
@@ -94,6 +97,12 @@ type Env struct {
 	cmds  map[string]command
 	// stopped are processes stopped on purpose: not reported as dead.
 	stopped map[string]bool
+	// link is the site's link to the hub (nil without a site).
+	link *linkproxy.Proxy
+	// Site is the air-gapped site (SiteName; "" without one), SiteCluster
+	// the cluster there, SiteNATSURL its leaf node, where that cluster's
+	// agent connects.
+	Site, SiteCluster, SiteNATSURL string
 }
 
 type command struct {
@@ -123,7 +132,10 @@ func (o *Options) logf(format string, args ...any) {
 // failed process's log.
 func Up(ctx context.Context, o Options) (*Env, error) {
 	if len(o.Clusters) == 0 {
+		// In the order kubectl lists them, so the demo's <clusterid2>
+		// (the second listed) is the second here: the one at the site.
 		o.Clusters = []string{ClusterName(), ClusterName()}
+		slices.Sort(o.Clusters)
 	}
 	if o.Heartbeat == 0 {
 		o.Heartbeat = 2 * time.Second
@@ -143,7 +155,7 @@ func Up(ctx context.Context, o Options) (*Env, error) {
 		return nil, fmt.Errorf("devenv: %w", err)
 	}
 	// Every `up` is a new fleet (new cluster IDs): no state from an earlier one.
-	for _, d := range []string{"testbed", "nats", "nats-keys", "kubeconfig", "logs", "jaeger"} {
+	for _, d := range []string{"testbed", "nats", "nats-keys", "kubeconfig", "logs", "jaeger", "site-" + SiteName} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, d)); err != nil {
 			return nil, fmt.Errorf("devenv: %w", err)
 		}
@@ -201,7 +213,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	o.logf("test bed ready in %v", time.Since(began).Round(100*time.Millisecond))
 
 	// NATS, the gate's webhook, then /metrics of planner, dispatcher, gate and each agent.
-	ports, err := testbed.FreePorts(6 + len(o.Clusters))
+	ports, err := testbed.FreePorts(8 + len(o.Clusters))
 	if err != nil {
 		return err
 	}
@@ -220,7 +232,8 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	natsConf, err := e.writeNATSConfig(o, ports[0], botPub)
+	hubLeafPort := ports[6+len(o.Clusters)]
+	natsConf, err := e.writeNATSConfig(o, ports[0], hubLeafPort, botPub)
 	if err != nil {
 		return err
 	}
@@ -230,6 +243,29 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	}
 	if err := waitNATS(ctx, natsProc, e.NATSURL, e.NKey("admin"), e.TLS.CA); err != nil {
 		return err
+	}
+	// The second cluster's site: a leaf node whose one link to the hub
+	// runs through a proxy that can be cut.
+	if c := siteCluster(o.Clusters); c != "" {
+		e.Site, e.SiteCluster = SiteName, c
+		linkAddr, err := e.startLink(hubLeafPort)
+		if err != nil {
+			return err
+		}
+		sitePort := ports[7+len(o.Clusters)]
+		siteConf, err := e.writeSiteConfig(o, sitePort, linkAddr, c)
+		if err != nil {
+			return err
+		}
+		siteProc, err := e.start(o, "nats-site-"+SiteName, "nats-server", []string{"-c", siteConf}, nil)
+		if err != nil {
+			return err
+		}
+		e.SiteNATSURL = "tls://127.0.0.1:" + strconv.Itoa(sitePort)
+		if err := waitNATS(ctx, siteProc, e.SiteNATSURL, e.NKey("admin"), e.TLS.CA); err != nil {
+			return err
+		}
+		o.logf("site %s: leaf node %s for %s, its link to the hub through %s (make link-down / make link-up)", SiteName, e.SiteNATSURL, c, linkAddr)
 	}
 
 	// Work is sealed with the hub's work key; agents trust its public half.
@@ -260,7 +296,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		args []string
 	}{
 		{"planner", hubArgs("planner")},
-		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms", "--work-seal-key", workSeal,
+		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms", "--work-seal-key", workSeal, "--site", SiteName,
 			"--live-read-listen", liveReadAddr, "--live-read-tls-cert", e.TLS.Cert, "--live-read-tls-key", e.TLS.Key)},
 		{"gate", append(hubArgs("gate"), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "https://"),
 			"--tls-cert", e.TLS.Cert, "--tls-key", e.TLS.Key)},
@@ -274,9 +310,15 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	for i, c := range o.Clusters {
 		// Only its own cluster's kubeconfig.
 		name := "agent-" + c
+		natsURL := e.NATSURL
+		var siteArgs []string
+		if c == e.SiteCluster {
+			// Its site's leaf node only.
+			natsURL, siteArgs = e.SiteNATSURL, []string{"--site", e.Site}
+		}
 		args := append([]string{"--cluster-name", c, "--kubeconfig", filepath.Join(o.Dir, "kubeconfig", c),
-			"--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--nats-ca", e.TLS.CA, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text", "--hub-work-key", workKey},
-			metricsAddr(name, ports[5+i])...)
+			"--nats-url", natsURL, "--nats-nkey", e.NKey(name), "--nats-ca", e.TLS.CA, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text", "--hub-work-key", workKey},
+			append(siteArgs, metricsAddr(name, ports[5+i])...)...)
 		if _, err := e.start(o, name, "cluster-agent", args, otel); err != nil {
 			return err
 		}
@@ -441,6 +483,10 @@ func (e *Env) Down() {
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].Stop(5 * time.Second)
 	}
+	if e.link != nil {
+		_ = e.link.Close()
+		_ = os.Remove(filepath.Join(e.Dir, "link"))
+	}
 	if e.Testbed != nil {
 		_ = e.Testbed.Stop()
 	}
@@ -489,8 +535,11 @@ export FLOTILLA_GATE_URL=%s
 export FLOTILLA_CLUSTERS="%s"
 export JAEGER_QUERY_URL=%s
 export FLOTILLA_METRICS="%s"
+export FLOTILLA_SITE=%s
+export FLOTILLA_SITE_CLUSTERS="%s"
+export FLOTILLA_SITE_NATS_URL=%s
 `, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, abs(e.NKey("cli")), abs(e.TLS.CA), abs(e.TLS.CA), e.GateURL, strings.Join(e.Clusters, " "),
-		e.JaegerURL, strings.Join(e.metricsList(), " "))
+		e.JaegerURL, strings.Join(e.metricsList(), " "), e.Site, e.SiteCluster, e.SiteNATSURL)
 	return os.WriteFile(filepath.Join(o.Dir, "env"), []byte(content), 0o644)
 }
 
@@ -581,7 +630,7 @@ func (e *Env) NKey(user string) string { return filepath.Join(e.Dir, "nats-keys"
 // loopback, and one NKey user each for the operator (everything), each hub
 // service, the CLI (live queries), the demo bot (approvals) and every agent
 // (its own subjects only), each with the rights bus.*Permissions gives it.
-func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error) {
+func (e *Env) writeNATSConfig(o Options, port, leafPort int, botPub string) (string, error) {
 	if err := os.MkdirAll(filepath.Join(o.Dir, "nats-keys"), 0o700); err != nil {
 		return "", err
 	}
@@ -610,9 +659,19 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 		if err != nil {
 			return "", err
 		}
+		if c == siteCluster(o.Clusters) {
+			continue // it logs in at its site, not here
+		}
 		p := bus.AgentPermissions(c)
 		ids = append(ids, natsconf.Identity{NKey: pub, Permissions: &p})
 	}
+	leafKey, err := userKey(e.NKey(leafUser(SiteName)))
+	if err != nil {
+		return "", err
+	}
+	// The site's leaf node, over its link. (Its rights are not yet scoped
+	// to its clusters: the site's link is trusted like a hub service.)
+	ids = append(ids, natsconf.Identity{NKey: leafKey})
 	auth, err := natsconf.Authorization(ids)
 	if err != nil {
 		return "", err
@@ -620,9 +679,13 @@ func (e *Env) writeNATSConfig(o Options, port int, botPub string) (string, error
 	conf := map[string]any{
 		"host": "127.0.0.1", "port": port, "server_name": "flotilla-dev",
 		// Secrets in work, steps and snapshots are encrypted at rest.
-		"jetstream":     map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey},
+		"jetstream":     map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey, "domain": site.HubDomain},
 		"tls":           map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
 		"authorization": auth,
+		// Sites' leaf nodes reach the hub through proxies: the hub tells
+		// them no address of its own to try instead.
+		"leafnodes": map[string]any{"host": "127.0.0.1", "port": leafPort, "no_advertise": true,
+			"tls": map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5}},
 	}
 	data, err := natsconf.Encode(conf)
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/problem"
 	"github.com/flotilla-dev/flotilla/pkg/seal"
+	"github.com/flotilla-dev/flotilla/pkg/site"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
@@ -49,6 +50,12 @@ type Options struct {
 	SealKey string
 	// Sealer seals work (the main loads it from SealKey).
 	Sealer *seal.Sealer
+	// Sites are the JetStream domains of the air-gapped sites the hub
+	// serves (pkg/site): a cluster labelled flotilla.dev/site=<site> gets
+	// its work there, and its reports come from there.
+	Sites []string
+	// SiteSetup sizes the sites' streams (memory in tests).
+	SiteSetup bus.SetupOptions
 }
 
 // BindFlags binds the dispatcher's flags.
@@ -56,6 +63,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AutoAccept, "auto-accept", false, "accept every cluster that joins (dev only; otherwise kubectl flotilla cluster accept NAME)")
 	fs.IntVar(&o.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a cluster is no longer available")
 	fs.DurationVar(&o.CheckInterval, "availability-check", time.Second, "how often cluster availability is evaluated")
+	fs.StringSliceVar(&o.Sites, "site", nil, "JetStream domain of an air-gapped site the hub serves, whose leaf node links to the hub's NATS (repeatable)")
 	fs.StringVar(&o.SealKey, "work-seal-key", "", "file of the hub's work key (NKey seed) every work message is sealed with; agents verify with its public key (--hub-work-key)")
 }
 
@@ -78,11 +86,16 @@ type Dispatcher struct {
 
 	mu       sync.Mutex
 	accepted map[string]bool // last acceptance relayed to each agent (and its status written)
+	// lastSite is the site each cluster was last seen at: a deleted
+	// cluster's consumer is removed there.
+	lastSite map[string]string
 
 	tracer trace.Tracer
 	// verifier checks the seal of work found in the stream (with Sealer).
 	verifier *seal.Verifier
 	metrics  *metrics
+	// sites are the air-gapped sites' streams, sources and links.
+	sites *site.Manager
 }
 
 // New builds a dispatcher working with the hub through dyn.
@@ -107,7 +120,7 @@ func New(dyn dynamic.Interface, js jetstream.JetStream, log *slog.Logger, opts O
 		},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "managedclusters"}),
-		accepted: map[string]bool{}, tracer: opts.Instruments.T(),
+		accepted: map[string]bool{}, lastSite: map[string]string{}, tracer: opts.Instruments.T(),
 	}
 	if opts.Sealer != nil {
 		// What it finds in the work stream counts only if it sealed it.
@@ -143,6 +156,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	// However Run ends, the queue's goroutines end with it.
 	defer d.queue.ShutDown()
+	if d.sites, err = site.New(d.js.Conn(), d.js, d.log, site.Options{Sites: d.opts.Sites, Setup: d.opts.SiteSetup,
+		OnReconnect: d.siteReconnected}); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
 	inf := d.factory.ForResource(clusterv1.ManagedClusterResource).Informer()
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
@@ -164,10 +181,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	var worker sync.WaitGroup
 	defer worker.Wait()
 	defer d.queue.ShutDown() // runs first: the worker's Get returns and it ends
+	sitesCtx, stopSites := context.WithCancel(ctx)
+	defer stopSites()
 	worker.Go(func() {
 		for d.processNext(ctx) {
 		}
 	})
+	worker.Go(func() { d.sites.Run(sitesCtx) })
 
 	for _, stream := range []string{bus.StreamSteps, bus.StreamClusters} {
 		sub, err := d.metrics.dead.Watch(d.js.Conn(), stream)

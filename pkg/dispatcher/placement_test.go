@@ -103,7 +103,7 @@ func TestClusterConditions(t *testing.T) {
 	mc := &clusterv1.ManagedCluster{}
 	mc.Name = "c1"
 
-	conds := clusterConditions(mc, hb, 3, now)
+	conds := clusterConditions(mc, hb, 3, now, nil)
 	if meta.FindStatusCondition(conds, clusterv1.ConditionJoined) != nil {
 		t.Error("not accepted, yet a Joined condition")
 	}
@@ -112,13 +112,13 @@ func TestClusterConditions(t *testing.T) {
 	}
 
 	mc.Spec.HubAcceptsClient = true
-	mc.Status.Conditions = clusterConditions(mc, hb, 3, now)
+	mc.Status.Conditions = clusterConditions(mc, hb, 3, now, nil)
 	if !meta.IsStatusConditionTrue(mc.Status.Conditions, clusterv1.ConditionJoined) {
 		t.Error("accepted and beating, yet not joined")
 	}
 	// Three missed heartbeats: unknown, still joined.
 	later := now.Add(3*time.Second + time.Millisecond)
-	conds = clusterConditions(mc, hb, 3, later)
+	conds = clusterConditions(mc, hb, 3, later, nil)
 	if c := meta.FindStatusCondition(conds, clusterv1.ConditionAvailable); c.Status != metav1.ConditionUnknown || !strings.Contains(c.Message, "no heartbeat since") {
 		t.Errorf("available after 3 missed heartbeats: %+v", c)
 	}
@@ -127,12 +127,19 @@ func TestClusterConditions(t *testing.T) {
 	}
 	// Connected, but its API server does not answer: not available, and why.
 	sick := &seen{At: now, HeartbeatMillis: 1000, Problem: "the cluster's API server is not ready: connection refused"}
-	if c := meta.FindStatusCondition(clusterConditions(mc, sick, 3, now), clusterv1.ConditionAvailable); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "connection refused") {
+	if c := meta.FindStatusCondition(clusterConditions(mc, sick, 3, now, nil), clusterv1.ConditionAvailable); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "connection refused") {
 		t.Errorf("available with an unreachable API server: %+v", c)
 	}
 	// The message does not change with every check (no status write per tick).
-	if a, b := clusterConditions(mc, hb, 3, later), clusterConditions(mc, hb, 3, later.Add(time.Minute)); meta.FindStatusCondition(a, clusterv1.ConditionAvailable).Message != meta.FindStatusCondition(b, clusterv1.ConditionAvailable).Message {
+	if a, b := clusterConditions(mc, hb, 3, later, nil), clusterConditions(mc, hb, 3, later.Add(time.Minute), nil); meta.FindStatusCondition(a, clusterv1.ConditionAvailable).Message != meta.FindStatusCondition(b, clusterv1.ConditionAvailable).Message {
 		t.Error("unavailable message changes over time")
+	}
+	// At a site whose link is down: unknown at once, fresh heartbeat or
+	// not (nothing it says reaches the hub), saying since when.
+	cut := &siteLink{site: "edge", since: now.Add(-time.Minute)}
+	c := meta.FindStatusCondition(clusterConditions(mc, hb, 3, now, cut), clusterv1.ConditionAvailable)
+	if c.Status != metav1.ConditionUnknown || c.Reason != "SiteLinkDown" || !strings.Contains(c.Message, "site edge") || !strings.Contains(c.Message, "09:59:00Z") {
+		t.Errorf("available while its site's link is down: %+v", c)
 	}
 }
 
@@ -186,7 +193,7 @@ func TestAvailabilityBoundary(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := meta.FindStatusCondition(clusterConditions(mc, last, tt.missed, beat.Add(tt.after)), clusterv1.ConditionAvailable)
+			c := meta.FindStatusCondition(clusterConditions(mc, last, tt.missed, beat.Add(tt.after), nil), clusterv1.ConditionAvailable)
 			if c == nil || c.Status != tt.want {
 				t.Fatalf("AVAILABLE %v after the last beat with %d allowed missed: %+v, want %s", tt.after, tt.missed, c, tt.want)
 			}

@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/grant"
+	"github.com/flotilla-dev/flotilla/pkg/site"
 )
 
 // seen is a cluster's last heartbeat, kept in the clusters KV bucket so every
@@ -93,7 +94,11 @@ func (d *Dispatcher) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer d.queue.Done(name)
-	if err := d.relayAcceptance(ctx, name); err != nil {
+	err := d.relayAcceptance(ctx, name)
+	if serr := d.syncSites(ctx); serr != nil && ctx.Err() == nil {
+		d.log.Warn("sites' sources, checked again when the link returns", "err", serr)
+	}
+	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Warn("relay acceptance, retrying", "cluster", name, "err", err)
 		}
@@ -122,18 +127,24 @@ func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
 	}
 	// The agent may only pull its consumer, not make one: the hub makes it
 	// before telling the agent it is accepted, and removes it after telling
-	// it it is not (an agent no longer accepted can pull nothing).
+	// it it is not (an agent no longer accepted can pull nothing). An
+	// agent at a site pulls the site's copy of its work: its consumer is
+	// made there, over the link (while it is down, this waits for it).
+	js, where, err := d.workJetStream(name, obj)
+	if err != nil {
+		return err
+	}
 	if accepted {
-		if _, err := d.js.CreateOrUpdateConsumer(ctx, bus.StreamWork, bus.AgentConsumerConfig(name)); err != nil {
-			return fmt.Errorf("work consumer of cluster %s: %w", name, err)
+		if _, err := js.CreateOrUpdateConsumer(ctx, bus.StreamWork, bus.AgentConsumerConfig(name)); err != nil {
+			return fmt.Errorf("work consumer of cluster %s%s: %w", name, where, err)
 		}
 	}
 	if _, err := d.kv.Put(ctx, bus.AcceptedKey(name), []byte(fmt.Sprint(accepted))); err != nil {
 		return fmt.Errorf("relay acceptance of cluster %s: %w", name, err)
 	}
 	if !accepted {
-		if err := d.js.DeleteConsumer(ctx, bus.StreamWork, bus.AgentConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return fmt.Errorf("remove the work consumer of cluster %s: %w", name, err)
+		if err := js.DeleteConsumer(ctx, bus.StreamWork, bus.AgentConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("remove the work consumer of cluster %s%s: %w", name, where, err)
 		}
 	}
 	d.log.Info("cluster acceptance relayed", "cluster", name, "accepted", accepted)
@@ -150,6 +161,82 @@ func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
 	}
 	d.mu.Unlock()
 	return nil
+}
+
+// workJetStream is where a cluster's agent pulls its work: the hub's
+// JetStream, or its site's (named in where, for errors).
+func (d *Dispatcher) workJetStream(cluster string, obj runtime.Object) (jetstream.JetStream, string, error) {
+	name := siteOf(obj)
+	if obj == nil {
+		// Deleted: its consumer is where it was.
+		d.mu.Lock()
+		name = d.lastSite[cluster]
+		d.mu.Unlock()
+	}
+	if name == "" || d.sites == nil {
+		return d.js, "", nil
+	}
+	js, err := d.sites.JetStream(name)
+	if err != nil {
+		return nil, "", fmt.Errorf("cluster %s: label %s: %w (the dispatcher's --site)", cluster, site.Label, err)
+	}
+	return js, " at site " + name, nil
+}
+
+// siteOf is the site a ManagedCluster's label names ("" none).
+func siteOf(obj runtime.Object) string {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok || u == nil {
+		return ""
+	}
+	return u.GetLabels()[site.Label]
+}
+
+func metaName(obj runtime.Object) string {
+	if u, ok := obj.(*unstructured.Unstructured); ok && u != nil {
+		return u.GetName()
+	}
+	return ""
+}
+
+// syncSites tells the sites which clusters are where (their labels).
+func (d *Dispatcher) syncSites(ctx context.Context) error {
+	if d.sites == nil {
+		return nil
+	}
+	objs, err := d.clusters.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	members := map[string][]string{}
+	d.mu.Lock()
+	for _, o := range objs {
+		if s := siteOf(o); s != "" {
+			members[s] = append(members[s], metaName(o))
+			d.lastSite[metaName(o)] = s
+		}
+	}
+	d.mu.Unlock()
+	return d.sites.Sync(ctx, members)
+}
+
+// siteReconnected relays acceptance again to every cluster of a site whose
+// link returned: what failed while it was down waits no longer for the
+// queue's backoff.
+func (d *Dispatcher) siteReconnected(name string) {
+	objs, err := d.clusters.List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for _, o := range objs {
+		if siteOf(o) == name {
+			c := metaName(o)
+			d.mu.Lock()
+			delete(d.accepted, c)
+			d.mu.Unlock()
+			d.queue.Add(c)
+		}
+	}
 }
 
 // acceptedBy says whether a ManagedCluster is accepted by the hub: it says
@@ -242,9 +329,29 @@ func (d *Dispatcher) checkAvailability(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// clusterConditions computes a ManagedCluster's conditions from its spec and
-// its last heartbeat. Pure.
-func clusterConditions(mc *clusterv1.ManagedCluster, last *seen, missed int, now time.Time) []metav1.Condition {
+// siteLink is the link of a cluster's site to the hub, when it is down.
+type siteLink struct {
+	site  string
+	since time.Time
+}
+
+// linkDown is the cluster's site's link if it is down (nil: up, or no site).
+func (d *Dispatcher) linkDown(mc *clusterv1.ManagedCluster) *siteLink {
+	name := mc.Labels[site.Label]
+	if name == "" || d.sites == nil {
+		return nil
+	}
+	up, since, known := d.sites.Link(name)
+	if !known || up {
+		return nil
+	}
+	return &siteLink{site: name, since: since}
+}
+
+// clusterConditions computes a ManagedCluster's conditions from its spec,
+// its last heartbeat and, for a cluster at a site, whether the site's link
+// is down. Pure.
+func clusterConditions(mc *clusterv1.ManagedCluster, last *seen, missed int, now time.Time, down *siteLink) []metav1.Condition {
 	conds := append([]metav1.Condition(nil), mc.Status.Conditions...)
 	set := func(typ string, status metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&conds, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg,
@@ -257,7 +364,12 @@ func clusterConditions(mc *clusterv1.ManagedCluster, last *seen, missed int, now
 		set(clusterv1.ConditionHubAccepted, metav1.ConditionFalse, "HubClusterAdminDenied", "not accepted: kubectl flotilla cluster accept "+mc.Name)
 	}
 	alive := false
-	if last != nil && last.HeartbeatMillis > 0 {
+	switch {
+	case down != nil:
+		// Whatever it last said, nothing it says reaches the hub now.
+		set(clusterv1.ConditionAvailable, metav1.ConditionUnknown, "SiteLinkDown",
+			fmt.Sprintf("the link from site %s to the hub is down since %s: the cluster's reports wait in its site", down.site, down.since.UTC().Format(time.RFC3339)))
+	case last != nil && last.HeartbeatMillis > 0:
 		interval := time.Duration(last.HeartbeatMillis) * time.Millisecond
 		window := time.Duration(missed) * interval
 		alive = now.Sub(last.At) <= window
@@ -270,7 +382,7 @@ func clusterConditions(mc *clusterv1.ManagedCluster, last *seen, missed int, now
 			set(clusterv1.ConditionAvailable, metav1.ConditionUnknown, "ManagedClusterLeaseUpdateStopped",
 				fmt.Sprintf("no heartbeat since %s (one every %v expected)", last.At.UTC().Format(time.RFC3339), interval))
 		}
-	} else {
+	default:
 		set(clusterv1.ConditionAvailable, metav1.ConditionUnknown, "ManagedClusterWaitForJoin", "the agent has not joined")
 	}
 	switch {
@@ -296,7 +408,7 @@ func (d *Dispatcher) updateStatus(ctx context.Context, name string, now time.Tim
 	// Most checks change nothing: decide on the cached copy, read fresh only to write.
 	if obj, err := d.clusters.Get(name); err == nil {
 		if mc, err := toCluster(obj); err == nil {
-			conds := clusterConditions(mc, last, d.opts.MissedHeartbeats, now)
+			conds := clusterConditions(mc, last, d.opts.MissedHeartbeats, now, d.linkDown(mc))
 			if equality.Semantic.DeepEqual(conds, mc.Status.Conditions) && (last == nil || last.KubernetesVersion == "" || last.KubernetesVersion == mc.Status.Version.Kubernetes) {
 				return nil
 			}
@@ -315,7 +427,7 @@ func (d *Dispatcher) updateStatus(ctx context.Context, name string, now time.Tim
 			return err
 		}
 		st := mc.Status
-		st.Conditions = clusterConditions(mc, last, d.opts.MissedHeartbeats, now)
+		st.Conditions = clusterConditions(mc, last, d.opts.MissedHeartbeats, now, d.linkDown(mc))
 		if last != nil && last.KubernetesVersion != "" {
 			st.Version.Kubernetes = last.KubernetesVersion
 		}

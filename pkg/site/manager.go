@@ -48,9 +48,12 @@ type Manager struct {
 
 type state struct {
 	members []string
-	up      bool
-	since   time.Time
-	js      jetstream.JetStream
+	// left are clusters no longer at the site whose copies there (work,
+	// acceptance) are still to be purged.
+	left  []string
+	up    bool
+	since time.Time
+	js    jetstream.JetStream
 }
 
 // ErrUnknownSite is a site the hub does not serve.
@@ -116,6 +119,11 @@ func (m *Manager) Sync(ctx context.Context, members map[string][]string) error {
 	for name, s := range m.sites {
 		want := sorted(members[name])
 		if !slices.Equal(want, s.members) {
+			for _, c := range s.members {
+				if !slices.Contains(want, c) {
+					s.left = append(s.left, c)
+				}
+			}
 			s.members = want
 			changed = append(changed, name)
 		}
@@ -159,30 +167,55 @@ func (m *Manager) apply(ctx context.Context, name string, bounce bool) error {
 				errs = append(errs, fmt.Errorf("site %s: stream %s: %w", name, cfg.Name, err))
 			}
 		}
+		if len(errs) == 0 {
+			errs = append(errs, m.purgeLeft(ctx, name, js))
+		}
 	}
-	for stream, src := range hubSources(s) {
-		if bounce {
+	for stream, srcs := range hubSources(s) {
+		if bounce && len(srcs) > 0 {
 			if err := m.hubSource(ctx, stream, name, nil); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 		}
-		if err := m.hubSource(ctx, stream, name, src); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if _, ok := hubSources(s)[bus.StreamStatus]; !ok {
-		// No cluster there any more: none of its reports is taken in.
-		if err := m.hubSource(ctx, bus.StreamStatus, name, nil); err != nil {
+		if err := m.hubSource(ctx, stream, name, srcs); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// hubSource sets the one source of a hub stream that takes in a site's
-// messages (nil: none), leaving every other source as it is.
-func (m *Manager) hubSource(ctx context.Context, stream, site string, src *jetstream.StreamSource) error {
+// purgeLeft removes from a site what it holds of clusters no longer
+// there: their agents find neither work nor acceptance (a cluster deleted
+// at the hub is not accepted at its site either).
+func (m *Manager) purgeLeft(ctx context.Context, name string, js jetstream.JetStream) error {
+	m.mu.Lock()
+	left, members := slices.Clone(m.sites[name].left), slices.Clone(m.sites[name].members)
+	m.mu.Unlock()
+	for _, c := range left {
+		if slices.Contains(members, c) {
+			continue // back at the site
+		}
+		for stream, subject := range map[string]string{bus.StreamWork: bus.WorkFilter(c), bus.KVStream(bus.BucketClusters): bus.AcceptedSubject(c)} {
+			st, err := js.Stream(ctx, stream)
+			if err == nil {
+				err = st.Purge(ctx, jetstream.WithPurgeSubject(subject))
+			}
+			if err != nil {
+				return fmt.Errorf("site %s: purge cluster %s from %s: %w", name, c, stream, err)
+			}
+		}
+	}
+	m.mu.Lock()
+	s := m.sites[name]
+	s.left = slices.DeleteFunc(s.left, func(c string) bool { return slices.Contains(left, c) })
+	m.mu.Unlock()
+	return nil
+}
+
+// hubSource sets the sources of a hub stream that take in a site's
+// messages (none: nil), leaving every other source as it is.
+func (m *Manager) hubSource(ctx context.Context, stream, site string, srcs []*jetstream.StreamSource) error {
 	st, err := m.hub.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("hub stream %s: %w", stream, err)
@@ -194,9 +227,7 @@ func (m *Manager) hubSource(ctx context.Context, stream, site string, src *jetst
 			sources = append(sources, s)
 		}
 	}
-	if src != nil {
-		sources = append(sources, src)
-	}
+	sources = append(sources, srcs...)
 	if reflect.DeepEqual(sources, cfg.Sources) {
 		return nil
 	}

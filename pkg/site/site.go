@@ -48,12 +48,14 @@ func apiPrefix(domain string) string { return "$JS." + domain + ".API" }
 // Nothing publishes there (the site's users may not).
 func placeholder(stream string) string { return "flotilla.site-local." + stream }
 
-// filters are subject filters as a source's subject transforms (each
-// keeps the subject as it is).
-func filters(subjects []string) []jetstream.SubjectTransformConfig {
-	out := make([]jetstream.SubjectTransformConfig, 0, len(subjects))
+// sources take stream's messages on subjects from another domain, one
+// source per subject: a source with a single filter asks for its consumer
+// on a subject that names the filter, which the other side's permissions
+// can allow for exactly that filter.
+func sources(stream, domain string, subjects []string) []*jetstream.StreamSource {
+	out := make([]*jetstream.StreamSource, 0, len(subjects))
 	for _, s := range subjects {
-		out = append(out, jetstream.SubjectTransformConfig{Source: s})
+		out = append(out, &jetstream.StreamSource{Name: stream, FilterSubject: s, External: &jetstream.ExternalStream{APIPrefix: apiPrefix(domain)}})
 	}
 	return out
 }
@@ -86,8 +88,7 @@ func siteStreams(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 		if len(subjects) == 0 {
 			return nil
 		}
-		return []*jetstream.StreamSource{{Name: stream, SubjectTransforms: filters(subjects),
-			External: &jetstream.ExternalStream{APIPrefix: apiPrefix(HubDomain)}}}
+		return sources(stream, HubDomain, subjects)
 	}
 	if len(status) == 0 {
 		status = []string{placeholder(bus.StreamStatus)}
@@ -126,28 +127,20 @@ func siteStreams(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 // by: status of the site's clusters only; joins of any cluster there (a
 // new cluster asks to join before the hub knows its site) and heartbeats
 // of the site's own clusters.
-func hubSources(s Site) map[string]*jetstream.StreamSource {
+func hubSources(s Site) map[string][]*jetstream.StreamSource {
 	var status, clusters []string
 	clusters = append(clusters, bus.ClusterSubject("*", "join"))
 	for _, c := range sorted(s.Clusters) {
 		status = append(status, bus.StatusFilter(c))
 		clusters = append(clusters, bus.ClusterSubject(c, "heartbeat"))
 	}
-	out := map[string]*jetstream.StreamSource{
-		bus.StreamClusters: {Name: bus.StreamClusters, SubjectTransforms: filters(clusters), External: &jetstream.ExternalStream{APIPrefix: apiPrefix(s.Name)}},
+	return map[string][]*jetstream.StreamSource{
+		bus.StreamClusters: sources(bus.StreamClusters, s.Name, clusters),
+		bus.StreamStatus:   sources(bus.StreamStatus, s.Name, status),
 	}
-	if len(status) > 0 {
-		out[bus.StreamStatus] = &jetstream.StreamSource{Name: bus.StreamStatus, SubjectTransforms: filters(status), External: &jetstream.ExternalStream{APIPrefix: apiPrefix(s.Name)}}
-	}
-	return out
 }
 
 // ofSite says whether a source is one this package set up for site.
 func ofSite(src *jetstream.StreamSource, site string) bool {
 	return src != nil && src.External != nil && src.External.APIPrefix == apiPrefix(site)
-}
-
-// isSite says whether a source is any site's (any external source).
-func isSite(src *jetstream.StreamSource) bool {
-	return src != nil && src.External != nil
 }

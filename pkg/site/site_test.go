@@ -20,35 +20,45 @@ import (
 // bed is a hub and one site whose leaf node reaches the hub only through
 // a link that can be cut.
 type bed struct {
-	hub, leaf   *natstest.Server
-	link        *linkproxy.Proxy
-	hubNC       *nats.Conn
-	hubJS       jetstream.JetStream
-	siteNC      *nats.Conn
-	siteJS      jetstream.JetStream
-	sites       *site.Manager
-	reconnected chan string
+	hub, leaf *natstest.Server
+	link      *linkproxy.Proxy
+	hubNC     *nats.Conn
+	hubJS     jetstream.JetStream
+	siteNC    *nats.Conn
+	siteJS    jetstream.JetStream
+	sites     *site.Manager
+	// dispatcherJS is the hub's JetStream as the dispatcher's user.
+	dispatcherJS jetstream.JetStream
+	reconnected  chan string
 }
 
 func newBed(t *testing.T, clusters ...string) *bed {
 	t.Helper()
-	hub := natstest.NewWith(t, natstest.Options{Domain: site.HubDomain, LeafNodes: true})
+	// The hub's users as in production: the dispatcher runs the sites with
+	// its own rights only.
+	admin := natstest.User{Name: "admin", Password: "pw-admin"}
+	dp := bus.DispatcherPermissions()
+	dispatcher := natstest.User{Name: "dispatcher", Password: "pw-dispatcher", Publish: dp.Publish, Subscribe: dp.Subscribe}
+	leafUser := natstest.User{Name: "leaf-edge", Password: "pw-leaf"}
+	hub := natstest.NewWith(t, natstest.Options{Domain: site.HubDomain, LeafNodes: true, Users: []natstest.User{admin, dispatcher, leafUser}})
 	link, err := linkproxy.Listen("127.0.0.1:0", hub.LeafURL()[len("nats-leaf://"):])
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = link.Close() })
 	leaf := natstest.NewWith(t, natstest.Options{Domain: "edge", Remote: &natstest.Remote{
-		URL: "nats-leaf://" + link.Addr(), DenyImports: site.LinkDeny(), DenyExports: site.LinkDeny(),
+		URL: "nats-leaf://" + link.Addr(), User: leafUser, DenyImports: site.LinkDeny(), DenyExports: site.LinkDeny(),
 	}})
 	b := &bed{hub: hub, leaf: leaf, link: link, reconnected: make(chan string, 100)}
-	b.hubNC, b.hubJS = hub.JetStream(t)
+	b.hubNC, b.hubJS = hub.Connect(t, admin)
 	b.siteNC, b.siteJS = leaf.JetStream(t)
 	ctx := t.Context()
 	if err := bus.Setup(ctx, b.hubJS, bus.SetupOptions{Memory: true}); err != nil {
 		t.Fatal(err)
 	}
-	b.sites, err = site.New(b.hubNC, b.hubJS, slog.New(slog.DiscardHandler), site.Options{
+	dnc, djs := hub.Connect(t, dispatcher, nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
+	b.dispatcherJS = djs
+	b.sites, err = site.New(dnc, djs, slog.New(slog.DiscardHandler), site.Options{
 		Sites: []string{"edge"}, Setup: bus.SetupOptions{Memory: true}, Ping: 100 * time.Millisecond,
 		OnReconnect: func(s string) { b.reconnected <- s },
 	})
@@ -135,6 +145,53 @@ func TestSiteGetsItsClustersWorkAndHubItsReports(t *testing.T) {
 	}
 	if got := b.siteWork(ctx, "elsewhere", "app"); got != "" {
 		t.Fatalf("another cluster's work reached the site: %q", got)
+	}
+	// The dispatcher sets sources; it may delete no stream, at the hub or
+	// in a site.
+	for _, subject := range []string{
+		"$JS.API.STREAM.DELETE." + bus.StreamStatus,
+		"$JS." + site.HubDomain + ".API.STREAM.DELETE." + bus.StreamStatus,
+		"$JS.edge.API.STREAM.DELETE." + bus.StreamWork,
+	} {
+		if _, err := b.dispatcherJS.Conn().Request(subject, nil, time.Second); err == nil {
+			t.Fatalf("the dispatcher was answered on %s", subject)
+		}
+	}
+	if _, err := b.siteJS.Stream(ctx, bus.StreamWork); err != nil {
+		t.Fatalf("the site's work stream: %v", err)
+	}
+	if _, err := b.hubJS.Stream(ctx, bus.StreamStatus); err != nil {
+		t.Fatalf("the hub's status stream: %v", err)
+	}
+}
+
+// A cluster that leaves its site (deleted at the hub, or moved) leaves
+// nothing there: its agent finds neither work nor acceptance.
+func TestClusterLeavingASiteIsPurgedThere(t *testing.T) {
+	b := newBed(t, "edge-1", "edge-2")
+	ctx := t.Context()
+	kv, err := b.hubJS.KeyValue(ctx, bus.BucketClusters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"edge-1", "edge-2"} {
+		b.publishWork(t, c, "app", "r1")
+		if _, err := kv.Put(ctx, bus.AcceptedKey(c), []byte("true")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	accepted := func(c string) bool { ok, err := bus.Accepted(ctx, b.siteNC, c); return err == nil && ok }
+	eventually.True(t, 10*time.Second, "both clusters' work and acceptance at the site", func() (bool, error) {
+		return b.siteWork(ctx, "edge-1", "app") == "r1" && b.siteWork(ctx, "edge-2", "app") == "r1" && accepted("edge-1") && accepted("edge-2"), nil
+	})
+	if err := b.sites.Sync(ctx, map[string][]string{"edge": {"edge-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if b.siteWork(ctx, "edge-2", "app") != "" || accepted("edge-2") {
+		t.Fatal("a cluster no longer at the site still finds its work or acceptance there")
+	}
+	if b.siteWork(ctx, "edge-1", "app") != "r1" || !accepted("edge-1") {
+		t.Fatal("the cluster still at the site lost its work or acceptance")
 	}
 }
 

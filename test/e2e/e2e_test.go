@@ -498,7 +498,8 @@ func (s *suite) agentIsolation(t *testing.T, mine, other string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.env.NATSURL, auth, nats.RootCAs(s.env.TLS.CA), nats.CustomInboxPrefix(bus.InboxPrefix(mine)), nats.ErrorHandler(refused.handler))
+	// Where its agent logs in: the hub's NATS, or its site's leaf node.
+	nc, err := nats.Connect(s.env.AgentNATSURL(mine), auth, nats.RootCAs(s.env.TLS.CA), nats.CustomInboxPrefix(bus.InboxPrefix(mine)), nats.ErrorHandler(refused.handler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,142 @@
+package devenv
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	natsconf "github.com/flotilla-dev/flotilla/deploy/nats"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/linkproxy"
+	"github.com/flotilla-dev/flotilla/pkg/site"
+)
+
+// SiteName is the air-gapped site `make up` puts the second cluster in
+// (the seed's production cluster): its own NATS leaf node, whose one link
+// to the hub runs through a proxy that `make link-down` cuts.
+const SiteName = "edge"
+
+// siteCluster is the cluster at the site ("" with fewer than two).
+func siteCluster(clusters []string) string {
+	if len(clusters) < 2 {
+		return ""
+	}
+	return clusters[1]
+}
+
+// leafUser is the NATS user the site's leaf node logs in to the hub as.
+func leafUser(name string) string { return "leaf-" + name }
+
+// writeSiteConfig writes the site's leaf node configuration: its own
+// JetStream domain and store, TLS, its local users (the operator, and the
+// agent of its cluster with the agent's rights), and one link to the hub
+// that carries no report as a core message (site.LinkDeny: reports go
+// only by the sources the hub's dispatcher sets up).
+func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr, cluster string) (string, error) {
+	dir := filepath.Join(o.Dir, "site-"+SiteName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	key, err := storeKey(filepath.Join(o.Dir, "nats-keys", "site-"+SiteName+"-jetstream.key"))
+	if err != nil {
+		return "", err
+	}
+	admin, err := userKey(e.NKey("admin"))
+	if err != nil {
+		return "", err
+	}
+	agent, err := userKey(e.NKey("agent-" + cluster))
+	if err != nil {
+		return "", err
+	}
+	seed, err := os.ReadFile(e.NKey(leafUser(SiteName)))
+	if err != nil {
+		return "", err
+	}
+	p := bus.AgentPermissions(cluster)
+	auth, err := natsconf.Authorization([]natsconf.Identity{{NKey: admin}, {NKey: agent, Permissions: &p}})
+	if err != nil {
+		return "", err
+	}
+	conf := map[string]any{
+		"host": "127.0.0.1", "port": port, "server_name": "flotilla-site-" + SiteName,
+		"jetstream":     map[string]any{"store_dir": dir, "domain": SiteName, "cipher": "chachapoly", "key": key},
+		"tls":           map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
+		"authorization": auth,
+		"leafnodes": map[string]any{
+			// Back within a tenth of a second of the link.
+			"reconnect": "100ms",
+			"remotes": []any{map[string]any{
+				"url": "tls://" + hubLeafAddr, "seed": strings.TrimSpace(string(seed)),
+				"tls":          map[string]any{"ca_file": e.TLS.CA},
+				"deny_imports": site.LinkDeny(), "deny_exports": site.LinkDeny(),
+			}},
+		},
+	}
+	data, err := natsconf.Encode(conf)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(o.Dir, "site-"+SiteName+".conf")
+	return path, os.WriteFile(path, data, 0o600)
+}
+
+// AgentNATSURL is where a cluster's agent logs in: its site's leaf node,
+// or the hub's NATS.
+func (e *Env) AgentNATSURL(cluster string) string {
+	if cluster == e.SiteCluster && e.SiteNATSURL != "" {
+		return e.SiteNATSURL
+	}
+	return e.NATSURL
+}
+
+// LinkDown cuts the site's link to the hub (mode: reset or blackhole).
+func (e *Env) LinkDown(mode linkproxy.Mode) error {
+	if e.link == nil {
+		return fmt.Errorf("devenv: no site")
+	}
+	e.link.Down(mode)
+	return e.writeLinkState()
+}
+
+// LinkUp restores the site's link.
+func (e *Env) LinkUp() error {
+	if e.link == nil {
+		return fmt.Errorf("devenv: no site")
+	}
+	e.link.Up()
+	return e.writeLinkState()
+}
+
+// Link says whether the site's link is up, and since when.
+func (e *Env) Link() (up bool, since time.Time) {
+	if e.link == nil {
+		return false, time.Time{}
+	}
+	return e.link.State()
+}
+
+// writeLinkState records the link in Dir/link ("up|down <RFC 3339 time>"),
+// for `make link-down` and `make link-up` to read back.
+func (e *Env) writeLinkState() error {
+	up, since := e.link.State()
+	state := "down"
+	if up {
+		state = "up"
+	}
+	line := state + " " + since.UTC().Format(time.RFC3339Nano) + "\n"
+	return os.WriteFile(filepath.Join(e.Dir, "link"), []byte(line), 0o644)
+}
+
+// startLink starts the site's link proxy to the hub's leaf port.
+func (e *Env) startLink(hubLeafPort int) (string, error) {
+	p, err := linkproxy.Listen("127.0.0.1:0", "127.0.0.1:"+strconv.Itoa(hubLeafPort))
+	if err != nil {
+		return "", err
+	}
+	e.link = p
+	return p.Addr(), e.writeLinkState()
+}
