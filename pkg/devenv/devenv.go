@@ -3,7 +3,9 @@
 // managed clusters), a NATS server process, the planner, dispatcher and
 // gate as separate processes connected only through NATS, and one
 // cluster-agent process per managed cluster holding only its own cluster's
-// kubeconfig; each service serves /metrics on a port of its own. `make up`
+// kubeconfig (the second cluster's at an air-gapped site: its own NATS leaf
+// node, linked to the hub through a proxy that can be cut, site.go); each
+// service serves /metrics on a port of its own. `make up`
 // and the end-to-end tests start it the same way. devenv.go is one
 // concept, long: the start, in dependency order, of everything above.
 package devenv

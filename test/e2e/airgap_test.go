@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -142,7 +143,12 @@ spec:
 	}
 	// The hub holds the newest release's work for production before the
 	// link returns (so the count below is of what the site then does).
-	s.awaitWorkRevision(t, prodC, "edge", 101)
+	out := s.eventually(`^v100 [0-9]+$`, "kubectl", "get", "app", "edge", "-n", "demo", "-o", "jsonpath={.status.latestRevision.publishVersion} {.status.latestRevision.revision}")
+	rev, err := strconv.ParseInt(strings.Fields(out)[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.awaitWorkRevision(t, prodC, "edge", rev)
 	if out, err := inProd("get", "configmap", "edge", "-n", "demo"); err == nil {
 		t.Fatalf("production got a release while cut off:\n%s", out)
 	}
