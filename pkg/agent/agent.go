@@ -10,13 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -25,10 +25,10 @@ import (
 
 	"github.com/flotilla-dev/flotilla/pkg/apply"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/seal"
-	"github.com/flotilla-dev/flotilla/pkg/site"
 	"github.com/flotilla-dev/flotilla/pkg/telemetry"
 )
 
@@ -56,6 +56,13 @@ type Options struct {
 	// is rotated): only work sealed with one of them is applied (pkg/seal).
 	// Empty: work is applied unsealed, as the hub's NATS permissions allow.
 	HubWorkKeys []string
+	// Identity is the agent's own NATS credentials file (its seed, made
+	// on first start, and the user JWT the hub signs for it on accepting
+	// the cluster: Enroll); Bootstrap the shared bootstrap credential it
+	// asks to join with until then.
+	Identity, Bootstrap string
+	// Key signs the agent's joins: the key pair it logs in with.
+	Key nkeys.KeyPair
 }
 
 // BindFlags binds the agent's flags.
@@ -65,6 +72,8 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringToStringVar(&o.Labels, "cluster-labels", nil, "labels for the ManagedCluster, k=v,k=v (used when it is created)")
 	fs.StringVar(&o.Site, "site", "", "the air-gapped site whose NATS leaf node --nats-url is (its JetStream domain); empty: the hub's NATS")
 	fs.StringVar(&o.Executor, "executor-service-account", "", "apply each namespace's objects as this ServiceAccount of the namespace (impersonation; empty: as the agent itself)")
+	fs.StringVar(&o.Identity, "nats-identity", "", "the agent's own NATS credentials file: its key, made on first start, and the credential the hub signs for it on accepting the cluster (decentralized auth)")
+	fs.StringVar(&o.Bootstrap, "nats-bootstrap-creds", "", "the bootstrap credentials file the agent asks to join with until the hub accepts it (with --nats-identity)")
 	fs.StringSliceVar(&o.HubWorkKeys, "hub-work-key", nil, "public key(s) of the hub's work key: only work sealed with one is applied (the dispatcher's --work-seal-key)")
 }
 
@@ -106,12 +115,7 @@ func New(c *hub.Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 10 * time.Second
 	}
-	if opts.Site != "" {
-		labels := map[string]string{}
-		maps.Copy(labels, opts.Labels)
-		labels[site.Label] = opts.Site
-		opts.Labels = labels
-	}
+	opts.Labels = joinLabels(opts)
 	if c == nil || c.Dynamic == nil || c.Kube == nil || c.Mapper == nil {
 		return nil, errors.New("agent: the dynamic client, the Kubernetes client and the RESTMapper of the cluster are all required")
 	}
@@ -269,10 +273,18 @@ func (a *Agent) beat(ctx context.Context, typ string) error {
 	if _, err := a.cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err != nil {
 		problem = "the cluster's API server is not ready: " + err.Error()
 	}
-	e := events.New(id, events.SourceAgent(a.opts.Cluster), typ, a.opts.Cluster, &events.ClusterJoinData{
+	data := &events.ClusterJoinData{
 		Cluster: a.opts.Cluster, KubernetesVersion: a.version,
 		HeartbeatMillis: max(a.opts.Heartbeat.Milliseconds(), 1), Labels: a.opts.Labels, Problem: problem,
-	})
+	}
+	if typ == events.TypeClusterJoin && a.opts.Key != nil {
+		pub, proof, err := creds.SignJoin(a.opts.Key, a.opts.Cluster, id)
+		if err != nil {
+			return fmt.Errorf("sign join: %w", err)
+		}
+		data.NKey, data.Proof = pub, proof
+	}
+	e := events.New(id, events.SourceAgent(a.opts.Cluster), typ, a.opts.Cluster, data)
 	_, err := bus.Publish(ctx, a.js, bus.ClusterSubject(a.opts.Cluster, kind), e)
 	return err
 }

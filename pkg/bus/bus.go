@@ -163,6 +163,19 @@ func AcceptedSubject(cluster string) string {
 // SeenKey is the clusters-bucket key holding the cluster's last heartbeat.
 func SeenKey(cluster string) string { return token(cluster) + ".seen" }
 
+// AgentKeyKey is the clusters-bucket key holding the public NKey the
+// cluster's agent joined with (the first join registers it).
+func AgentKeyKey(cluster string) string { return token(cluster) + ".agentkey" }
+
+// CredentialKey is the clusters-bucket key holding the user JWT the hub
+// signed for the cluster's agent when it accepted the cluster (pkg/creds).
+func CredentialKey(cluster string) string { return token(cluster) + ".credential" }
+
+// CredentialSubject is the subject of a cluster's credential key.
+func CredentialSubject(cluster string) string {
+	return "$KV." + BucketClusters + "." + CredentialKey(cluster)
+}
+
 func join(prefix string, names ...string) string {
 	parts := []string{prefix}
 	for _, n := range names {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/spf13/pflag"
 )
 
@@ -37,6 +38,26 @@ func (o *ConnectOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TLSCA, "nats-ca", os.Getenv("NATS_CA"), "PEM file of the CA that signed the NATS server's certificate ($NATS_CA)")
 	fs.StringVar(&o.TLSCert, "nats-tls-cert", "", "client certificate (PEM) for a NATS server that asks for one")
 	fs.StringVar(&o.TLSKey, "nats-tls-key", "", "key (PEM) of --nats-tls-cert")
+}
+
+// Key is the key pair the options log in with (nil: none).
+func (o *ConnectOptions) Key() (nkeys.KeyPair, error) {
+	path := o.NKey
+	if path == "" {
+		path = o.Creds
+	}
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("NATS key %s: %w", path, err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("NATS key %s: %w", path, err)
+	}
+	return kp, nil
 }
 
 // Connect connects and returns the connection and its JetStream context. The

@@ -46,6 +46,19 @@ func Accepted(ctx context.Context, nc *nats.Conn, cluster string) (bool, error) 
 	return string(m.Data) == "true", nil
 }
 
+// Credential reads the user JWT the hub signed for a cluster's agent, as
+// a joining agent may (jetstream.ErrMsgNotFound: none yet, or revoked).
+func Credential(ctx context.Context, nc *nats.Conn, cluster string) (string, error) {
+	m, err := LastBySubject(ctx, nc, kvStream(BucketClusters), CredentialSubject(cluster))
+	if err != nil {
+		return "", err
+	}
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return "", jetstream.ErrMsgNotFound
+	}
+	return string(m.Data), nil
+}
+
 // AgentConsumerConfig is a cluster's agent's work consumer, which the
 // dispatcher makes when the hub accepts the cluster: only its cluster's
 // work, the newest per application (an agent offline for a week does not

@@ -19,6 +19,7 @@ const (
 	PlannerInboxPrefix    = "_INBOX_planner"
 	DispatcherInboxPrefix = "_INBOX_dispatcher"
 	GateInboxPrefix       = "_INBOX_gate"
+	BootstrapInboxPrefix  = "_INBOX_bootstrap"
 )
 
 // ServiceInboxPrefix is the reply-subject prefix of a hub service
@@ -187,6 +188,29 @@ func AgentPermissions(cluster string) Permissions {
 		},
 		Subscribe:      []string{InboxPrefix(cluster) + ".>", QuerySubject(cluster)},
 		AllowResponses: true,
+	}
+}
+
+// BootstrapPermissions are a joining agent's, with the bootstrap
+// credential every cluster that asks to join shares: ask to join as any
+// cluster (the hub registers the key the first join is signed with, and
+// trusts a later join only signed with it), and read any cluster's
+// acceptance and credential, neither of them secret (a user JWT is of no
+// use without its seed). No heartbeat, no status, no work.
+func BootstrapPermissions() Permissions {
+	get := "$JS.API.DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + ".*."
+	return Permissions{
+		Publish:   []string{prefixClusters + ".*.join", get + "accepted", get + "credential"},
+		Subscribe: []string{BootstrapInboxPrefix + ".>"},
+	}
+}
+
+// IssuerPermissions are the dispatcher's in the system account, to revoke
+// agents: read the Flotilla account's JWT and push it back changed.
+func IssuerPermissions(account string) Permissions {
+	return Permissions{
+		Publish:   []string{"$SYS.REQ.ACCOUNT." + account + ".CLAIMS.LOOKUP", "$SYS.REQ.CLAIMS.UPDATE"},
+		Subscribe: []string{DispatcherInboxPrefix + ".>"},
 	}
 }
 

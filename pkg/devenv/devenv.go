@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,7 @@ import (
 	natsconf "github.com/flotilla-dev/flotilla/deploy/nats"
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/gate"
 	"github.com/flotilla-dev/flotilla/pkg/jaeger"
 	"github.com/flotilla-dev/flotilla/pkg/linkproxy"
@@ -157,7 +159,7 @@ func Up(ctx context.Context, o Options) (*Env, error) {
 		return nil, fmt.Errorf("devenv: %w", err)
 	}
 	// Every `up` is a new fleet (new cluster IDs): no state from an earlier one.
-	for _, d := range []string{"testbed", "nats", "nats-keys", "kubeconfig", "logs", "jaeger", "site-" + SiteName} {
+	for _, d := range []string{"testbed", "nats", "nats-accounts", "nats-keys", "kubeconfig", "logs", "jaeger", "site-" + SiteName} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, d)); err != nil {
 			return nil, fmt.Errorf("devenv: %w", err)
 		}
@@ -230,12 +232,12 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	}
 	e.NATSURL = "tls://127.0.0.1:" + strconv.Itoa(ports[0])
 	e.GateURL = "https://127.0.0.1:" + strconv.Itoa(ports[1])
-	gateCfg, botPub, err := writeGateConfig(o.Dir)
+	gateCfg, bot, err := writeGateConfig(o.Dir)
 	if err != nil {
 		return err
 	}
 	hubLeafPort := ports[6+len(o.Clusters)]
-	natsConf, err := e.writeNATSConfig(o, ports[0], hubLeafPort, botPub)
+	natsConf, err := e.writeNATSConfig(o, ports[0], hubLeafPort, bot)
 	if err != nil {
 		return err
 	}
@@ -243,7 +245,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	if err := waitNATS(ctx, natsProc, e.NATSURL, e.NKey("admin"), e.TLS.CA); err != nil {
+	if err := waitNATS(ctx, natsProc, e.NATSURL, nats.UserCredentials(e.Creds("admin")), e.TLS.CA); err != nil {
 		return err
 	}
 	// The second cluster's site: a leaf node whose one link to the hub
@@ -264,7 +266,11 @@ func (e *Env) up(ctx context.Context, o Options) error {
 			return err
 		}
 		e.SiteNATSURL = "tls://127.0.0.1:" + strconv.Itoa(sitePort)
-		if err := waitNATS(ctx, siteProc, e.SiteNATSURL, e.NKey("admin"), e.TLS.CA); err != nil {
+		siteAdmin, err := nats.NkeyOptionFromSeed(e.NKey("admin"))
+		if err != nil {
+			return err
+		}
+		if err := waitNATS(ctx, siteProc, e.SiteNATSURL, siteAdmin, e.TLS.CA); err != nil {
 			return err
 		}
 		o.logf("site %s: leaf node %s for %s, its link to the hub through %s (make link-down / make link-up)", SiteName, e.SiteNATSURL, c, linkAddr)
@@ -289,9 +295,13 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		return err
 	}
 
+	authority, err := creds.LoadOrCreate(e.Authority())
+	if err != nil {
+		return err
+	}
 	// Each service logs in as itself, with only its own rights (bus.*Permissions).
 	hubArgs := func(name string) []string {
-		return []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-nkey", e.NKey(name), "--nats-ca", e.TLS.CA, "--log-format", "text"}
+		return []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-creds", e.Creds(name), "--nats-ca", e.TLS.CA, "--log-format", "text"}
 	}
 	services := []struct {
 		name string
@@ -299,6 +309,9 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	}{
 		{"planner", hubArgs("planner")},
 		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms", "--work-seal-key", workSeal, "--site", SiteName,
+			// It signs each accepted cluster's agent its credential.
+			"--issuer-agent-key", filepath.Join(e.Authority(), "agent-signing.nk"), "--issuer-operator-key", filepath.Join(e.Authority(), "operator-signing.nk"),
+			"--nats-account", authority.AccountKey(), "--nats-system-creds", e.Creds("dispatcher-issuer"),
 			"--live-read-listen", liveReadAddr, "--live-read-tls-cert", e.TLS.Cert, "--live-read-tls-key", e.TLS.Key)},
 		{"gate", append(hubArgs("gate"), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "https://"),
 			"--tls-cert", e.TLS.Cert, "--tls-key", e.TLS.Key)},
@@ -313,14 +326,17 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		// Only its own cluster's kubeconfig.
 		name := "agent-" + c
 		natsURL := e.NATSURL
-		var siteArgs []string
+		// It makes its own key and asks to join with the bootstrap
+		// credential until the hub accepts it and signs it its own.
+		login := []string{"--nats-identity", e.Creds(name), "--nats-bootstrap-creds", e.Creds("bootstrap")}
 		if c == e.SiteCluster {
-			// Its site's leaf node only.
-			natsURL, siteArgs = e.SiteNATSURL, []string{"--site", e.Site}
+			// Its site's leaf node only, which keeps its users in its
+			// configuration.
+			natsURL, login = e.SiteNATSURL, []string{"--nats-nkey", e.NKey(name), "--site", e.Site}
 		}
 		args := append([]string{"--cluster-name", c, "--kubeconfig", filepath.Join(o.Dir, "kubeconfig", c),
-			"--nats-url", natsURL, "--nats-nkey", e.NKey(name), "--nats-ca", e.TLS.CA, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text", "--hub-work-key", workKey},
-			append(siteArgs, metricsAddr(name, ports[5+i])...)...)
+			"--nats-url", natsURL, "--nats-ca", e.TLS.CA, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text", "--hub-work-key", workKey},
+			append(login, metricsAddr(name, ports[5+i])...)...)
 		if _, err := e.start(o, name, "cluster-agent", args, otel); err != nil {
 			return err
 		}
@@ -530,7 +546,7 @@ func (e *Env) writeEnv(o Options) error {
 export KUBECONFIG=%s
 export PATH=%s:%s:$PATH
 export NATS_URL=%s
-export NATS_NKEY=%s
+export NATS_CREDS=%s
 export NATS_CA=%s
 export FLOTILLA_CA=%s
 export FLOTILLA_GATE_URL=%s
@@ -540,7 +556,7 @@ export FLOTILLA_METRICS="%s"
 export FLOTILLA_SITE=%s
 export FLOTILLA_SITE_CLUSTERS="%s"
 export FLOTILLA_SITE_NATS_URL=%s
-`, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, abs(e.NKey("cli")), abs(e.TLS.CA), abs(e.TLS.CA), e.GateURL, strings.Join(e.Clusters, " "),
+`, abs(filepath.Join(o.Dir, "kubeconfig", "hub")), abs(o.BinDir), abs(o.TestbedBinDir), e.NATSURL, abs(e.Creds("cli")), abs(e.TLS.CA), abs(e.TLS.CA), e.GateURL, strings.Join(e.Clusters, " "),
 		e.JaegerURL, strings.Join(e.metricsList(), " "), e.Site, e.SiteCluster, e.SiteNATSURL)
 	return os.WriteFile(filepath.Join(o.Dir, "env"), []byte(content), 0o644)
 }
@@ -564,20 +580,21 @@ func (e *Env) metricsList() []string {
 // writeGateConfig trusts two demo bots: demo-bot signs webhook calls with the
 // HMAC secret in Dir/bot-secret; demo-nats-bot signs NATS events with the
 // NKey seed in Dir/bot.nk. Both may name the person who decided.
-func writeGateConfig(dir string) (path, botPub string, err error) {
+func writeGateConfig(dir string) (path string, bot nkeys.KeyPair, err error) {
 	secretPath := filepath.Join(dir, "bot-secret")
 	if _, err := os.Stat(secretPath); err != nil {
 		b := make([]byte, 32)
 		_, _ = rand.Read(b)
 		if err := os.WriteFile(secretPath, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
-			return "", "", err
+			return "", nil, err
 		}
 	}
 	// The NATS bot's key both signs approvals and logs in to NATS.
-	pub, err := userKey(filepath.Join(dir, "bot.nk"))
+	bot, err = creds.KeyFile(filepath.Join(dir, "bot.nk"), nkeys.CreateUser)
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
+	pub, _ := bot.PublicKey()
 	abs, _ := filepath.Abs(secretPath)
 	cfg := gate.Config{Identities: []gate.Identity{
 		// The demo's bots are trusted in the demo's namespace only.
@@ -586,10 +603,10 @@ func writeGateConfig(dir string) (path, botPub string, err error) {
 	}}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	path = filepath.Join(dir, "gate.yaml")
-	return path, pub, os.WriteFile(path, data, 0o600)
+	return path, bot, os.WriteFile(path, data, 0o600)
 }
 
 // userKey returns the public key of the NKey seed in path, creating it first if missing.
@@ -623,16 +640,30 @@ func keyFile(path string, create func() (nkeys.KeyPair, error)) (string, error) 
 	return kp.PublicKey()
 }
 
-// NKey is the seed file of a NATS user of the environment: "admin" (every
-// right: what an operator and the tests use, no service), "planner",
-// "dispatcher", "gate", "cli", or "agent-<cluster>".
+// NKey is the seed file of a NATS user of the site's leaf node, which
+// keeps its users in its configuration: "admin" (every right) or
+// "agent-<cluster>".
 func (e *Env) NKey(user string) string { return filepath.Join(e.Dir, "nats-keys", user+".nk") }
 
-// writeNATSConfig writes the NATS server's configuration: JetStream on
-// loopback, and one NKey user each for the operator (everything), each hub
-// service, the CLI (live queries), the demo bot (approvals) and every agent
-// (its own subjects only), each with the rights bus.*Permissions gives it.
-func (e *Env) writeNATSConfig(o Options, port, leafPort int, botPub string) (string, error) {
+// Creds is the credentials file (user JWT and seed) of a NATS user of the
+// hub: "admin" (every right: what an operator and the tests use, no
+// service), "planner", "dispatcher", "gate", "cli", "bootstrap" (asks to
+// join, nothing else), or "agent-<cluster>" (the agent's own identity:
+// its key, and the credential the hub signed for it on accepting it).
+func (e *Env) Creds(user string) string { return filepath.Join(e.Dir, "nats-keys", user+".creds") }
+
+// Authority is where the NATS authority's keys are (pkg/creds).
+func (e *Env) Authority() string { return filepath.Join(e.Dir, "nats-keys", "authority") }
+
+// writeNATSConfig writes the hub's NATS server configuration: JetStream
+// on loopback, and decentralized auth: the server trusts the authority
+// `make up` makes (pkg/creds), holds its accounts in a resolver that takes
+// pushed revocations, and each identity logs in with its own user JWT:
+// the operator (everything), each hub service, the CLI, the demo bot, the
+// site's link, the dispatcher's system-account login (it revokes agents),
+// and the bootstrap credential agents ask to join with. Agents' own
+// credentials are signed by the dispatcher when a cluster is accepted.
+func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) (string, error) {
 	if err := os.MkdirAll(filepath.Join(o.Dir, "nats-keys"), 0o700); err != nil {
 		return "", err
 	}
@@ -640,55 +671,56 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, botPub string) (str
 	if err != nil {
 		return "", err
 	}
-	admin, err := userKey(e.NKey("admin"))
+	auth, err := creds.LoadOrCreate(e.Authority())
 	if err != nil {
 		return "", err
 	}
-	bot := bus.BotPermissions(BotNamespace)
-	ids := []natsconf.Identity{{NKey: admin}, {NKey: botPub, Permissions: &bot}}
+	if _, err := userKey(e.NKey("admin")); err != nil { // the site's operator login
+		return "", err
+	}
+	botPerms := bus.BotPermissions(BotNamespace)
+	users := map[string]func() ([]byte, error){
+		"admin": func() ([]byte, error) { return auth.User("admin", nil) },
+		"bot":   func() ([]byte, error) { return auth.UserFor(NATSBotKeyID, bot, &botPerms) },
+		// The site's leaf node, over its link. (Its rights are not yet
+		// scoped to its clusters: the site's link is trusted like a hub
+		// service.)
+		leafUser(SiteName): func() ([]byte, error) { return auth.User(leafUser(SiteName), nil) },
+		"dispatcher-issuer": func() ([]byte, error) {
+			return auth.SystemUser("dispatcher-issuer", bus.IssuerPermissions(auth.AccountKey()))
+		},
+		"bootstrap": func() ([]byte, error) { return auth.Bootstrap("bootstrap", 0) },
+	}
 	for name, p := range map[string]bus.Permissions{
 		"planner": bus.PlannerPermissions(), "dispatcher": bus.DispatcherPermissions(), "gate": bus.GatePermissions(),
 		"cli": bus.CLIPermissions(),
 	} {
-		pub, err := userKey(e.NKey(name))
+		users[name] = func() ([]byte, error) { return auth.User(name, &p) }
+	}
+	for name, mk := range users {
+		data, err := mk()
 		if err != nil {
+			return "", fmt.Errorf("devenv: NATS user %s: %w", name, err)
+		}
+		if err := creds.WriteFile(e.Creds(name), data); err != nil {
 			return "", err
 		}
-		ids = append(ids, natsconf.Identity{NKey: pub, Permissions: &p})
-	}
-	for _, c := range o.Clusters {
-		pub, err := userKey(e.NKey("agent-" + c))
-		if err != nil {
-			return "", err
-		}
-		if c == siteCluster(o.Clusters) {
-			continue // it logs in at its site, not here
-		}
-		p := bus.AgentPermissions(c)
-		ids = append(ids, natsconf.Identity{NKey: pub, Permissions: &p})
-	}
-	leafKey, err := userKey(e.NKey(leafUser(SiteName)))
-	if err != nil {
-		return "", err
-	}
-	// The site's leaf node, over its link. (Its rights are not yet scoped
-	// to its clusters: the site's link is trusted like a hub service.)
-	ids = append(ids, natsconf.Identity{NKey: leafKey})
-	auth, err := natsconf.Authorization(ids)
-	if err != nil {
-		return "", err
 	}
 	conf := map[string]any{
 		"host": "127.0.0.1", "port": port, "server_name": "flotilla-dev",
 		// Secrets in work, steps and snapshots are encrypted at rest.
-		"jetstream":     map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey, "domain": site.HubDomain},
-		"tls":           map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
-		"authorization": auth,
+		"jetstream": map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey, "domain": site.HubDomain},
+		"tls":       map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
 		// Sites' leaf nodes reach the hub through proxies: the hub tells
 		// them no address of its own to try instead.
 		"leafnodes": map[string]any{"host": "127.0.0.1", "port": leafPort, "no_advertise": true,
 			"tls": map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5}},
 	}
+	trust, err := auth.ServerConfig(filepath.Join(o.Dir, "nats-accounts"))
+	if err != nil {
+		return "", err
+	}
+	maps.Copy(conf, trust)
 	data, err := natsconf.Encode(conf)
 	if err != nil {
 		return "", err
@@ -697,12 +729,10 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, botPub string) (str
 	return path, os.WriteFile(path, data, 0o600)
 }
 
-func waitNATS(ctx context.Context, p *proc.Process, url, seed, ca string) error {
+// waitNATS waits until url takes a login (auth: nats.UserCredentials or
+// an NKey option).
+func waitNATS(ctx context.Context, p *proc.Process, url string, auth nats.Option, ca string) error {
 	deadline := time.Now().Add(20 * time.Second)
-	auth, err := nats.NkeyOptionFromSeed(seed)
-	if err != nil {
-		return err
-	}
 	for {
 		nc, err := nats.Connect(url, auth, nats.RootCAs(ca))
 		if err == nil {

@@ -5,13 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	natsconf "github.com/flotilla-dev/flotilla/deploy/nats"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/linkproxy"
 	"github.com/flotilla-dev/flotilla/pkg/site"
+	"github.com/nats-io/nats.go"
 )
 
 // SiteName is the air-gapped site `make up` puts the second cluster in
@@ -52,10 +52,6 @@ func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr, cluster string) 
 	if err != nil {
 		return "", err
 	}
-	seed, err := os.ReadFile(e.NKey(leafUser(SiteName)))
-	if err != nil {
-		return "", err
-	}
 	p := bus.AgentPermissions(cluster)
 	auth, err := natsconf.Authorization([]natsconf.Identity{{NKey: admin}, {NKey: agent, Permissions: &p}})
 	if err != nil {
@@ -70,7 +66,7 @@ func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr, cluster string) 
 			// Back within a tenth of a second of the link.
 			"reconnect": "100ms",
 			"remotes": []any{map[string]any{
-				"url": "tls://" + hubLeafAddr, "seed": strings.TrimSpace(string(seed)),
+				"url": "tls://" + hubLeafAddr, "credentials": e.Creds(leafUser(SiteName)),
 				"tls":          map[string]any{"ca_file": e.TLS.CA},
 				"deny_imports": site.LinkDeny(), "deny_exports": site.LinkDeny(),
 			}},
@@ -139,4 +135,13 @@ func (e *Env) startLink(hubLeafPort int) (string, error) {
 	}
 	e.link = p
 	return p.Addr(), e.writeLinkState()
+}
+
+// AgentLogin is how a cluster's agent logs in where AgentNATSURL says: its
+// site's configured NKey, or at the hub the credential the hub signed it.
+func (e *Env) AgentLogin(cluster string) (nats.Option, error) {
+	if cluster == e.SiteCluster && e.SiteNATSURL != "" {
+		return nats.NkeyOptionFromSeed(e.NKey("agent-" + cluster))
+	}
+	return nats.UserCredentials(e.Creds("agent-" + cluster)), nil
 }

@@ -56,6 +56,22 @@ type Options struct {
 	Sites []string
 	// SiteSetup sizes the sites' streams (memory in tests).
 	SiteSetup bus.SetupOptions
+	// Issuer, when set, signs each accepted cluster's agent its own NATS
+	// credential and revokes it once the cluster is no longer accepted
+	// (pkg/creds); a join must then be signed by the key the cluster's
+	// first join registered.
+	Issuer Issuer
+	// The issuer's keys and its system-account login (the main builds
+	// Issuer from them): IssuerAgentKey and IssuerOperatorKey are seed
+	// files, Account the Flotilla account's public key.
+	IssuerAgentKey, IssuerOperatorKey, Account, SystemCreds string
+}
+
+// Issuer signs and revokes agents' NATS credentials (creds.Issuer).
+type Issuer interface {
+	Issue(cluster, pub string) (string, error)
+	Revoke(ctx context.Context, pub string) error
+	Unrevoke(ctx context.Context, pub string) error
 }
 
 // BindFlags binds the dispatcher's flags.
@@ -64,6 +80,10 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a cluster is no longer available")
 	fs.DurationVar(&o.CheckInterval, "availability-check", time.Second, "how often cluster availability is evaluated")
 	fs.StringSliceVar(&o.Sites, "site", nil, "JetStream domain of an air-gapped site the hub serves, whose leaf node links to the hub's NATS (repeatable)")
+	fs.StringVar(&o.IssuerAgentKey, "issuer-agent-key", "", "seed file of the account's scoped signing key for agents: each accepted cluster's agent gets a credential signed with it (decentralized auth)")
+	fs.StringVar(&o.IssuerOperatorKey, "issuer-operator-key", "", "seed file of the operator's signing key, to put revocations of removed clusters into the account")
+	fs.StringVar(&o.Account, "nats-account", "", "public key of the Flotilla NATS account (with --issuer-agent-key)")
+	fs.StringVar(&o.SystemCreds, "nats-system-creds", "", "credentials file of the dispatcher's system-account user, which pushes the account's revocations")
 	fs.StringVar(&o.SealKey, "work-seal-key", "", "file of the hub's work key (NKey seed) every work message is sealed with; agents verify with its public key (--hub-work-key)")
 }
 

@@ -103,11 +103,18 @@ type fixture struct {
 // joins (its clusters consumer delivers only what arrives after it exists).
 func start(t *testing.T, opts Options, nopts natstest.Options) *fixture {
 	t.Helper()
+	_, js := natstest.NewWith(t, nopts).JetStream(t)
+	return run(t, opts, js, js)
+}
+
+// run runs a dispatcher with opts over its own JetStream js, once setup's
+// has made the streams.
+func run(t *testing.T, opts Options, setup, js jetstream.JetStream) *fixture {
+	t.Helper()
 	hub := testHub(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	_, js := natstest.NewWith(t, nopts).JetStream(t)
-	if err := bus.Setup(ctx, js, bus.SetupOptions{}); err != nil {
+	if err := bus.Setup(ctx, setup, bus.SetupOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, ctx: ctx, hub: hub, js: js, logs: &logs{}}

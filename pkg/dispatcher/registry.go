@@ -50,6 +50,14 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 	if want := bus.ClusterSubject(data.Cluster, kind); e.Topic != want {
 		return bus.Terminate(fmt.Errorf("%s of cluster %s arrived on %s, not %s", kind, data.Cluster, e.Topic, want))
 	}
+	if e.Type == events.TypeClusterJoin && d.opts.Issuer != nil {
+		// Any joining agent may publish any cluster's join (they share the
+		// bootstrap credential): only the registered key speaks for one.
+		if err := d.checkJoin(ctx, e.ID, data); err != nil {
+			d.log.Warn("join refused", "cluster", data.Cluster, "err", err)
+			return bus.Terminate(err)
+		}
+	}
 	if _, err := d.clusters.Get(data.Cluster); apierrors.IsNotFound(err) {
 		if err := d.createCluster(ctx, data); err != nil {
 			return err
@@ -138,11 +146,17 @@ func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
 		if _, err := js.CreateOrUpdateConsumer(ctx, bus.StreamWork, bus.AgentConsumerConfig(name)); err != nil {
 			return fmt.Errorf("work consumer of cluster %s%s: %w", name, where, err)
 		}
+		if err := d.issue(ctx, name); err != nil {
+			return err
+		}
 	}
 	if _, err := d.kv.Put(ctx, bus.AcceptedKey(name), []byte(fmt.Sprint(accepted))); err != nil {
 		return fmt.Errorf("relay acceptance of cluster %s: %w", name, err)
 	}
 	if !accepted {
+		if err := d.revoke(ctx, name, gone); err != nil {
+			return err
+		}
 		if err := js.DeleteConsumer(ctx, bus.StreamWork, bus.AgentConsumer(name)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return fmt.Errorf("remove the work consumer of cluster %s%s: %w", name, where, err)
 		}

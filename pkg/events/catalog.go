@@ -408,6 +408,12 @@ type ClusterJoinData struct {
 	// Problem says why the agent cannot work with its cluster (its API
 	// server does not answer); empty when all is well.
 	Problem string `json:"problem,omitempty"`
+	// NKey is the public key the agent logs in with (it made the key
+	// pair; the private half never leaves the cluster), and Proof its
+	// signature over the join (pkg/creds): the hub registers the key of a
+	// cluster's first join and signs the cluster's credential for it.
+	NKey  string `json:"nkey,omitempty"`
+	Proof string `json:"proof,omitempty"`
 }
 
 // Validate implements Data.
@@ -424,6 +430,12 @@ func (d *ClusterJoinData) Validate() error {
 	}
 	if len(d.Labels) > 64 {
 		errs = append(errs, fmt.Errorf("%d labels: at most 64", len(d.Labels)))
+	}
+	if (d.NKey == "") != (d.Proof == "") {
+		errs = append(errs, errors.New("nkey and proof come together"))
+	}
+	if len(d.NKey) > 64 || len(d.Proof) > 128 {
+		errs = append(errs, errors.New("nkey or proof too long"))
 	}
 	return errors.Join(errs...)
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -51,6 +52,21 @@ type Options struct {
 	// Remote, when set, makes this server a site's leaf node that dials
 	// the hub (through the site's link).
 	Remote *Remote
+	// Trust, when set, runs the server in operator mode (decentralized
+	// auth, as production does): clients log in with user JWTs (connect
+	// with Server.ConnectCreds), and Users are ignored.
+	Trust *Trust
+}
+
+// Trust is what an operator-mode server trusts: the operator's JWT, its
+// system account, and the accounts it starts with, held by a full
+// account resolver (in the store directory) that takes pushed updates
+// such as revocations.
+type Trust struct {
+	Operator      string
+	SystemAccount string
+	// Accounts are JWTs by account public key.
+	Accounts map[string]string
 }
 
 // Remote is a leaf node's link to the hub.
@@ -126,11 +142,17 @@ func Start(opts Options) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   s.storeDir,
 		NoSigs:     true,
-		NoLog:      true,
+		NoLog:      os.Getenv("NATSTEST_LOG") == "",
 		MaxPayload: opts.MaxPayload,
 	}
 	for _, u := range opts.Users {
 		so.Users = append(so.Users, u.server())
+	}
+	if t := opts.Trust; t != nil {
+		if err := trust(so, t, filepath.Join(s.storeDir, "accounts")); err != nil {
+			s.cleanup()
+			return nil, err
+		}
 	}
 	so.JetStreamDomain = opts.Domain
 	if opts.LeafNodes {
@@ -176,6 +198,11 @@ func Start(opts Options) (*Server, error) {
 		s.cleanup()
 		return nil, fmt.Errorf("natstest: new server: %w", err)
 	}
+	if !so.NoLog {
+		// NATSTEST_LOG set: the server's own log on stderr, to debug a test.
+		so.Debug = true
+		ns.ConfigureLogger()
+	}
 	s.Server = ns
 	go ns.Start()
 	timeout := opts.ReadyTimeout
@@ -191,6 +218,62 @@ func Start(opts Options) (*Server, error) {
 		return nil, errors.New("natstest: JetStream did not start")
 	}
 	return s, nil
+}
+
+// trust puts the server in operator mode.
+func trust(so *server.Options, t *Trust, dir string) error {
+	oc, err := jwt.DecodeOperatorClaims(t.Operator)
+	if err != nil {
+		return fmt.Errorf("natstest: operator: %w", err)
+	}
+	res, err := server.NewDirAccResolver(dir, 0, 2*time.Minute, server.NoDelete)
+	if err != nil {
+		return fmt.Errorf("natstest: account resolver: %w", err)
+	}
+	for pub, token := range t.Accounts {
+		if err := res.Store(pub, token); err != nil {
+			return fmt.Errorf("natstest: account %s: %w", pub, err)
+		}
+	}
+	so.TrustedOperators = []*jwt.OperatorClaims{oc}
+	so.MaxControlLine = 32 << 10 // logins carry JWTs listing services' rights
+	so.SystemAccount = t.SystemAccount
+	so.AccountResolver = res
+	return nil
+}
+
+// ConnectCreds connects a client with a credentials file's content (an
+// operator-mode server) for the test, closed when it ends.
+func (s *Server) ConnectCreds(t testing.TB, creds []byte, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := s.DialCreds(creds, opts...)
+	if err != nil {
+		t.Fatalf("natstest: connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// DialCreds connects with a credentials file's content, leaving the error
+// (a refused login) to the caller.
+func (s *Server) DialCreds(creds []byte, opts ...nats.Option) (*nats.Conn, error) {
+	token, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := jwt.ParseDecoratedNKey(creds)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, err
+	}
+	return nats.Connect(s.URL(), append([]nats.Option{nats.UserJWTAndSeed(token, string(seed))}, opts...)...)
 }
 
 // New starts a server for a test and shuts it down when the test ends.

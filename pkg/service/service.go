@@ -39,6 +39,9 @@ type Common struct {
 	// AfterParse, if set, runs once flags are parsed (to derive options
 	// from others, such as an agent's inbox prefix from its cluster name).
 	AfterParse func()
+	// BeforeConnect, if set, runs before the service connects to NATS (an
+	// agent getting its own credential first).
+	BeforeConnect func(ctx context.Context, log *slog.Logger) error
 }
 
 // Deps are what a service's Run gets.
@@ -126,6 +129,11 @@ func start(name string, c *Common, logTo io.Writer, run func(context.Context, De
 			}
 		}()
 		log.Info("serving metrics", "addr", "http://"+addr.String()+"/metrics")
+	}
+	if c.BeforeConnect != nil {
+		if err := c.BeforeConnect(ctx, log); err != nil {
+			return err
+		}
 	}
 	nc, js, err := c.NATS.Connect()
 	if err != nil {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/flotilla-dev/flotilla/pkg/agent"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
@@ -21,6 +22,20 @@ func main() {
 		common.NATS.Name = "flotilla-agent-" + opts.Cluster
 		common.NATS.InboxPrefix = bus.InboxPrefix(opts.Cluster) // its NATS user reads only its own inboxes
 		common.TraceAttrs = append(common.TraceAttrs, telemetry.AttrCluster.String(opts.Cluster))
+	}
+	// With its own identity the agent first makes sure it holds a
+	// credential (asking to join with the bootstrap one until accepted);
+	// it signs its joins with the key it logs in with.
+	common.BeforeConnect = func(ctx context.Context, log *slog.Logger) (err error) {
+		if opts.Identity != "" {
+			if opts.Key, err = agent.Enroll(ctx, log, opts, common.NATS); err != nil {
+				return err
+			}
+			common.NATS.Creds, common.NATS.NKey = opts.Identity, ""
+			return nil
+		}
+		opts.Key, err = common.NATS.Key()
+		return err
 	}
 	service.Main("cluster-agent", &common, opts.BindFlags, func(ctx context.Context, d service.Deps) error {
 		opts.Instruments = d.Instruments

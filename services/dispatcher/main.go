@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/dispatcher"
 	"github.com/flotilla-dev/flotilla/pkg/hub"
 	"github.com/flotilla-dev/flotilla/pkg/liveread"
@@ -39,6 +41,20 @@ func main() {
 		if opts.SealKey != "" {
 			if opts.Sealer, err = seal.LoadSealer(opts.SealKey); err != nil {
 				return fmt.Errorf("dispatcher: %w", err)
+			}
+		}
+		if opts.IssuerAgentKey != "" {
+			// The system-account login that pushes revocations is its own
+			// connection: the service's user is in the Flotilla account.
+			sys := common.NATS
+			sys.Creds, sys.NKey, sys.Name = opts.SystemCreds, "", sys.Name+"-issuer"
+			snc, _, err := sys.Connect()
+			if err != nil {
+				return fmt.Errorf("dispatcher: issuer: %w", err)
+			}
+			defer snc.Close()
+			if opts.Issuer, err = loadIssuer(opts, snc); err != nil {
+				return err
 			}
 		}
 		hubClients, err := hub.NewClients(d.Kube)
@@ -72,4 +88,20 @@ func main() {
 		g.Go(func() error { return srv.Serve(ctx, ln, live) })
 		return g.Wait()
 	})
+}
+
+func loadIssuer(opts dispatcher.Options, sys *nats.Conn) (*creds.Issuer, error) {
+	agents, err := creds.Seed(opts.IssuerAgentKey)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: --issuer-agent-key: %w", err)
+	}
+	operator, err := creds.Seed(opts.IssuerOperatorKey)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: --issuer-operator-key: %w", err)
+	}
+	iss, err := creds.NewIssuer(agents, operator, opts.Account, sys)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: %w", err)
+	}
+	return iss, nil
 }

@@ -186,11 +186,7 @@ func (s *suite) agentApplies(t *testing.T, cluster string) float64 {
 // of an application for a cluster.
 func (s *suite) awaitWorkRevision(t *testing.T, cluster, app string, rev int64) {
 	t.Helper()
-	auth, err := nats.NkeyOptionFromSeed(s.env.NKey("admin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(s.env.NATSURL, auth, nats.RootCAs(s.env.TLS.CA))
+	nc, err := nats.Connect(s.env.NATSURL, nats.UserCredentials(s.env.Creds("admin")), nats.RootCAs(s.env.TLS.CA))
 	if err != nil {
 		t.Fatal(err)
 	}

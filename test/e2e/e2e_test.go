@@ -81,7 +81,7 @@ func setup(t *testing.T) *suite {
 func (s *suite) run(name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(s.ctx, name, args...)
 	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL, "NATS_NKEY="+s.env.NKey("cli"), "NATS_CA="+s.env.TLS.CA, "JAEGER_QUERY_URL="+s.env.JaegerURL)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL, "NATS_CREDS="+s.env.Creds("cli"), "NATS_CA="+s.env.TLS.CA, "JAEGER_QUERY_URL="+s.env.JaegerURL)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -389,12 +389,9 @@ func (s *suite) natsApprove(t *testing.T, publishVersion, step, approver string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The bot's key also logs it in to NATS, where it may publish approvals only.
-	auth, err := nats.NkeyOptionFromSeed(filepath.Join(s.dir, "bot.nk"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(s.env.NATSURL, auth, nats.RootCAs(s.env.TLS.CA))
+	// The bot logs in to NATS with a credential for the same key, where
+	// it may publish approvals only.
+	nc, err := nats.Connect(s.env.NATSURL, nats.UserCredentials(s.env.Creds("bot")), nats.RootCAs(s.env.TLS.CA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,11 +468,7 @@ func (s *suite) agentIsolation(t *testing.T, mine, other string) {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
 	// The services' view: other's work is there to be refused.
-	sauth, err := nats.NkeyOptionFromSeed(s.env.NKey("admin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	snc, err := nats.Connect(s.env.NATSURL, sauth, nats.RootCAs(s.env.TLS.CA))
+	snc, err := nats.Connect(s.env.NATSURL, nats.UserCredentials(s.env.Creds("admin")), nats.RootCAs(s.env.TLS.CA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +487,7 @@ func (s *suite) agentIsolation(t *testing.T, mine, other string) {
 
 	who := "agent of " + mine
 	refused := &refusals{}
-	auth, err := nats.NkeyOptionFromSeed(s.env.NKey("agent-" + mine))
+	auth, err := s.env.AgentLogin(mine)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,11 +65,7 @@ func (s *suite) liveReadsFollowHubRBAC(t *testing.T, cluster string) {
 
 	// Around the hub: the CLI's NATS login asks the agent directly.
 	refused := &refusals{}
-	auth, err := nats.NkeyOptionFromSeed(s.env.NKey("cli"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(s.env.NATSURL, auth, nats.RootCAs(s.env.TLS.CA), nats.CustomInboxPrefix(bus.CLIInboxPrefix), nats.ErrorHandler(refused.handler))
+	nc, err := nats.Connect(s.env.NATSURL, nats.UserCredentials(s.env.Creds("cli")), nats.RootCAs(s.env.TLS.CA), nats.CustomInboxPrefix(bus.CLIInboxPrefix), nats.ErrorHandler(refused.handler))
 	if err != nil {
 		t.Fatal(err)
 	}

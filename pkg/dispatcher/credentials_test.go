@@ -1,0 +1,218 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/flotilla-dev/flotilla/pkg/agent"
+	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/creds"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
+	"github.com/flotilla-dev/flotilla/pkg/natstest"
+)
+
+// credHub is an operator-mode NATS server trusting a fresh authority,
+// with a dispatcher that logs in with its own rights and issues agents'
+// credentials.
+type credHub struct {
+	*fixture
+	a   *creds.Authority
+	s   *natstest.Server
+	dir string
+}
+
+func startCredHub(t *testing.T) *credHub {
+	t.Helper()
+	dir := t.TempDir()
+	a, err := creds.LoadOrCreate(filepath.Join(dir, "authority"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, sys, accounts, err := a.Trust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := natstest.NewWith(t, natstest.Options{Trust: &natstest.Trust{Operator: op, SystemAccount: sys, Accounts: accounts}})
+	user := func(name string, p *bus.Permissions) []byte {
+		data, err := a.User(name, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	_, admin := s.ConnectCreds(t, user("admin", nil))
+	dp := bus.DispatcherPermissions()
+	_, djs := s.ConnectCreds(t, user("dispatcher", &dp), nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
+	sysCreds, err := a.SystemUser("dispatcher-issuer", bus.IssuerPermissions(a.AccountKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snc, _ := s.ConnectCreds(t, sysCreds, nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
+	iss, err := creds.NewIssuer(a.AgentSigning, a.OperatorSigning, a.AccountKey(), snc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := a.Bootstrap("bootstrap", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := creds.WriteFile(filepath.Join(dir, "bootstrap.creds"), boot); err != nil {
+		t.Fatal(err)
+	}
+	f := run(t, Options{Issuer: iss, CheckInterval: 200 * time.Millisecond}, admin, djs)
+	return &credHub{fixture: f, a: a, s: s, dir: dir}
+}
+
+// enroll runs an agent's enrolment for cluster with its identity file in
+// the background: the channel yields its key once it holds a credential.
+func (h *credHub) enroll(ctx context.Context, cluster, identity string) <-chan nkeys.KeyPair {
+	done := make(chan nkeys.KeyPair, 1)
+	go func() {
+		kp, err := agent.Enroll(ctx, slog.New(slog.NewTextHandler(h.logs, nil)),
+			agent.Options{Cluster: cluster, Identity: identity, Bootstrap: filepath.Join(h.dir, "bootstrap.creds"), Heartbeat: 200 * time.Millisecond},
+			bus.ConnectOptions{URL: h.s.URL()})
+		if err == nil {
+			done <- kp
+		}
+		close(done)
+	}()
+	return done
+}
+
+func (h *credHub) accept(name string, yes bool) {
+	h.t.Helper()
+	patch := []byte(`{"spec":{"hubAcceptsClient":` + map[bool]string{true: "true", false: "false"}[yes] + `}}`)
+	if _, err := h.hub.Resource(clusterv1.ManagedClusterResource).Patch(h.ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// A cluster's agent joins with the bootstrap credential and its own key;
+// accepting the cluster signs it a credential the server takes; a join
+// for the same cluster with another key is refused; deleting the cluster
+// revokes the credential on the running server (its connection closes,
+// its next login is refused), and the agent can ask to join again.
+func TestJoinAcceptRevoke(t *testing.T) {
+	h := startCredHub(t)
+	const name = "cred-alpha"
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	identity := filepath.Join(h.dir, "alpha.creds")
+	got := h.enroll(ctx, name, identity)
+	eventually.True(t, 30*time.Second, "the join registers "+name, func() (bool, error) {
+		_, err := h.cluster(name)
+		return err == nil, err
+	})
+	mine, err := creds.Seed(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	minePub, _ := mine.PublicKey()
+
+	// An impostor with the shared bootstrap credential asks to join as the
+	// same cluster with its own key: refused, and never given a credential.
+	impostorCtx, stopImpostor := context.WithCancel(ctx)
+	impostor := h.enroll(impostorCtx, name, filepath.Join(h.dir, "impostor.creds"))
+	eventually.True(t, 30*time.Second, "the impostor's join refused", func() (bool, error) {
+		return strings.Contains(h.logs.String(), "is registered with key "+minePub), nil
+	})
+	select {
+	case <-got:
+		t.Fatal("a credential before the cluster was accepted")
+	default:
+	}
+
+	h.accept(name, true)
+	var kp nkeys.KeyPair
+	select {
+	case kp = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no credential 30s after accepting:\n%s", h.logs)
+	}
+	if pub, _ := kp.PublicKey(); pub != minePub {
+		t.Fatalf("enrolled as %s, its key is %s", pub, minePub)
+	}
+	select {
+	case kp, ok := <-impostor:
+		if ok {
+			pub, _ := kp.PublicKey()
+			t.Fatalf("the impostor got a credential for %s", pub)
+		}
+	case <-time.After(time.Second):
+	}
+	stopImpostor()
+
+	file, err := os.ReadFile(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := h.s.DialCreds(file, nats.CustomInboxPrefix(bus.InboxPrefix(name)), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("the agent's credential: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// It pulls its own work consumer (made on accept) with its credential.
+	if _, err := js.Consumer(ctx, bus.StreamWork, bus.AgentConsumer(name)); err != nil {
+		t.Fatalf("the accepted agent cannot read its work consumer: %v", err)
+	}
+
+	if err := h.hub.Resource(clusterv1.ManagedClusterResource).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 30*time.Second, "the deleted cluster's agent disconnected", func() (bool, error) {
+		return !nc.IsConnected(), nil
+	})
+	if again, err := h.s.DialCreds(file); err == nil {
+		again.Close()
+		t.Fatal("a deleted cluster's agent logged in again")
+	} else if !errors.Is(err, nats.ErrAuthorization) && !errors.Is(err, nats.ErrAuthRevoked) {
+		t.Fatalf("login of a deleted cluster's agent: %v, want refused", err)
+	}
+
+	// Restarted, the agent finds its credential refused and asks to join
+	// again: a new ManagedCluster waits to be accepted.
+	rejoined := h.enroll(ctx, name, identity)
+	eventually.True(t, 30*time.Second, "the cluster registered again", func() (bool, error) {
+		mc, err := h.cluster(name)
+		if apierrors.IsNotFound(err) {
+			return false, err
+		}
+		return err == nil && !mc.Spec.HubAcceptsClient && mc.DeletionTimestamp == nil, err
+	})
+	h.accept(name, true)
+	select {
+	case kp, ok := <-rejoined:
+		if !ok {
+			t.Fatal("enrolling again failed")
+		}
+		if pub, _ := kp.PublicKey(); pub != minePub {
+			t.Fatalf("rejoined as %s, want its own key %s", pub, minePub)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no credential after accepting again:\n%s", h.logs)
+	}
+	file, _ = os.ReadFile(identity)
+	if again, err := h.s.DialCreds(file); err != nil {
+		t.Fatalf("accepted again, the agent cannot log in: %v", err)
+	} else {
+		again.Close()
+	}
+}
