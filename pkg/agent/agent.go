@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/flotilla-dev/flotilla/pkg/apply"
+	"github.com/flotilla-dev/flotilla/pkg/bundle"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/events"
@@ -63,6 +64,11 @@ type Options struct {
 	Identity, Bootstrap string
 	// Key signs the agent's joins: the key pair it logs in with.
 	Key nkeys.KeyPair
+	// BundleDir, when set, is a directory the agent applies hand-carried
+	// work bundles from (pkg/bundle; kubectl flotilla bundle export), for a
+	// site with no link to the hub; BundleInterval how often it looks.
+	BundleDir      string
+	BundleInterval time.Duration
 }
 
 // BindFlags binds the agent's flags.
@@ -74,6 +80,8 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Executor, "executor-service-account", "", "apply each namespace's objects as this ServiceAccount of the namespace (impersonation; empty: as the agent itself)")
 	fs.StringVar(&o.Identity, "nats-identity", "", "the agent's own NATS credentials file: its key, made on first start, and the credential the hub signs for it on accepting the cluster (decentralized auth)")
 	fs.StringVar(&o.Bootstrap, "nats-bootstrap-creds", "", "the bootstrap credentials file the agent asks to join with until the hub accepts it (with --nats-identity)")
+	fs.StringVar(&o.BundleDir, "bundle-dir", "", "directory of hand-carried work bundles (kubectl flotilla bundle export) to apply, for a site with no link to the hub; each moves to applied/ or refused/ (needs --hub-work-key)")
+	fs.DurationVar(&o.BundleInterval, "bundle-interval", 2*time.Second, "how often --bundle-dir is read")
 	fs.StringSliceVar(&o.HubWorkKeys, "hub-work-key", nil, "public key(s) of the hub's work key: only work sealed with one is applied (the dispatcher's --work-seal-key)")
 }
 
@@ -102,6 +110,11 @@ type Agent struct {
 
 	tracer  trace.Tracer
 	metrics *metrics
+
+	// outbox holds the newest report per application, for the status
+	// bundle (with BundleDir); outboxChanged says one is not written yet.
+	outbox        map[string]bundle.Message
+	outboxChanged bool
 }
 
 // New builds an agent over its own cluster's clients.
@@ -123,6 +136,7 @@ func New(c *hub.Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger
 		opts: opts, log: log.With("cluster", opts.Cluster), nc: nc, js: js, dyn: c.Dynamic, cs: c.Kube,
 		applier: apply.NewApplier(c.Dynamic, c.Kube, c.Mapper, opts.Instruments.T()),
 		desired: map[apply.App]*events.WorkData{}, removed: map[string]bool{}, traces: map[apply.App]workTrace{},
+		outbox: map[string]bundle.Message{},
 		tracer: opts.Instruments.T(), metrics: newMetrics(),
 	}
 	if opts.Executor != "" {
@@ -169,6 +183,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer sub.Unsubscribe()
 
+	// Hand-carried work needs no link, nor the hub's answer to a join.
+	if a.opts.BundleDir != "" {
+		go a.watchBundles(ctx, a.opts.BundleDir, max(a.opts.BundleInterval, 100*time.Millisecond))
+	}
 	// Until its streams exist (a hub or site just set up, a link not yet
 	// up) a join is not stored: ask again, never give up.
 	for {

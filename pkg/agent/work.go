@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -43,28 +44,47 @@ func (a *Agent) stale(d *events.WorkData) string {
 // handleWork applies one work message (the release's objects, or removal)
 // in a span under the dispatcher's, with a child per object applied.
 func (a *Agent) handleWork(ctx context.Context, e *events.Event) (err error) {
+	var subject string
+	var header nats.Header
+	var data []byte
+	if m := bus.Delivered(ctx); m != nil {
+		subject, header, data = m.Subject(), m.Headers(), m.Data()
+	}
+	d, err := a.admit(e, subject, header, data)
+	if err != nil {
+		return err
+	}
+	return a.applyWork(ctx, e, d)
+}
+
+// admit checks work before anything of it is applied: it is for this
+// cluster, sealed by the hub (when the agent has its key), and not older
+// than what this agent applied (a sealed release replayed later must not
+// roll the cluster back, nor bring a removed application back).
+func (a *Agent) admit(e *events.Event, subject string, header nats.Header, data []byte) (*events.WorkData, error) {
 	d, ok := e.Data.(*events.WorkData)
 	if !ok || d.Cluster != a.opts.Cluster {
-		return bus.Terminate(fmt.Errorf("work %s is not for cluster %s", e.ID, a.opts.Cluster))
+		return nil, bus.Terminate(fmt.Errorf("work %s is not for cluster %s", e.ID, a.opts.Cluster))
 	}
 	if a.verifier != nil {
-		m := bus.Delivered(ctx)
 		err := seal.ErrUnsealed
-		if m != nil {
-			err = a.verifier.Verify(m.Subject(), m.Headers(), m.Data())
+		if subject != "" {
+			err = a.verifier.Verify(subject, header, data)
 		}
 		if err != nil {
 			a.metrics.work.WithLabelValues(a.opts.Cluster, "apply", "refused").Inc()
-			return bus.Terminate(fmt.Errorf("work %s refused, nothing applied: %w", e.ID, err))
+			return nil, bus.Terminate(fmt.Errorf("work %s refused, nothing applied: %w", e.ID, err))
 		}
 	}
-	// Never older than what this agent applied: a sealed release replayed
-	// later must not roll the cluster back, nor bring a removed
-	// application back.
 	if stale := a.stale(d); stale != "" {
 		a.metrics.work.WithLabelValues(a.opts.Cluster, "apply", "refused").Inc()
-		return bus.Terminate(fmt.Errorf("work %s refused, nothing applied: %s", e.ID, stale))
+		return nil, bus.Terminate(fmt.Errorf("work %s refused, nothing applied: %s", e.ID, stale))
 	}
+	return d, nil
+}
+
+// applyWork applies admitted work.
+func (a *Agent) applyWork(ctx context.Context, e *events.Event, d *events.WorkData) (err error) {
 	kind, name := "apply", "apply release"
 	if d.Delete {
 		kind, name = "delete", "remove application"
@@ -257,6 +277,7 @@ func (a *Agent) report(ctx context.Context, st *events.ClusterStatusData) error 
 	}
 	e.TraceParent, e.TraceState = telemetry.Inject(ctx)
 	a.noteHealth(ctx, st)
+	a.keepForOutbox(bus.StatusSubject(a.opts.Cluster, st.Namespace, st.Application), e)
 	if _, err := bus.Publish(ctx, a.js, bus.StatusSubject(a.opts.Cluster, st.Namespace, st.Application), e); err != nil {
 		a.monitor.unreport(st)
 		return err

@@ -20,6 +20,7 @@ const (
 	StreamClusters  = "FLOTILLA_CLUSTERS"  // each cluster's agent, on its own subjects
 	StreamApprovals = "FLOTILLA_APPROVALS" // bots (and the CLI's webhook peers)
 	StreamGate      = "FLOTILLA_GATE"      // gate
+	StreamBundles   = "FLOTILLA_BUNDLES"   // status bundles carried from sites, imported by an operator
 )
 
 // KV buckets and the object store.
@@ -48,6 +49,7 @@ const (
 	prefixGate      = "flotilla.gate"
 	prefixClusters  = "flotilla.clusters"
 	prefixQuery     = "flotilla.query"
+	prefixBundles   = "flotilla.bundles"
 )
 
 // token makes a Kubernetes name one subject token: names may hold dots,
@@ -129,8 +131,10 @@ func StreamOf(subject string) string {
 	return ""
 }
 
-// subjectMatches reports whether a NATS subject matches a pattern with
+// SubjectMatches reports whether a NATS subject matches a pattern with
 // "*" (one token) and a final ">" (one or more tokens).
+func SubjectMatches(pattern, subject string) bool { return subjectMatches(pattern, subject) }
+
 func subjectMatches(pattern, subject string) bool {
 	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
 	for i, tok := range p {
@@ -158,6 +162,15 @@ func AcceptedKey(cluster string) string { return token(cluster) + ".accepted" }
 // clusters bucket's stream.
 func AcceptedSubject(cluster string) string {
 	return "$KV." + BucketClusters + "." + AcceptedKey(cluster)
+}
+
+// StatusBundleSubject is where an imported status bundle of a cluster is
+// published (pkg/bundle): its agent's signature says who wrote it.
+func StatusBundleSubject(cluster string) string { return join(prefixBundles+".status", cluster) }
+
+// AgentKeySubject is the subject of a cluster's registered key.
+func AgentKeySubject(cluster string) string {
+	return "$KV." + BucketClusters + "." + AgentKeyKey(cluster)
 }
 
 // SeenKey is the clusters-bucket key holding the cluster's last heartbeat.

@@ -99,6 +99,13 @@ func (t *terminalError) Unwrap() error { return t.err }
 // Terminate says the message will never succeed: it is not redelivered.
 func Terminate(err error) error { return &terminalError{err: err} }
 
+// IsTerminal says whether err says its message will never succeed (made
+// by Terminate, or invalid).
+func IsTerminal(err error) bool {
+	var t *terminalError
+	return errors.As(err, &t) || errors.Is(err, events.ErrInvalid)
+}
+
 // ConsumeOption tunes Consume.
 type ConsumeOption func(*consumeOptions)
 

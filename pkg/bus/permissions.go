@@ -20,6 +20,7 @@ const (
 	DispatcherInboxPrefix = "_INBOX_dispatcher"
 	GateInboxPrefix       = "_INBOX_gate"
 	BootstrapInboxPrefix  = "_INBOX_bootstrap"
+	BundlerInboxPrefix    = "_INBOX_bundler"
 )
 
 // ServiceInboxPrefix is the reply-subject prefix of a hub service
@@ -108,7 +109,9 @@ func PlannerPermissions() Permissions {
 		Publish: join2(
 			[]string{prefixSteps + ".>"},
 			owns(StreamSteps), owns(StreamStatus), ownsKV(BucketRuns), ownsObjects(ObjectSnapshots),
-			reads(StreamDispatch), reads(StreamGate),
+			reads(StreamDispatch), reads(StreamGate), reads(StreamBundles),
+			// The keys clusters joined with: a status bundle's signer.
+			[]string{"$JS.API.DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + ".*.agentkey"},
 		),
 		Subscribe: join2([]string{PlannerInboxPrefix + ".>"}, deadLetters(StreamStatus, StreamDispatch, StreamGate)),
 	}
@@ -145,7 +148,7 @@ func DispatcherPermissions() Permissions {
 	return Permissions{
 		Publish: join2(
 			[]string{prefixWork + ".>", prefixDispatch + ".>", QueryFilter},
-			owns(StreamWork), owns(StreamDispatch), owns(StreamClusters), ownsKV(BucketClusters),
+			owns(StreamWork), owns(StreamDispatch), owns(StreamClusters), owns(StreamBundles), ownsKV(BucketClusters),
 			reads(StreamSteps), reads(objStream(ObjectSnapshots)), sites(),
 		),
 		Subscribe: join2([]string{DispatcherInboxPrefix + ".>"}, deadLetters(StreamSteps, StreamClusters)),
@@ -202,6 +205,26 @@ func BootstrapPermissions() Permissions {
 	return Permissions{
 		Publish:   []string{prefixClusters + ".*.join", get + "accepted", get + "credential"},
 		Subscribe: []string{BootstrapInboxPrefix + ".>"},
+	}
+}
+
+// BundlerPermissions: whoever carries bundles to and from sites with no
+// link (kubectl flotilla bundle export / import) reads clusters' newest
+// work, which holds their releases' objects, Secrets too: an operator's
+// identity, never a service's or a bot's. It writes only status bundles,
+// which count only as far as their agents' signatures do.
+func BundlerPermissions() Permissions {
+	return Permissions{
+		Publish: []string{
+			accountInfo,
+			"$JS.API.STREAM.INFO." + StreamWork,
+			"$JS.API.DIRECT.GET." + StreamWork,
+			"$JS.API.DIRECT.GET." + StreamWork + ".>",
+			"$JS.API.STREAM.MSG.GET." + StreamWork,
+			// Status bundles back from the sites (their agents sign them).
+			prefixBundles + ".status.*",
+		},
+		Subscribe: []string{BundlerInboxPrefix + ".>"},
 	}
 }
 

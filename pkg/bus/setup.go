@@ -110,6 +110,12 @@ func streams() []owned {
 			MaxBytes: 256 * mib, MaxMsgSize: 1 * mib, MaxMsgsPerSubject: 100000, Discard: jetstream.DiscardOld,
 		}},
 		{OwnerDispatcher, jetstream.StreamConfig{
+			Name: StreamBundles, Subjects: []string{prefixBundles + ".>"},
+			Description: "operator → planner, dispatcher: status bundles carried by hand from sites with no link, signed by their agents",
+			MaxAge:      30 * day, Duplicates: time.Hour,
+			MaxBytes: 256 * mib, MaxMsgSize: 1 * mib, MaxMsgsPerSubject: 64, Discard: jetstream.DiscardOld,
+		}},
+		{OwnerDispatcher, jetstream.StreamConfig{
 			Name: StreamClusters, Subjects: []string{prefixClusters + ".>"},
 			Description: "agents → dispatcher: join requests and heartbeats",
 			MaxAge:      time.Hour, Duplicates: time.Minute,

@@ -21,7 +21,8 @@ import (
 // Options are shared by every command.
 type Options struct {
 	Kube *genericclioptions.ConfigFlags
-	// NATS are the connect flags the CLI once read live through; unused.
+	// NATS are the connect flags of the one command that reads the hub's
+	// NATS itself: bundle export (live reads go through the hub's API server).
 	NATS bus.ConnectOptions
 	IO   genericiooptions.IOStreams
 }
@@ -61,15 +62,10 @@ func New(name string, streams genericiooptions.IOStreams) *cobra.Command {
 		SilenceErrors: true,
 	}
 	o.Kube.AddFlags(root.PersistentFlags())
-	// Live reads go through the hub now (its RBAC decides); the NATS flags
-	// are kept so older scripts still parse.
+	// Live reads go through the hub (its RBAC decides); only bundle export
+	// logs in to NATS.
 	o.NATS.BindFlags(root.PersistentFlags())
-	for _, f := range []string{"nats-url", "nats-nkey", "nats-ca"} {
-		if root.PersistentFlags().Lookup(f) != nil {
-			_ = root.PersistentFlags().MarkDeprecated(f, "kubectl flotilla reads through the hub's API server and needs no NATS login")
-		}
-	}
-	root.AddCommand(newGet(o), newWorkflow(o), newCluster(o), newTrace(o))
+	root.AddCommand(newGet(o), newWorkflow(o), newCluster(o), newTrace(o), newBundle(o))
 	return root
 }
 

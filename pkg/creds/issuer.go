@@ -14,6 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
+// requestTimeout bounds each request to the resolver.
+const requestTimeout = 5 * time.Second
+
 // Requester is the system-account connection an Issuer pushes accounts
 // over.
 type Requester interface {
@@ -129,6 +132,8 @@ func (i *Issuer) change(ctx context.Context, pub string, edit, holds func(*jwt.A
 
 // lookup reads the account's JWT as the resolver holds it.
 func (i *Issuer) lookup(ctx context.Context) (*jwt.AccountClaims, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	msg, err := i.sys.RequestWithContext(ctx, "$SYS.REQ.ACCOUNT."+i.account+".CLAIMS.LOOKUP", nil)
 	if err != nil {
 		return nil, fmt.Errorf("read account %s's JWT: %w", i.account, err)
@@ -152,6 +157,8 @@ func (i *Issuer) push(ctx context.Context, ac *jwt.AccountClaims) error {
 	if err != nil {
 		return fmt.Errorf("sign account %s: %w", i.account, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	msg, err := i.sys.RequestWithContext(ctx, "$SYS.REQ.CLAIMS.UPDATE", []byte(token))
 	if err != nil {
 		return fmt.Errorf("push account %s: %w", i.account, err)

@@ -332,7 +332,11 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		if c == e.SiteCluster {
 			// Its site's leaf node only, which keeps its users in its
 			// configuration.
-			natsURL, login = e.SiteNATSURL, []string{"--nats-nkey", e.NKey(name), "--site", e.Site}
+			// It also applies bundles carried by hand (kubectl flotilla bundle export).
+			natsURL, login = e.SiteNATSURL, []string{"--nats-nkey", e.NKey(name), "--site", e.Site, "--bundle-dir", e.BundleDir(c)}
+			if err := os.MkdirAll(e.BundleDir(c), 0o700); err != nil {
+				return err
+			}
 		}
 		args := append([]string{"--cluster-name", c, "--kubeconfig", filepath.Join(o.Dir, "kubeconfig", c),
 			"--nats-url", natsURL, "--nats-ca", e.TLS.CA, "--heartbeat-interval", o.Heartbeat.String(), "--log-format", "text", "--hub-work-key", workKey},
@@ -693,7 +697,7 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 	}
 	for name, p := range map[string]bus.Permissions{
 		"planner": bus.PlannerPermissions(), "dispatcher": bus.DispatcherPermissions(), "gate": bus.GatePermissions(),
-		"cli": bus.CLIPermissions(),
+		"cli": bus.CLIPermissions(), "bundler": bus.BundlerPermissions(),
 	} {
 		users[name] = func() ([]byte, error) { return auth.User(name, &p) }
 	}

@@ -145,3 +145,12 @@ func (e *Env) AgentLogin(cluster string) (nats.Option, error) {
 	}
 	return nats.UserCredentials(e.Creds("agent-" + cluster)), nil
 }
+
+// BundleDir is where the site's agent reads hand-carried bundles ("" for
+// a cluster that is not at the site).
+func (e *Env) BundleDir(cluster string) string {
+	if cluster != e.SiteCluster {
+		return ""
+	}
+	return filepath.Join(e.Dir, "site-"+SiteName, "bundles")
+}

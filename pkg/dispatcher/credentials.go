@@ -2,8 +2,10 @@ package dispatcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,16 +13,15 @@ import (
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 
+	"github.com/flotilla-dev/flotilla/pkg/bundle"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 )
 
-// checkJoin verifies a join's proof and registers its key as the
-// cluster's when the cluster has none yet (the first join wins; an admin
-// compares it with the key the agent logs before accepting). A join signed
-// with another key is refused.
-func (d *Dispatcher) checkJoin(ctx context.Context, id string, data *events.ClusterJoinData) error {
+// verifyJoin checks a join's proof, and that its key is the cluster's
+// when it has one registered.
+func (d *Dispatcher) verifyJoin(ctx context.Context, id string, data *events.ClusterJoinData) error {
 	if data.NKey == "" {
 		return fmt.Errorf("join of cluster %s carries no key: this hub signs each agent its own credential (start the agent with --nats-identity and --nats-bootstrap-creds)", data.Cluster)
 	}
@@ -31,16 +32,36 @@ func (d *Dispatcher) checkJoin(ctx context.Context, id string, data *events.Clus
 	if err != nil {
 		return err
 	}
+	if registered != "" && registered != data.NKey {
+		return keyMismatch(data.Cluster, registered, data.NKey)
+	}
+	return nil
+}
+
+func keyMismatch(cluster, registered, got string) error {
+	return fmt.Errorf("cluster %s is registered with key %s: a join signed with %s is refused (delete the ManagedCluster to register the cluster anew)", cluster, registered, got)
+}
+
+// checkJoin registers a verified join's key as the cluster's when the
+// cluster has none yet (the first join wins; an admin compares it with the
+// key the agent logs before accepting). A join signed with another key is
+// refused.
+func (d *Dispatcher) checkJoin(ctx context.Context, id string, data *events.ClusterJoinData) error {
+	registered, err := d.agentKey(ctx, data.Cluster)
+	if err != nil {
+		return err
+	}
 	switch {
 	case registered == data.NKey:
 		return nil
 	case registered != "":
-		return fmt.Errorf("cluster %s is registered with key %s: a join signed with %s is refused (delete the ManagedCluster to register the cluster anew)", data.Cluster, registered, data.NKey)
+		return keyMismatch(data.Cluster, registered, data.NKey)
 	}
 	if _, err := d.kv.Create(ctx, bus.AgentKeyKey(data.Cluster), []byte(data.NKey)); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			// Another join registered first: judge this one against it.
-			return d.checkJoin(ctx, id, data)
+			// Another join registered first: this one is judged against
+			// it when redelivered.
+			return bus.Retry(100*time.Millisecond, err)
 		}
 		return fmt.Errorf("register the key of cluster %s: %w", data.Cluster, err)
 	}
@@ -72,8 +93,12 @@ func (d *Dispatcher) issue(ctx context.Context, cluster string) error {
 		return nil
 	}
 	pub, err := d.agentKey(ctx, cluster)
-	if err != nil || pub == "" {
-		return err // not joined yet: its join queues it again
+	if err != nil {
+		return err
+	}
+	if pub == "" {
+		d.log.Info("cluster accepted before its agent joined: its credential waits for the join", "cluster", cluster)
+		return nil // its join queues it again
 	}
 	// A cluster accepted again with the key it had is revoked no longer.
 	if err := d.opts.Issuer.Unrevoke(ctx, pub); err != nil {
@@ -128,4 +153,55 @@ func (d *Dispatcher) revoke(ctx context.Context, cluster string, gone bool) erro
 		}
 	}
 	return nil
+}
+
+// handleStatusBundle takes the heartbeat of a status bundle carried from a
+// site with no link: the hub learns when the cluster was last seen (never
+// later than it was: a bundle's heartbeat is as old as the bundle). It
+// counts only if the bundle is signed with the key the cluster joined with.
+func (d *Dispatcher) handleStatusBundle(ctx context.Context, e *events.Event) error {
+	data, ok := e.Data.(*events.StatusBundleData)
+	if !ok {
+		return bus.Terminate(fmt.Errorf("dispatcher does not handle %s on the bundles stream", e.Type))
+	}
+	if want := bus.StatusBundleSubject(data.Cluster); e.Topic != want {
+		return bus.Terminate(fmt.Errorf("status bundle of %s arrived on %s, not %s", data.Cluster, e.Topic, want))
+	}
+	s, err := bundle.DecodeStatus(data.Bundle)
+	if err != nil {
+		return bus.Terminate(err)
+	}
+	if s.Cluster != data.Cluster {
+		return bus.Terminate(fmt.Errorf("status bundle of cluster %s imported as %s's", s.Cluster, data.Cluster))
+	}
+	key, err := d.agentKey(ctx, s.Cluster)
+	if err != nil {
+		return err
+	}
+	if err := s.Verify(key); err != nil {
+		d.log.Warn("status bundle refused", "cluster", s.Cluster, "err", err)
+		return bus.Terminate(err)
+	}
+	for _, m := range s.Messages {
+		hb, err := events.Decode(m.Msg())
+		if err != nil || hb.Type != events.TypeClusterHeartbeat {
+			continue
+		}
+		beat, ok := hb.Data.(*events.ClusterJoinData)
+		if !ok || beat.Cluster != s.Cluster {
+			continue
+		}
+		if entry, err := d.kv.Get(ctx, bus.SeenKey(s.Cluster)); err == nil {
+			var last seen
+			if json.Unmarshal(entry.Value(), &last) == nil && !last.At.Before(hb.Time) {
+				continue // the hub heard from it since
+			}
+		}
+		v, _ := json.Marshal(seen{At: hb.Time, HeartbeatMillis: beat.HeartbeatMillis, KubernetesVersion: beat.KubernetesVersion, Problem: beat.Problem})
+		if _, err := d.kv.Put(ctx, bus.SeenKey(s.Cluster), v); err != nil {
+			return err
+		}
+	}
+	d.log.Info("status bundle imported", "cluster", s.Cluster, "writtenAt", s.WrittenAt)
+	return d.updateStatus(ctx, s.Cluster, time.Now())
 }

@@ -245,6 +245,19 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
 	defer jc.Stop()
+	bundles, err := d.js.CreateOrUpdateConsumer(ctx, bus.StreamBundles, jetstream.ConsumerConfig{
+		Durable: bus.ConsumerDispatcher, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute,
+		MaxAckPending: 4, MaxDeliver: bus.MaxDeliver,
+	})
+	if err != nil {
+		return fmt.Errorf("dispatcher: bundles consumer: %w", err)
+	}
+	d.metrics.consumers.Watch(bundles)
+	bc, err := bus.Consume(ctx, bundles, d.log, d.handleStatusBundle)
+	if err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	defer bc.Stop()
 
 	d.log.Info("dispatcher running", "auto_accept", d.opts.AutoAccept)
 	t := time.NewTicker(d.opts.CheckInterval)

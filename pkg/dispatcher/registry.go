@@ -50,10 +50,11 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 	if want := bus.ClusterSubject(data.Cluster, kind); e.Topic != want {
 		return bus.Terminate(fmt.Errorf("%s of cluster %s arrived on %s, not %s", kind, data.Cluster, e.Topic, want))
 	}
-	if e.Type == events.TypeClusterJoin && d.opts.Issuer != nil {
+	issuing := e.Type == events.TypeClusterJoin && d.opts.Issuer != nil
+	if issuing {
 		// Any joining agent may publish any cluster's join (they share the
 		// bootstrap credential): only the registered key speaks for one.
-		if err := d.checkJoin(ctx, e.ID, data); err != nil {
+		if err := d.verifyJoin(ctx, e.ID, data); err != nil {
 			d.log.Warn("join refused", "cluster", data.Cluster, "err", err)
 			return bus.Terminate(err)
 		}
@@ -62,6 +63,21 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 		if err := d.createCluster(ctx, data); err != nil {
 			return err
 		}
+	}
+	if issuing {
+		// Registered once the ManagedCluster exists: a relay that finds it
+		// gone forgets the key.
+		if err := d.checkJoin(ctx, e.ID, data); err != nil {
+			if bus.IsRetry(err) {
+				return err
+			}
+			d.log.Warn("join refused", "cluster", data.Cluster, "err", err)
+			return bus.Terminate(err)
+		}
+		// A join proves only the key: availability comes from heartbeats,
+		// which only the agent's own credential may send.
+		d.log.Info("cluster asked to join", "cluster", data.Cluster, "nkey", data.NKey)
+		return d.updateStatus(ctx, data.Cluster, time.Now())
 	}
 	s, _ := json.Marshal(seen{At: e.Time, HeartbeatMillis: data.HeartbeatMillis, KubernetesVersion: data.KubernetesVersion, Problem: data.Problem})
 	if _, err := d.kv.Put(ctx, bus.SeenKey(data.Cluster), s); err != nil {
@@ -133,6 +149,10 @@ func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
 	if known && prev == accepted {
 		return nil
 	}
+	// Never stuck on one cluster: a server that does not answer is
+	// retried with the queue's backoff.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	// The agent may only pull its consumer, not make one: the hub makes it
 	// before telling the agent it is accepted, and removes it after telling
 	// it it is not (an agent no longer accepted can pull nothing). An

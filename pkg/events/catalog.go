@@ -52,6 +52,9 @@ const (
 	// Gate → planner: the step may go on, or must fail.
 	TypeStepApproved = "dev.flotilla.step.approved.v1"
 	TypeStepRejected = "dev.flotilla.step.rejected.v1"
+	// Operator (kubectl flotilla bundle import) → planner, dispatcher: a
+	// status bundle carried from a site with no link, signed by its agent.
+	TypeStatusBundle = "dev.flotilla.bundle.status.v1"
 )
 
 // Data is what every event payload implements.
@@ -686,6 +689,34 @@ func newData(typ string) (Data, bool) {
 		return &ApprovalAuditData{}, true
 	case TypeStepApproved, TypeStepRejected:
 		return &StepDecisionData{}, true
+	case TypeStatusBundle:
+		return &StatusBundleData{}, true
 	}
 	return nil, false
+}
+
+// StatusBundleData carries a status bundle (pkg/bundle) as its agent
+// wrote and signed it; its readers verify the signature, never this
+// event's claims.
+type StatusBundleData struct {
+	Cluster string          `json:"cluster"`
+	Bundle  json.RawMessage `json:"bundle"`
+}
+
+// MaxStatusBundle is the largest status bundle an event carries.
+const MaxStatusBundle = 900 << 10
+
+// Validate implements Data.
+func (d *StatusBundleData) Validate() error {
+	var errs []error
+	if d.Cluster == "" {
+		errs = append(errs, errors.New("cluster is empty"))
+	}
+	if len(d.Bundle) == 0 {
+		errs = append(errs, errors.New("bundle is empty"))
+	}
+	if len(d.Bundle) > MaxStatusBundle {
+		errs = append(errs, fmt.Errorf("bundle of %d bytes: at most %d", len(d.Bundle), MaxStatusBundle))
+	}
+	return errors.Join(errs...)
 }

@@ -74,6 +74,22 @@ func (p *Planner) consumeReports(ctx context.Context) (stop func(), err error) {
 		}
 		running = append(running, cc)
 	}
+	// Status bundles carried from sites with no link.
+	cons, err := p.js.CreateOrUpdateConsumer(ctx, bus.StreamBundles, jetstream.ConsumerConfig{
+		Durable: p.opts.Consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute,
+		MaxAckPending: 4, MaxDeliver: bus.MaxDeliver,
+	})
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("planner: consumer on %s: %w", bus.StreamBundles, err)
+	}
+	p.metrics.consumers.Watch(cons)
+	cc, err := bus.Consume(ctx, cons, p.log, p.handleStatusBundle)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("planner: %w", err)
+	}
+	running = append(running, cc)
 	return stop, nil
 }
 

@@ -29,6 +29,10 @@ type Options struct {
 	// link returns, after its sources are back: the dispatcher relays
 	// acceptance again to what it could not reach.
 	OnReconnect func(site string)
+	// LeaveSources, when set, does not remove and re-add the sources when
+	// a link returns: the server's own retry resumes them. Only for
+	// measuring that retry side by side (make bench); never in service.
+	LeaveSources bool
 }
 
 // validName is a JetStream domain a site may have (it is a subject token).
@@ -276,7 +280,7 @@ func (m *Manager) watch(ctx context.Context, name string) {
 		}
 		if up && pending {
 			began := time.Now()
-			if err := m.apply(ctx, name, true); err != nil {
+			if err := m.apply(ctx, name, !m.opts.LeaveSources); err != nil {
 				if ctx.Err() == nil {
 					m.log.Warn("re-add the site's sources, retrying", "site", name, "err", err)
 				}

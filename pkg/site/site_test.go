@@ -32,7 +32,13 @@ type bed struct {
 	reconnected  chan string
 }
 
-func newBed(t *testing.T, clusters ...string) *bed {
+func newBed(t testing.TB, clusters ...string) *bed {
+	return newBedWith(t, site.Options{}, clusters...)
+}
+
+// newBedWith is newBed with the manager's options (its sites, setup, ping
+// and callback are the bed's).
+func newBedWith(t testing.TB, o site.Options, clusters ...string) *bed {
 	t.Helper()
 	// The hub's users as in production: the dispatcher runs the sites with
 	// its own rights only.
@@ -58,10 +64,14 @@ func newBed(t *testing.T, clusters ...string) *bed {
 	}
 	dnc, djs := hub.Connect(t, dispatcher, nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
 	b.dispatcherJS = djs
-	b.sites, err = site.New(dnc, djs, slog.New(slog.DiscardHandler), site.Options{
-		Sites: []string{"edge"}, Setup: bus.SetupOptions{Memory: true}, Ping: 100 * time.Millisecond,
-		OnReconnect: func(s string) { b.reconnected <- s },
-	})
+	o.Sites, o.Setup, o.Ping = []string{"edge"}, bus.SetupOptions{Memory: true}, 100*time.Millisecond
+	o.OnReconnect = func(s string) {
+		select {
+		case b.reconnected <- s:
+		default:
+		}
+	}
+	b.sites, err = site.New(dnc, djs, slog.New(slog.DiscardHandler), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +87,7 @@ func newBed(t *testing.T, clusters ...string) *bed {
 	return b
 }
 
-func (b *bed) publishWork(t *testing.T, cluster, app, body string) {
+func (b *bed) publishWork(t testing.TB, cluster, app, body string) {
 	t.Helper()
 	if _, err := b.hubJS.Publish(t.Context(), bus.WorkSubject(cluster, "demo", app), []byte(body)); err != nil {
 		t.Fatal(err)
@@ -94,7 +104,7 @@ func (b *bed) siteWork(ctx context.Context, cluster, app string) string {
 }
 
 // hubStatus is every report of a cluster the hub's status stream holds.
-func (b *bed) hubStatus(t *testing.T, cluster string) []string {
+func (b *bed) hubStatus(t testing.TB, cluster string) []string {
 	t.Helper()
 	st, err := b.hubJS.Stream(t.Context(), bus.StreamStatus)
 	if err != nil {
@@ -122,7 +132,7 @@ func matches(subject, cluster string) bool {
 	return len(subject) > len(prefix) && subject[:len(prefix)] == prefix
 }
 
-func (b *bed) report(t *testing.T, cluster, body string) {
+func (b *bed) report(t testing.TB, cluster, body string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()

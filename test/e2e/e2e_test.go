@@ -79,11 +79,26 @@ func setup(t *testing.T) *suite {
 
 // run runs a command as a user would after `source .flotilla/env`.
 func (s *suite) run(name string, args ...string) (string, error) {
+	return s.runAs("cli", name, args...)
+}
+
+// runAs is run with the NATS login of user.
+func (s *suite) runAs(user, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(s.ctx, name, args...)
 	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL, "NATS_CREDS="+s.env.Creds("cli"), "NATS_CA="+s.env.TLS.CA, "JAEGER_QUERY_URL="+s.env.JaegerURL)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(s.dir, "kubeconfig", "hub"), "PATH="+s.path, "NATS_URL="+s.env.NATSURL, "NATS_CREDS="+s.env.Creds(user), "NATS_CA="+s.env.TLS.CA, "JAEGER_QUERY_URL="+s.env.JaegerURL)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// mustAs is must with the NATS login of user.
+func (s *suite) mustAs(user, name string, args ...string) string {
+	s.t.Helper()
+	out, err := s.runAs(user, name, args...)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
 }
 
 func (s *suite) must(name string, args ...string) string {
@@ -172,6 +187,7 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 	s.transport(t)
 	s.agentIsolation(t, prodC, testC)
 	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
+	s.handCarried(t, prodC)
 
 	// Someone scales the test cluster's Deployment by hand: its agent puts it back.
 	testKubeconfig := filepath.Join(s.dir, "kubeconfig", testC)

@@ -330,10 +330,10 @@ func (s *suite) checkMetrics(t *testing.T, testC, prodC string) {
 	atLeast(planner, "planner", "flotilla_planner_reports_total", 6, "kind", "decision")
 	atLeast(planner, "planner", "flotilla_planner_reports_total", 12, "kind", "dispatch")
 	// One series per consumer the planner watches (dispatch answers,
-	// decisions, and a report lane per cluster), each 1 or 0 (0: NATS did
-	// not answer within the scrape's second).
-	if up := metricValues(planner, "flotilla_consumer_info_up"); len(up) != 4 || slices.ContainsFunc(up, func(v float64) bool { return v != 0 && v != 1 }) {
-		t.Errorf("planner: flotilla_consumer_info_up = %v, want four series of 0 or 1", up)
+	// decisions, status bundles, and a report lane per cluster), each 1 or
+	// 0 (0: NATS did not answer within the scrape's second).
+	if up := metricValues(planner, "flotilla_consumer_info_up"); len(up) != 5 || slices.ContainsFunc(up, func(v float64) bool { return v != 0 && v != 1 }) {
+		t.Errorf("planner: flotilla_consumer_info_up = %v, want five series of 0 or 1", up)
 	}
 	// A scrape that NATS answers in time shows a report lane's pending count.
 	pending := `flotilla_consumer_pending_messages{consumer="planner-` + testC + `",stream="FLOTILLA_STATUS"}`
