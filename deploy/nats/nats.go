@@ -1,8 +1,11 @@
 // Package nats holds Flotilla's NATS server configuration for production
 // (nats.conf: TLS only, JetStream encrypted at rest, a three-server
-// cluster) and writes its users.conf: one NKey user per identity, each
-// with exactly the rights pkg/bus gives it. `make up` writes its users the
-// same way.
+// cluster, decentralized auth) and writes the trust.conf it includes: the
+// operator the servers trust and their account resolver (pkg/creds), so
+// that adding or removing a cluster, or any identity, needs no
+// configuration edit. It also writes the users of a configuration that
+// lists them (a site's leaf node: one NKey user per identity, each with
+// exactly the rights pkg/bus gives it).
 package nats
 
 import (
@@ -16,6 +19,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/creds"
 )
 
 // Config is nats.conf.
@@ -66,6 +70,22 @@ func Authorization(ids []Identity) (map[string]any, error) {
 		users = append(users, u)
 	}
 	return map[string]any{"users": users}, nil
+}
+
+// Trust is trust.conf: the part of nats.conf that trusts authority's
+// operator, with a full account resolver in resolverDir (a persistent
+// volume: it keeps the revocations the dispatcher pushes).
+func Trust(authority *creds.Authority, resolverDir string) ([]byte, error) {
+	trust, err := authority.ServerConfig(resolverDir)
+	if err != nil {
+		return nil, fmt.Errorf("nats trust: %w", err)
+	}
+	data, err := Encode(trust)
+	if err != nil {
+		return nil, err
+	}
+	s := strings.TrimSpace(string(data))
+	return []byte(strings.TrimSuffix(strings.TrimPrefix(s, "{"), "}") + "\n"), nil
 }
 
 // Users is users.conf for ids: the file nats.conf includes.

@@ -19,6 +19,7 @@ import (
 
 	natsconf "github.com/flotilla-dev/flotilla/deploy/nats"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/devenv"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 )
@@ -56,36 +57,19 @@ func TestAuthorization(t *testing.T) {
 	}
 }
 
-type seeds struct{ operator, planner, cli nkeys.KeyPair }
-
-func newSeeds(t *testing.T) seeds {
-	var s seeds
-	for _, kp := range []*nkeys.KeyPair{&s.operator, &s.planner, &s.cli} {
-		var err error
-		if *kp, err = nkeys.CreateUser(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
-}
-
-func pub(t *testing.T, kp nkeys.KeyPair) string {
-	p, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func login(t *testing.T, url, ca string, kp nkeys.KeyPair, opts ...nats.Option) (*nats.Conn, error) {
+func nkeyLogin(t *testing.T, kp nkeys.KeyPair) nats.Option {
 	seed, _ := kp.Seed()
-	auth := nats.Nkey(pub(t, kp), func(nonce []byte) ([]byte, error) {
+	pub, _ := kp.PublicKey()
+	return nats.Nkey(pub, func(nonce []byte) ([]byte, error) {
 		u, err := nkeys.FromSeed(seed)
 		if err != nil {
 			return nil, err
 		}
 		return u.Sign(nonce)
 	})
+}
+
+func login(t *testing.T, url, ca string, auth nats.Option, opts ...nats.Option) (*nats.Conn, error) {
 	o := append([]nats.Option{auth, nats.Timeout(5 * time.Second)}, opts...)
 	if ca != "" {
 		o = append(o, nats.RootCAs(ca))
@@ -98,9 +82,9 @@ func login(t *testing.T, url, ca string, kp nkeys.KeyPair, opts ...nats.Option) 
 }
 
 // deploy/nats's nats.conf, read by the NATS server's own parser with the
-// users Users writes, makes a server that speaks only TLS, admits only
-// those users with their rights, and keeps JetStream's files encrypted:
-// a value published is in none of them.
+// trust.conf Trust writes, makes a server that speaks only TLS, admits
+// only users its operator's accounts signed, each with its rights, and
+// keeps JetStream's files encrypted: a value published is in none of them.
 func TestProductionConfigOnARealServer(t *testing.T) {
 	dir := t.TempDir()
 	certs, err := devenv.EnsureTLS(filepath.Join(dir, "tls"))
@@ -118,14 +102,26 @@ func TestProductionConfigOnARealServer(t *testing.T) {
 		"NATS_TLS_CA": certs.CA, "NATS_ROUTE_CERT": routes.Cert, "NATS_ROUTE_KEY": routes.Key, "NATS_ROUTE_CA": routes.CA, "JETSTREAM_KEY": hex.EncodeToString(key), "JETSTREAM_DIR": store} {
 		t.Setenv(k, v)
 	}
-	s := newSeeds(t)
-	planner, cli := bus.PlannerPermissions(), bus.CLIPermissions()
-	users, err := natsconf.Users([]natsconf.Identity{{NKey: pub(t, s.operator)}, {NKey: pub(t, s.planner), Permissions: &planner}, {NKey: pub(t, s.cli), Permissions: &cli}})
+	authority, err := creds.LoadOrCreate(filepath.Join(dir, "authority"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := natsconf.Trust(authority, filepath.Join(dir, "accounts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := bus.CLIPermissions()
+	operatorCreds, err := authority.User("admin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliCreds, err := authority.User("cli", &cli)
 	if err != nil {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "nats.conf")
-	for path, data := range map[string][]byte{conf: natsconf.Config, filepath.Join(dir, "users.conf"): users} {
+	for path, data := range map[string][]byte{conf: natsconf.Config, filepath.Join(dir, "trust.conf"): trust,
+		filepath.Join(dir, "admin.creds"): operatorCreds, filepath.Join(dir, "cli.creds"): cliCreds} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -134,8 +130,8 @@ func TestProductionConfigOnARealServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the server cannot read nats.conf: %v", err)
 	}
-	if opts.JetStreamCipher != server.ChaCha || opts.JetStreamKey != hex.EncodeToString(key) || opts.TLSConfig == nil || opts.Cluster.TLSConfig == nil || len(opts.Routes) != 3 {
-		t.Fatalf("nats.conf: cipher %v, key set %v, TLS %v, route TLS %v, %d routes", opts.JetStreamCipher, opts.JetStreamKey != "", opts.TLSConfig != nil, opts.Cluster.TLSConfig != nil, len(opts.Routes))
+	if opts.JetStreamCipher != server.ChaCha || opts.JetStreamKey != hex.EncodeToString(key) || opts.TLSConfig == nil || opts.Cluster.TLSConfig == nil || len(opts.Routes) != 3 || len(opts.TrustedOperators) != 1 {
+		t.Fatalf("nats.conf: cipher %v, key set %v, TLS %v, route TLS %v, %d routes, %d operators", opts.JetStreamCipher, opts.JetStreamKey != "", opts.TLSConfig != nil, opts.Cluster.TLSConfig != nil, len(opts.Routes), len(opts.TrustedOperators))
 	}
 	srv := natstest.NewWith(t, natstest.Options{ConfigFile: conf})
 	url := srv.URL()
@@ -144,19 +140,34 @@ func TestProductionConfigOnARealServer(t *testing.T) {
 	}
 	plain := "nats://" + strings.TrimPrefix(url, "tls://")
 
-	// In clear: refused, even with a valid key.
-	if _, err := login(t, plain, "", s.operator); err == nil {
+	admin, cliLogin := filepath.Join(dir, "admin.creds"), filepath.Join(dir, "cli.creds")
+	// In clear: refused, even with a valid credential.
+	if _, err := login(t, plain, "", nats.UserCredentials(admin)); err == nil {
 		t.Error("the server admitted a client in clear")
 	}
-	// An unknown key, over TLS: refused.
+	// A bare key, and a credential another operator's account signed, over TLS: refused.
 	stranger, _ := nkeys.CreateUser()
-	if _, err := login(t, url, certs.CA, stranger); err == nil {
-		t.Error("the server admitted a key users.conf does not name")
+	if _, err := login(t, url, certs.CA, nkeyLogin(t, stranger)); err == nil {
+		t.Error("the server admitted a bare NKey")
+	}
+	other, err := creds.LoadOrCreate(filepath.Join(dir, "other-authority"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := other.User("admin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "foreign.creds"), foreign, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := login(t, url, certs.CA, nats.UserCredentials(filepath.Join(dir, "foreign.creds"))); err == nil {
+		t.Error("the server admitted another operator's user")
 	}
 	// The CLI's login: nothing to publish.
 	var mu sync.Mutex
 	var refused []error
-	nc, err := login(t, url, certs.CA, s.cli, nats.CustomInboxPrefix(bus.CLIInboxPrefix), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	nc, err := login(t, url, certs.CA, nats.UserCredentials(cliLogin), nats.CustomInboxPrefix(bus.CLIInboxPrefix), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		refused = append(refused, err)
@@ -183,7 +194,7 @@ func TestProductionConfigOnARealServer(t *testing.T) {
 	}
 
 	// At rest: a value published is in no JetStream file.
-	op, err := login(t, url, certs.CA, s.operator)
+	op, err := login(t, url, certs.CA, nats.UserCredentials(admin))
 	if err != nil {
 		t.Fatal(err)
 	}
