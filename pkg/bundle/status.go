@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -145,4 +146,33 @@ func (s *Status) validate() error {
 		return fmt.Errorf("not a valid status bundle: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// Admit opens the status bundle an imported event carries: it arrived on
+// its cluster's bundle subject, it decodes, it is the cluster's the event
+// names, and it is signed with keyOf(cluster), the key the cluster joined
+// with. Every error but keyOf's is final (the event will never count).
+func Admit(ctx context.Context, e *events.Event, keyOf func(ctx context.Context, cluster string) (string, error)) (*Status, error) {
+	d, ok := e.Data.(*events.StatusBundleData)
+	if !ok {
+		return nil, bus.Terminate(fmt.Errorf("%s is not a status bundle", e.Type))
+	}
+	if want := bus.StatusBundleSubject(d.Cluster); e.Topic != want {
+		return nil, bus.Terminate(fmt.Errorf("status bundle of %s arrived on %s, not %s", d.Cluster, e.Topic, want))
+	}
+	s, err := DecodeStatus(d.Bundle)
+	if err != nil {
+		return nil, bus.Terminate(err)
+	}
+	if s.Cluster != d.Cluster {
+		return nil, bus.Terminate(fmt.Errorf("status bundle of cluster %s imported as %s's", s.Cluster, d.Cluster))
+	}
+	key, err := keyOf(ctx, s.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Verify(key); err != nil {
+		return nil, bus.Terminate(err)
+	}
+	return s, nil
 }

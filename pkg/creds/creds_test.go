@@ -15,6 +15,7 @@ import (
 
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/creds"
+	"github.com/flotilla-dev/flotilla/pkg/creds/credstest"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 )
@@ -29,15 +30,8 @@ type hub struct {
 
 func newHub(t *testing.T) *hub {
 	t.Helper()
-	a, err := creds.LoadOrCreate(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	op, sys, accounts, err := a.Trust()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := natstest.NewWith(t, natstest.Options{Trust: &natstest.Trust{Operator: op, SystemAccount: sys, Accounts: accounts}})
+	ch := credstest.Start(t)
+	a, s := ch.Authority, ch.Server
 	sysCreds, err := a.SystemUser("dispatcher-issuer", bus.IssuerPermissions(a.AccountKey()))
 	if err != nil {
 		t.Fatal(err)

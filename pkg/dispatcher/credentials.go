@@ -160,27 +160,12 @@ func (d *Dispatcher) revoke(ctx context.Context, cluster string, gone bool) erro
 // later than it was: a bundle's heartbeat is as old as the bundle). It
 // counts only if the bundle is signed with the key the cluster joined with.
 func (d *Dispatcher) handleStatusBundle(ctx context.Context, e *events.Event) error {
-	data, ok := e.Data.(*events.StatusBundleData)
-	if !ok {
-		return bus.Terminate(fmt.Errorf("dispatcher does not handle %s on the bundles stream", e.Type))
-	}
-	if want := bus.StatusBundleSubject(data.Cluster); e.Topic != want {
-		return bus.Terminate(fmt.Errorf("status bundle of %s arrived on %s, not %s", data.Cluster, e.Topic, want))
-	}
-	s, err := bundle.DecodeStatus(data.Bundle)
+	s, err := bundle.Admit(ctx, e, d.agentKey)
 	if err != nil {
-		return bus.Terminate(err)
-	}
-	if s.Cluster != data.Cluster {
-		return bus.Terminate(fmt.Errorf("status bundle of cluster %s imported as %s's", s.Cluster, data.Cluster))
-	}
-	key, err := d.agentKey(ctx, s.Cluster)
-	if err != nil {
+		if bus.IsTerminal(err) {
+			d.log.Warn("status bundle refused", "err", err)
+		}
 		return err
-	}
-	if err := s.Verify(key); err != nil {
-		d.log.Warn("status bundle refused", "cluster", s.Cluster, "err", err)
-		return bus.Terminate(err)
 	}
 	for _, m := range s.Messages {
 		hb, err := events.Decode(m.Msg())

@@ -21,6 +21,7 @@ import (
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/creds"
+	"github.com/flotilla-dev/flotilla/pkg/creds/credstest"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 )
@@ -37,16 +38,8 @@ type credHub struct {
 
 func startCredHub(t *testing.T) *credHub {
 	t.Helper()
-	dir := t.TempDir()
-	a, err := creds.LoadOrCreate(filepath.Join(dir, "authority"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	op, sys, accounts, err := a.Trust()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := natstest.NewWith(t, natstest.Options{Trust: &natstest.Trust{Operator: op, SystemAccount: sys, Accounts: accounts}})
+	ch := credstest.Start(t)
+	a, s, dir := ch.Authority, ch.Server, ch.Dir
 	user := func(name string, p *bus.Permissions) []byte {
 		data, err := a.User(name, p)
 		if err != nil {

@@ -3,7 +3,6 @@ package planner
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -18,27 +17,12 @@ import (
 // key the cluster joined with (whoever imported it could forge nothing),
 // and a report older than what a run has changes nothing.
 func (p *Planner) handleStatusBundle(ctx context.Context, e *events.Event) error {
-	d, ok := e.Data.(*events.StatusBundleData)
-	if !ok {
-		return bus.Terminate(fmt.Errorf("planner does not handle %s on the bundles stream", e.Type))
-	}
-	if want := bus.StatusBundleSubject(d.Cluster); e.Topic != want {
-		return bus.Terminate(fmt.Errorf("status bundle of %s arrived on %s, not %s", d.Cluster, e.Topic, want))
-	}
-	s, err := bundle.DecodeStatus(d.Bundle)
+	s, err := bundle.Admit(ctx, e, func(ctx context.Context, cluster string) (string, error) { return registeredKey(ctx, p.js, cluster) })
 	if err != nil {
-		return bus.Terminate(err)
-	}
-	if s.Cluster != d.Cluster {
-		return bus.Terminate(fmt.Errorf("status bundle of cluster %s imported as %s's", s.Cluster, d.Cluster))
-	}
-	key, err := registeredKey(ctx, p.js, s.Cluster)
-	if err != nil {
+		if bus.IsTerminal(err) {
+			p.log.Warn("status bundle refused", "err", err)
+		}
 		return err
-	}
-	if err := s.Verify(key); err != nil {
-		p.log.Warn("status bundle refused", "cluster", s.Cluster, "err", err)
-		return bus.Terminate(err)
 	}
 	n := 0
 	for i, m := range s.Messages {
