@@ -115,6 +115,11 @@ func TestJoinAcceptRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	minePub, _ := mine.PublicKey()
+	if mc, err := h.cluster(name); err != nil {
+		t.Fatal(err)
+	} else if got := mc.Annotations[AgentKeyAnnotation]; got != minePub {
+		t.Fatalf("the ManagedCluster shows key %q, want the agent's %s", got, minePub)
+	}
 
 	// An impostor with the shared bootstrap credential asks to join as the
 	// same cluster with its own key: refused, and never given a credential.

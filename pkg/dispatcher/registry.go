@@ -90,14 +90,24 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 	return nil
 }
 
+// AgentKeyAnnotation on a ManagedCluster is the public key its agent
+// joined with (set when the join created it).
+const AgentKeyAnnotation = "flotilla.dev/agent-nkey"
+
 func (d *Dispatcher) createCluster(ctx context.Context, data *events.ClusterJoinData) error {
 	lbls := map[string]any{"name": data.Cluster}
 	for k, v := range data.Labels {
 		lbls[k] = v
 	}
+	meta := map[string]any{"name": data.Cluster, "labels": lbls}
+	if data.NKey != "" {
+		// For the admin to compare with the key the agent logs, before
+		// accepting: the first join's key is the one its credential is for.
+		meta["annotations"] = map[string]any{AgentKeyAnnotation: data.NKey}
+	}
 	mc := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": clusterv1.GroupVersion.String(), "kind": "ManagedCluster",
-		"metadata": map[string]any{"name": data.Cluster, "labels": lbls},
+		"metadata": meta,
 		"spec":     map[string]any{"hubAcceptsClient": d.opts.AutoAccept, "leaseDurationSeconds": max((data.HeartbeatMillis+999)/1000, 1)},
 	}}
 	_, err := d.dyn.Resource(clusterv1.ManagedClusterResource).Create(ctx, mc, metav1.CreateOptions{})
