@@ -3,9 +3,10 @@
 // cluster, decentralized auth) and writes the trust.conf it includes: the
 // operator the servers trust and their account resolver (pkg/creds), so
 // that adding or removing a cluster, or any identity, needs no
-// configuration edit. It also writes the users of a configuration that
-// lists them (a site's leaf node: one NKey user per identity, each with
-// exactly the rights pkg/bus gives it).
+// configuration edit. It also writes the accounts of a configuration that
+// lists its users (a site's leaf node: one NKey user per identity, each
+// with exactly the rights pkg/bus gives it, the clusters' identities in
+// their own account as at the hub).
 package nats
 
 import (
@@ -70,6 +71,50 @@ func Authorization(ids []Identity) (map[string]any, error) {
 		users = append(users, u)
 	}
 	return map[string]any{"users": users}, nil
+}
+
+// Accounts is the accounts block of a configuration that lists its
+// users, laid out as the hub's operator lays them (pkg/creds): services in
+// the Flotilla account, which holds JetStream; agents in the clusters'
+// account, which reaches it only through bus.ClusterImports.
+func Accounts(services, clusters []Identity) (map[string]any, error) {
+	svc, err := Authorization(services)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := Authorization(clusters)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range clusters {
+		for _, s := range services {
+			if c.NKey == s.NKey {
+				return nil, fmt.Errorf("nats accounts: %s is both a service's and a cluster's: each identity has its own key", c.NKey)
+			}
+		}
+	}
+	var exports, imports []any
+	for _, imp := range bus.ClusterImports() {
+		e := map[string]any{"service": imp.Subject}
+		if imp.Stream {
+			e["response_type"] = "stream"
+		}
+		exports = append(exports, e)
+		i := map[string]any{"service": map[string]any{"account": creds.AccountName, "subject": imp.Subject}}
+		if imp.To != "" {
+			i["to"] = imp.To
+		}
+		imports = append(imports, i)
+	}
+	var back, answers []any
+	for _, subj := range bus.ClusterExports() {
+		back = append(back, map[string]any{"service": subj})
+		answers = append(answers, map[string]any{"service": map[string]any{"account": creds.ClustersName, "subject": subj}})
+	}
+	return map[string]any{
+		creds.AccountName:  map[string]any{"jetstream": "enabled", "users": svc["users"], "exports": exports, "imports": answers},
+		creds.ClustersName: map[string]any{"users": cl["users"], "imports": imports, "exports": back},
+	}, nil
 }
 
 // Trust is trust.conf: the part of nats.conf that trusts authority's

@@ -20,6 +20,7 @@ import (
 	natsconf "github.com/flotilla-dev/flotilla/deploy/nats"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/creds"
+	"github.com/flotilla-dev/flotilla/pkg/creds/credstest"
 	"github.com/flotilla-dev/flotilla/pkg/devenv"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 )
@@ -218,5 +219,64 @@ func TestProductionConfigOnARealServer(t *testing.T) {
 	}
 	for path := range found {
 		t.Errorf("%s holds the value in clear", path)
+	}
+}
+
+// A site's leaf node lists its users (Accounts): its cluster's agent is in
+// the clusters' account there too, so that the replies it names write
+// none of the site's streams, and still reaches its work, acceptance and
+// status through the imports.
+func TestSiteAccountsKeepRepliesOut(t *testing.T) {
+	dir := t.TempDir()
+	adminKey, _ := nkeys.CreateUser()
+	agentKey, _ := nkeys.CreateUser()
+	adminPub, _ := adminKey.PublicKey()
+	agentPub, _ := agentKey.PublicKey()
+	p := bus.AgentPermissions("alpha")
+	if _, err := natsconf.Accounts([]natsconf.Identity{{NKey: adminPub}}, []natsconf.Identity{{NKey: adminPub, Permissions: &p}}); err == nil {
+		t.Error("one key in both accounts was taken")
+	}
+	accounts, err := natsconf.Accounts([]natsconf.Identity{{NKey: adminPub}}, []natsconf.Identity{{NKey: agentPub, Permissions: &p}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := natsconf.Encode(map[string]any{"jetstream": map[string]any{"store_dir": filepath.Join(dir, "js")}, "accounts": accounts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "site.conf")
+	if err := os.WriteFile(conf, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := natstest.NewWith(t, natstest.Options{ConfigFile: conf})
+	admin, err := login(t, srv.URL(), "", nkeyLogin(t, adminKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := login(t, srv.URL(), "", nkeyLogin(t, agentKey), nats.CustomInboxPrefix(bus.InboxPrefix("alpha")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	credstest.ProbeReplies(t, js, credstest.Attacker{Name: "agent", NC: agent, May: p})
+
+	// What it needs passes: its acceptance, its newest work, its status.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if ok, err := bus.Accepted(ctx, agent, "alpha"); err != nil || !ok {
+		t.Errorf("the agent reading its acceptance: %v, %v", ok, err)
+	}
+	if m, err := bus.LastBySubject(ctx, agent, bus.ClusterAPI, bus.StreamWork, bus.WorkSubject("alpha", "demo", "demo")); err != nil || string(m.Data) != "alpha's work" {
+		t.Errorf("the agent reading its work: %v", err)
+	}
+	ajs, err := jetstream.NewWithAPIPrefix(agent, bus.ClusterAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := ajs.Publish(ctx, bus.StatusSubject("alpha", "demo", "demo"), []byte("{}")); err != nil || ack.Stream != bus.StreamStatus {
+		t.Errorf("the agent's status: %v, %v", ack, err)
 	}
 }

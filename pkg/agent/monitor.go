@@ -404,7 +404,7 @@ func (a *Agent) work(ctx context.Context, app apply.App) (*events.WorkData, erro
 		return w, nil
 	}
 	subject := bus.WorkSubject(a.opts.Cluster, app.Namespace, app.Name)
-	raw, err := bus.LastBySubject(ctx, a.nc, bus.StreamWork, subject)
+	raw, err := bus.LastBySubject(ctx, a.nc, bus.ClusterAPI, bus.StreamWork, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		// No work for this cluster (an inventory another agent of the same
 		// cluster wrote, say): nothing to assess or repair.

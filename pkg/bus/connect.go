@@ -27,6 +27,9 @@ type ConnectOptions struct {
 	InboxPrefix string
 	// Name identifies the connection in the server's monitoring.
 	Name string
+	// API is the JetStream API prefix ("": ServiceAPI; an agent's is
+	// ClusterAPI).
+	API string
 }
 
 // BindFlags binds the --nats-* flags, defaulting to $NATS_URL, $NATS_CREDS,
@@ -87,7 +90,11 @@ func (o *ConnectOptions) Connect() (*nats.Conn, jetstream.JetStream, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", o.URL, err)
 	}
-	js, err := jetstream.New(nc)
+	api := o.API
+	if api == "" {
+		api = ServiceAPI
+	}
+	js, err := jetstream.NewWithAPIPrefix(nc, api)
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("JetStream at %s: %w", o.URL, err)

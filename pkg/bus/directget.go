@@ -11,11 +11,12 @@ import (
 )
 
 // LastBySubject reads the newest message of one subject of a stream by a
-// direct get on that subject alone: what an agent's NATS user may do for
-// its own subjects, without the stream's info (which would list every
-// cluster's subjects). Not found is jetstream.ErrMsgNotFound.
-func LastBySubject(ctx context.Context, nc *nats.Conn, stream, subject string) (*jetstream.RawStreamMsg, error) {
-	msg, err := nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+stream+"."+subject, nil)
+// direct get on that subject alone, through the JetStream API at api
+// (ServiceAPI, or ClusterAPI for an agent): what an agent's NATS user may
+// do for its own subjects, without the stream's info (which would list
+// every cluster's subjects). Not found is jetstream.ErrMsgNotFound.
+func LastBySubject(ctx context.Context, nc *nats.Conn, api, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	msg, err := nc.RequestWithContext(ctx, api+".DIRECT.GET."+stream+"."+subject, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read the newest %s of %s: %w", subject, stream, err)
 	}
@@ -36,7 +37,7 @@ func LastBySubject(ctx context.Context, nc *nats.Conn, stream, subject string) (
 // Accepted reads whether the hub accepts a cluster, as its agent may:
 // the newest value of the cluster's acceptance key, by direct get.
 func Accepted(ctx context.Context, nc *nats.Conn, cluster string) (bool, error) {
-	m, err := LastBySubject(ctx, nc, kvStream(BucketClusters), "$KV."+BucketClusters+"."+AcceptedKey(cluster))
+	m, err := LastBySubject(ctx, nc, ClusterAPI, kvStream(BucketClusters), "$KV."+BucketClusters+"."+AcceptedKey(cluster))
 	if err != nil {
 		return false, err
 	}
@@ -49,7 +50,7 @@ func Accepted(ctx context.Context, nc *nats.Conn, cluster string) (bool, error) 
 // Credential reads the user JWT the hub signed for a cluster's agent, as
 // a joining agent may (jetstream.ErrMsgNotFound: none yet, or revoked).
 func Credential(ctx context.Context, nc *nats.Conn, cluster string) (string, error) {
-	m, err := LastBySubject(ctx, nc, kvStream(BucketClusters), CredentialSubject(cluster))
+	m, err := LastBySubject(ctx, nc, ClusterAPI, kvStream(BucketClusters), CredentialSubject(cluster))
 	if err != nil {
 		return "", err
 	}

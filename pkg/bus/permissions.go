@@ -170,12 +170,13 @@ func GatePermissions() Permissions {
 	}
 }
 
-// AgentPermissions is everything a cluster's agent may do on NATS: publish
-// its joins, heartbeats and status; fetch, ack and read the info of its own
-// work consumer (which the hub made for it); read its own newest work and
-// its own acceptance by direct get on their subjects; answer its live
-// queries. It cannot make or change a consumer, list any stream's subjects,
-// read another cluster's work (manifests, Secrets) or speak for it.
+// AgentPermissions is everything a cluster's agent may do on NATS, in
+// the clusters' account (ClusterImports): publish its joins, heartbeats
+// and status; fetch, ack and read the info of its own work consumer (which
+// the hub made for it); read its own newest work and its own acceptance by
+// direct get on their subjects; answer its live queries. It cannot make or
+// change a consumer, list any stream's subjects, read another cluster's
+// work (manifests, Secrets) or speak for it.
 func AgentPermissions(cluster string) Permissions {
 	c := token(cluster)
 	cons := AgentConsumer(cluster)
@@ -183,10 +184,10 @@ func AgentPermissions(cluster string) Permissions {
 		Publish: []string{
 			prefixStatus + "." + c + ".>",
 			prefixClusters + "." + c + ".>",
-			"$JS.API.DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + "." + AcceptedKey(cluster),
-			"$JS.API.DIRECT.GET." + StreamWork + "." + prefixWork + "." + c + ".>",
-			"$JS.API.CONSUMER.INFO." + StreamWork + "." + cons,
-			"$JS.API.CONSUMER.MSG.NEXT." + StreamWork + "." + cons,
+			ClusterAPI + ".DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + "." + AcceptedKey(cluster),
+			ClusterAPI + ".DIRECT.GET." + StreamWork + "." + prefixWork + "." + c + ".>",
+			ClusterAPI + ".CONSUMER.INFO." + StreamWork + "." + cons,
+			ClusterAPI + ".CONSUMER.MSG.NEXT." + StreamWork + "." + cons,
 			"$JS.ACK." + StreamWork + "." + cons + ".>",
 		},
 		Subscribe:      []string{InboxPrefix(cluster) + ".>", QuerySubject(cluster)},
@@ -195,13 +196,13 @@ func AgentPermissions(cluster string) Permissions {
 }
 
 // BootstrapPermissions are a joining agent's, with the bootstrap
-// credential every cluster that asks to join shares: ask to join as any
-// cluster (the hub registers the key the first join is signed with, and
-// trusts a later join only signed with it), and read any cluster's
-// acceptance and credential, neither of them secret (a user JWT is of no
-// use without its seed). No heartbeat, no status, no work.
+// credential every cluster that asks to join shares, in the clusters'
+// account: ask to join as any cluster (the hub registers the key the first
+// join is signed with, and trusts a later join only signed with it), and
+// read any cluster's acceptance and credential, neither of them secret (a
+// user JWT is of no use without its seed). No heartbeat, no status, no work.
 func BootstrapPermissions() Permissions {
-	get := "$JS.API.DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + ".*."
+	get := ClusterAPI + ".DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + ".*."
 	return Permissions{
 		Publish:   []string{prefixClusters + ".*.join", get + "accepted", get + "credential"},
 		Subscribe: []string{BootstrapInboxPrefix + ".>"},
@@ -229,10 +230,11 @@ func BundlerPermissions() Permissions {
 }
 
 // IssuerPermissions are the dispatcher's in the system account, to revoke
-// agents: read the Flotilla account's JWT and push it back changed.
+// agents: read the clusters' account's JWT and push it back changed, and
+// no other account's.
 func IssuerPermissions(account string) Permissions {
 	return Permissions{
-		Publish:   []string{"$SYS.REQ.ACCOUNT." + account + ".CLAIMS.LOOKUP", "$SYS.REQ.CLAIMS.UPDATE"},
+		Publish:   []string{"$SYS.REQ.ACCOUNT." + account + ".CLAIMS.LOOKUP", "$SYS.REQ.ACCOUNT." + account + ".CLAIMS.UPDATE"},
 		Subscribe: []string{DispatcherInboxPrefix + ".>"},
 	}
 }

@@ -14,14 +14,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/creds/credstest"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 )
 
-// user is a NATS user holding exactly p, as the production server has it.
-func user(name string, p bus.Permissions) natstest.User {
-	return natstest.User{Name: name, Password: "pw-" + name, Publish: p.Publish, Subscribe: p.Subscribe, AllowResponses: p.AllowResponses}
+// identity is a NATS user's credentials, as the production server (in
+// operator mode) takes them.
+type identity struct {
+	name  string
+	creds []byte
 }
 
 // client is one identity's connection; errs keeps what the server refused.
@@ -34,9 +37,9 @@ type client struct {
 	errs []error
 }
 
-func login(t *testing.T, s *natstest.Server, u natstest.User, inbox string) *client {
+func login(t *testing.T, s *natstest.Server, u identity, inbox string) *client {
 	t.Helper()
-	c := &client{t: t, name: u.Name}
+	c := &client{t: t, name: u.name}
 	opts := []nats.Option{nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -45,8 +48,18 @@ func login(t *testing.T, s *natstest.Server, u natstest.User, inbox string) *cli
 	if inbox != "" {
 		opts = append(opts, nats.CustomInboxPrefix(inbox))
 	}
-	c.nc, c.js = s.Connect(t, u, opts...)
+	c.nc, c.js = s.ConnectCreds(t, u.creds, opts...)
 	return c
+}
+
+// clusterAPI makes the client's JetStream an agent's: the API as the
+// clusters' account sees it.
+func (c *client) clusterAPI() {
+	js, err := jetstream.NewWithAPIPrefix(c.nc, bus.ClusterAPI)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.js = js
 }
 
 // refused waits until the server has refused the client's op ("Publish"
@@ -114,13 +127,16 @@ func stored(t *testing.T, js jetstream.JetStream, stream, subject string) bool {
 func TestPermissionsOnARealServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	services := natstest.User{Name: "services", Password: "pw-services"}
-	agent1, agent2 := user("agent-c1", bus.AgentPermissions("c1")), user("agent-c2", bus.AgentPermissions("c2"))
+	h := credstest.Start(t)
+	s := h.Server
+	user := func(name string, p bus.Permissions) identity { return identity{name, h.User(t, name, &p)} }
+	agent := func(cluster string) identity { return identity{"agent-" + cluster, h.Agent(t, cluster)} }
+	services := identity{"services", h.User(t, "services", nil)}
+	agent1 := agent("c1")
 	cliUser, botUser := user("cli", bus.CLIPermissions()), user("bot", bus.BotPermissions())
 	planner, dispatcher, gate := user("planner", bus.PlannerPermissions()), user("dispatcher", bus.DispatcherPermissions()), user("gate", bus.GatePermissions())
 	// Clusters named like other identities' inboxes.
-	agentCLI, agentBot := user("agent-cli", bus.AgentPermissions("cli")), user("agent-bot", bus.AgentPermissions("bot"))
-	s := natstest.NewWith(t, natstest.Options{Users: []natstest.User{services, agent1, agent2, cliUser, botUser, planner, dispatcher, gate, agentCLI, agentBot}})
+	agentCLI, agentBot := agent("cli"), agent("bot")
 	hub := login(t, s, services, "")
 	if err := bus.Setup(ctx, hub.js, bus.SetupOptions{Memory: true}); err != nil {
 		t.Fatal(err)
@@ -150,8 +166,9 @@ func TestPermissionsOnARealServer(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		a := login(t, s, agent1, bus.InboxPrefix("c1"))
+		a.clusterAPI()
 		// Allowed: its own newest work, by direct get on its own subject.
-		raw, err := bus.LastBySubject(ctx, a.nc, bus.StreamWork, bus.WorkSubject("c1", "demo", "demo"))
+		raw, err := bus.LastBySubject(ctx, a.nc, bus.ClusterAPI, bus.StreamWork, bus.WorkSubject("c1", "demo", "demo"))
 		if err != nil {
 			t.Fatalf("reading its own work: %v", err)
 		}
@@ -207,27 +224,27 @@ func TestPermissionsOnARealServer(t *testing.T) {
 		}
 
 		// Refused: another cluster's work, which exists, by direct get.
-		if _, err := bus.LastBySubject(short(t), a.nc, bus.StreamWork, bus.WorkSubject("c2", "demo", "demo")); err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		if _, err := bus.LastBySubject(short(t), a.nc, bus.ClusterAPI, bus.StreamWork, bus.WorkSubject("c2", "demo", "demo")); err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
 			t.Errorf("direct get of c2's work: %v, want no answer", err)
 		}
-		a.refused("Publish", "$JS.API.DIRECT.GET."+bus.StreamWork+"."+bus.WorkSubject("c2", "demo", "demo"))
+		a.refused("Publish", bus.ClusterAPI+".DIRECT.GET."+bus.StreamWork+"."+bus.WorkSubject("c2", "demo", "demo"))
 		// Refused: any stream's info (with a subjects filter it lists every
 		// cluster and application).
 		for _, stream := range []string{bus.StreamWork, "KV_" + bus.BucketClusters, bus.StreamStatus} {
 			if _, err := a.js.Stream(short(t), stream); err == nil {
 				t.Errorf("agent of c1 read the info of stream %s", stream)
 			}
-			a.refused("Publish", "$JS.API.STREAM.INFO."+stream)
+			a.refused("Publish", bus.ClusterAPI+".STREAM.INFO."+stream)
 		}
 		// Refused: consuming another cluster's work through its consumer.
 		if _, err := a.js.Consumer(short(t), bus.StreamWork, bus.AgentConsumer("c2")); err == nil {
 			t.Error("agent of c1 looked up c2's consumer")
 		}
-		a.refused("Publish", "$JS.API.CONSUMER.INFO."+bus.StreamWork+"."+bus.AgentConsumer("c2"))
-		if _, err := a.nc.RequestWithContext(short(t), "$JS.API.CONSUMER.MSG.NEXT."+bus.StreamWork+"."+bus.AgentConsumer("c2"), []byte(`{"batch":1}`)); err == nil {
+		a.refused("Publish", bus.ClusterAPI+".CONSUMER.INFO."+bus.StreamWork+"."+bus.AgentConsumer("c2"))
+		if _, err := a.nc.RequestWithContext(short(t), bus.ClusterAPI+".CONSUMER.MSG.NEXT."+bus.StreamWork+"."+bus.AgentConsumer("c2"), []byte(`{"batch":1}`)); err == nil {
 			t.Error("agent of c1 pulled from c2's consumer")
 		}
-		a.refused("Publish", "$JS.API.CONSUMER.MSG.NEXT."+bus.StreamWork+"."+bus.AgentConsumer("c2"))
+		a.refused("Publish", bus.ClusterAPI+".CONSUMER.MSG.NEXT."+bus.StreamWork+"."+bus.AgentConsumer("c2"))
 		// Refused: making or changing any consumer, its own included (the
 		// hub sets what it may pull and how much at once).
 		for _, cfg := range []jetstream.ConsumerConfig{
@@ -239,7 +256,7 @@ func TestPermissionsOnARealServer(t *testing.T) {
 			if _, err := a.js.CreateOrUpdateConsumer(short(t), bus.StreamWork, cfg); err == nil {
 				t.Errorf("agent of c1 made consumer %s of %q", cfg.Durable, cfg.FilterSubject)
 			}
-			subject := "$JS.API.CONSUMER.CREATE." + bus.StreamWork + "." + cfg.Durable
+			subject := bus.ClusterAPI + ".CONSUMER.CREATE." + bus.StreamWork + "." + cfg.Durable
 			if cfg.FilterSubject != "" {
 				subject += "." + cfg.FilterSubject
 			}
@@ -256,11 +273,11 @@ func TestPermissionsOnARealServer(t *testing.T) {
 		if _, err := bus.Accepted(short(t), a.nc, "c2"); err == nil {
 			t.Error("agent of c1 read c2's acceptance")
 		}
-		a.refused("Publish", "$JS.API.DIRECT.GET.KV_"+bus.BucketClusters+".$KV."+bus.BucketClusters+"."+bus.AcceptedKey("c2"))
+		a.refused("Publish", bus.ClusterAPI+".DIRECT.GET.KV_"+bus.BucketClusters+".$KV."+bus.BucketClusters+"."+bus.AcceptedKey("c2"))
 		if _, err := a.js.ObjectStore(short(t), bus.ObjectSnapshots); err == nil {
 			t.Error("agent of c1 opened the object store")
 		}
-		a.refused("Publish", "$JS.API.STREAM.INFO.OBJ_"+bus.ObjectSnapshots)
+		a.refused("Publish", bus.ClusterAPI+".STREAM.INFO.OBJ_"+bus.ObjectSnapshots)
 		// Refused: speaking for another cluster; nothing is stored.
 		if _, err := bus.Publish(short(t), a.js, bus.StatusSubject("c2", "demo", "demo"), statusOf("c2")); err == nil {
 			t.Error("agent of c1 published status for c2")
@@ -375,7 +392,7 @@ func TestPermissionsOnARealServer(t *testing.T) {
 			"decision": {bus.GateSubject("decisions", "demo", "svc"), decision},
 		}
 		for _, svc := range []struct {
-			user  natstest.User
+			user  identity
 			owner string
 			may   []string
 		}{
@@ -431,7 +448,7 @@ func TestPermissionsOnARealServer(t *testing.T) {
 	// A cluster named "cli" or "bot" gets an inbox of its own, not theirs.
 	t.Run("clusters named like identities", func(t *testing.T) {
 		for _, c := range []struct {
-			u     natstest.User
+			u     identity
 			name  string
 			other string
 		}{{agentCLI, "cli", bus.CLIInboxPrefix}, {agentBot, "bot", bus.BotInboxPrefix}} {

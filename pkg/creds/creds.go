@@ -1,7 +1,9 @@
 // Package creds owns Flotilla's NATS identities under decentralized auth:
-// the operator, its system account, the Flotilla account with one scoped
-// signing key per kind of user whose rights a template fixes (agents,
-// joining agents), and the user JWTs those keys sign.
+// the operator, its system account, the Flotilla account that holds the
+// hub's state and its services' users, the clusters' account that holds
+// nothing and whose users run in managed clusters (with one scoped signing
+// key per kind of user whose rights a template fixes: agents, joining
+// agents), and the user JWTs those keys sign.
 //
 // A cluster's agent makes its own key pair; it joins with a bootstrap
 // credential that can only ask to join and read what the hub answers. When
@@ -31,6 +33,7 @@ import (
 // Names of the account and roles, as the JWTs carry them.
 const (
 	AccountName   = "FLOTILLA"
+	ClustersName  = "CLUSTERS"
 	SystemName    = "SYS"
 	RoleAgent     = "agent"
 	RoleBootstrap = "bootstrap"
@@ -60,6 +63,10 @@ type Authority struct {
 	// AccountSigning signs users whose rights the JWT itself lists (the
 	// hub's services, sites' links, the operator's own login).
 	AccountSigning nkeys.KeyPair
+	// Clusters is the clusters' account's identity: agents and joining
+	// agents, who reach the Flotilla account only through its imports
+	// (bus.ClusterImports), so that no answer they ask for lands there.
+	Clusters nkeys.KeyPair
 	// AgentSigning signs agents' users: scoped, the template gives the rights.
 	AgentSigning nkeys.KeyPair
 	// BootstrapSigning signs bootstrap users: scoped to asking to join.
@@ -83,6 +90,7 @@ func (a *Authority) keyFiles() []struct {
 		{"system-signing.nk", &a.SystemSigning, nkeys.CreateAccount},
 		{"account.nk", &a.Account, nkeys.CreateAccount},
 		{"account-signing.nk", &a.AccountSigning, nkeys.CreateAccount},
+		{"clusters.nk", &a.Clusters, nkeys.CreateAccount},
 		{"agent-signing.nk", &a.AgentSigning, nkeys.CreateAccount},
 		{"bootstrap-signing.nk", &a.BootstrapSigning, nkeys.CreateAccount},
 	}
@@ -166,22 +174,57 @@ func (a *Authority) SystemJWT() (string, error) {
 	return ac.Encode(a.OperatorSigning)
 }
 
-// AccountClaims are the Flotilla account's claims, with no revocation:
-// JetStream on, and its signing keys with their scopes.
+// AccountClaims are the Flotilla account's claims: JetStream on, its
+// signing key, the services it exports to the clusters' account and the
+// live reads it imports from it.
 func (a *Authority) AccountClaims() *jwt.AccountClaims {
 	ac := jwt.NewAccountClaims(public(a.Account))
 	ac.Name = AccountName
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit,
 		Streams: jwt.NoLimit, Consumer: jwt.NoLimit, MaxAckPending: jwt.NoLimit}
 	ac.SigningKeys.Add(public(a.AccountSigning))
+	for _, imp := range bus.ClusterImports() {
+		e := &jwt.Export{Name: imp.Subject, Subject: jwt.Subject(imp.Subject), Type: jwt.Service}
+		if imp.Stream {
+			e.ResponseType = jwt.ResponseTypeStream
+		}
+		ac.Exports.Add(e)
+	}
+	for _, subj := range bus.ClusterExports() {
+		ac.Imports.Add(&jwt.Import{Name: subj, Account: public(a.Clusters), Subject: jwt.Subject(subj), Type: jwt.Service})
+	}
+	return ac
+}
+
+// AccountJWT is the Flotilla account's JWT.
+func (a *Authority) AccountJWT() (string, error) {
+	return a.AccountClaims().Encode(a.OperatorSigning)
+}
+
+// ClustersClaims are the clusters' account's claims, with no revocation:
+// no JetStream, the Flotilla account's services imported, its live reads
+// exported, and its scoped signing keys.
+func (a *Authority) ClustersClaims() *jwt.AccountClaims {
+	ac := jwt.NewAccountClaims(public(a.Clusters))
+	ac.Name = ClustersName
+	for _, imp := range bus.ClusterImports() {
+		i := &jwt.Import{Name: imp.Subject, Account: public(a.Account), Subject: jwt.Subject(imp.Subject), Type: jwt.Service}
+		if imp.To != "" {
+			i.LocalSubject = jwt.RenamingSubject(imp.To)
+		}
+		ac.Imports.Add(i)
+	}
+	for _, subj := range bus.ClusterExports() {
+		ac.Exports.Add(&jwt.Export{Name: subj, Subject: jwt.Subject(subj), Type: jwt.Service})
+	}
 	ac.SigningKeys.AddScopedSigner(AgentScope(public(a.AgentSigning)))
 	ac.SigningKeys.AddScopedSigner(BootstrapScope(public(a.BootstrapSigning)))
 	return ac
 }
 
-// AccountJWT is the Flotilla account's JWT as first installed.
-func (a *Authority) AccountJWT() (string, error) {
-	return a.AccountClaims().Encode(a.OperatorSigning)
+// ClustersJWT is the clusters' account's JWT as first installed.
+func (a *Authority) ClustersJWT() (string, error) {
+	return a.ClustersClaims().Encode(a.OperatorSigning)
 }
 
 // AgentScope is the agents' scoped signing key: every agent's rights are
@@ -256,7 +299,7 @@ func (a *Authority) Bootstrap(name string, ttl time.Duration) ([]byte, error) {
 	}
 	uc := jwt.NewUserClaims(public(kp))
 	uc.Name = name
-	uc.IssuerAccount = public(a.Account)
+	uc.IssuerAccount = public(a.Clusters)
 	uc.UserPermissionLimits = jwt.UserPermissionLimits{} // the scope's
 	if ttl > 0 {
 		uc.Expires = time.Now().Add(ttl).Unix()
@@ -292,7 +335,7 @@ func credsFile(uc *jwt.UserClaims, signer, user nkeys.KeyPair) ([]byte, error) {
 // ServerConfig is the part of a NATS server's configuration that trusts
 // this authority: the operator, the system account, and a full account
 // resolver in dir (which takes pushed updates: revocations) preloaded with
-// both accounts.
+// every account.
 func (a *Authority) ServerConfig(dir string) (map[string]any, error) {
 	op, sys, accounts, err := a.Trust()
 	if err != nil {
@@ -333,7 +376,7 @@ func encodeSig(sig []byte) string { return base64.RawURLEncoding.EncodeToString(
 func decodeSig(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
 
 // Trust is what a server trusts from this authority: the operator's JWT,
-// the system account's public key, and both accounts' JWTs by public key.
+// the system account's public key, and the accounts' JWTs by public key.
 func (a *Authority) Trust() (operator, system string, accounts map[string]string, err error) {
 	if operator, err = a.OperatorJWT(); err != nil {
 		return "", "", nil, err
@@ -346,8 +389,16 @@ func (a *Authority) Trust() (operator, system string, accounts map[string]string
 	if err != nil {
 		return "", "", nil, err
 	}
-	return operator, public(a.System), map[string]string{public(a.System): sys, public(a.Account): acc}, nil
+	clusters, err := a.ClustersJWT()
+	if err != nil {
+		return "", "", nil, err
+	}
+	return operator, public(a.System), map[string]string{public(a.System): sys, public(a.Account): acc, public(a.Clusters): clusters}, nil
 }
 
 // AccountKey is the Flotilla account's public key.
 func (a *Authority) AccountKey() string { return public(a.Account) }
+
+// ClustersKey is the clusters' account's public key: the one the
+// dispatcher's issuer signs agents for and revokes them in.
+func (a *Authority) ClustersKey() string { return public(a.Clusters) }

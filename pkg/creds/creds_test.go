@@ -32,12 +32,12 @@ func newHub(t *testing.T) *hub {
 	t.Helper()
 	ch := credstest.Start(t)
 	a, s := ch.Authority, ch.Server
-	sysCreds, err := a.SystemUser("dispatcher-issuer", bus.IssuerPermissions(a.AccountKey()))
+	sysCreds, err := a.SystemUser("dispatcher-issuer", bus.IssuerPermissions(a.ClustersKey()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	snc, _ := s.ConnectCreds(t, sysCreds, nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
-	iss, err := creds.NewIssuer(a.AgentSigning, a.OperatorSigning, a.AccountKey(), snc)
+	iss, err := creds.NewIssuer(a.AgentSigning, a.OperatorSigning, a.ClustersKey(), snc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestForgedAgentCredentialsRefused(t *testing.T) {
 	seed, _ := kp.Seed()
 	wide := jwt.NewUserClaims(pub)
 	wide.Name = "alpha"
-	wide.IssuerAccount = h.a.AccountKey()
+	wide.IssuerAccount = h.a.ClustersKey()
 	wide.Pub.Allow.Add(">")
 	wide.Sub.Allow.Add(">")
 	stranger, _ := nkeys.CreateAccount()
@@ -294,7 +294,7 @@ func TestCheckCredential(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := creds.NewIssuer(a.AgentSigning, a.OperatorSigning, a.AccountKey(), nil)
+	iss, err := creds.NewIssuer(a.AgentSigning, a.OperatorSigning, a.ClustersKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ type Requester interface {
 // Issuer signs agents' user JWTs and revokes them: the dispatcher's part
 // of the authority. It holds the agents' scoped signing key, which can sign
 // nothing but agents bound to their own cluster, and the operator's
-// signing key, used only to put revocations into the Flotilla account.
+// signing key, used only to put revocations into the clusters' account.
 type Issuer struct {
 	agents, operator nkeys.KeyPair
 	account          string
@@ -130,11 +130,21 @@ func (i *Issuer) change(ctx context.Context, pub string, edit, holds func(*jwt.A
 	}
 }
 
+// ClaimsLookupSubject and ClaimsUpdateSubject are where the resolver
+// reads and takes one account's JWT (the update is refused for any other
+// account's).
+func ClaimsLookupSubject(account string) string {
+	return "$SYS.REQ.ACCOUNT." + account + ".CLAIMS.LOOKUP"
+}
+func ClaimsUpdateSubject(account string) string {
+	return "$SYS.REQ.ACCOUNT." + account + ".CLAIMS.UPDATE"
+}
+
 // lookup reads the account's JWT as the resolver holds it.
 func (i *Issuer) lookup(ctx context.Context) (*jwt.AccountClaims, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	msg, err := i.sys.RequestWithContext(ctx, "$SYS.REQ.ACCOUNT."+i.account+".CLAIMS.LOOKUP", nil)
+	msg, err := i.sys.RequestWithContext(ctx, ClaimsLookupSubject(i.account), nil)
 	if err != nil {
 		return nil, fmt.Errorf("read account %s's JWT: %w", i.account, err)
 	}
@@ -159,7 +169,7 @@ func (i *Issuer) push(ctx context.Context, ac *jwt.AccountClaims) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	msg, err := i.sys.RequestWithContext(ctx, "$SYS.REQ.CLAIMS.UPDATE", []byte(token))
+	msg, err := i.sys.RequestWithContext(ctx, ClaimsUpdateSubject(i.account), []byte(token))
 	if err != nil {
 		return fmt.Errorf("push account %s: %w", i.account, err)
 	}

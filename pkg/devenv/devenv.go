@@ -311,7 +311,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms", "--work-seal-key", workSeal, "--site", SiteName,
 			// It signs each accepted cluster's agent its credential.
 			"--issuer-agent-key", filepath.Join(e.Authority(), "agent-signing.nk"), "--issuer-operator-key", filepath.Join(e.Authority(), "operator-signing.nk"),
-			"--nats-account", authority.AccountKey(), "--nats-system-creds", e.Creds("dispatcher-issuer"),
+			"--nats-account", authority.ClustersKey(), "--nats-system-creds", e.Creds("dispatcher-issuer"),
 			"--live-read-listen", liveReadAddr, "--live-read-tls-cert", e.TLS.Cert, "--live-read-tls-key", e.TLS.Key)},
 		{"gate", append(hubArgs("gate"), "--config", gateCfg, "--listen", strings.TrimPrefix(e.GateURL, "https://"),
 			"--tls-cert", e.TLS.Cert, "--tls-key", e.TLS.Key)},
@@ -691,7 +691,7 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 		// service.)
 		leafUser(SiteName): func() ([]byte, error) { return auth.User(leafUser(SiteName), nil) },
 		"dispatcher-issuer": func() ([]byte, error) {
-			return auth.SystemUser("dispatcher-issuer", bus.IssuerPermissions(auth.AccountKey()))
+			return auth.SystemUser("dispatcher-issuer", bus.IssuerPermissions(auth.ClustersKey()))
 		},
 		"bootstrap": func() ([]byte, error) { return auth.Bootstrap("bootstrap", 0) },
 	}

@@ -9,6 +9,7 @@ import (
 
 	natsconf "github.com/flotilla-dev/flotilla/deploy/nats"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/linkproxy"
 	"github.com/flotilla-dev/flotilla/pkg/site"
 	"github.com/nats-io/nats.go"
@@ -31,8 +32,9 @@ func siteCluster(clusters []string) string {
 func leafUser(name string) string { return "leaf-" + name }
 
 // writeSiteConfig writes the site's leaf node configuration: its own
-// JetStream domain and store, TLS, its local users (the operator, and the
-// agent of its cluster with the agent's rights), and one link to the hub
+// JetStream domain and store, TLS, its local users (the operator, and, in
+// the clusters' account as at the hub, the agent of its cluster with the
+// agent's rights), and one link to the hub
 // that carries no report as a core message (site.LinkDeny: reports go
 // only by the sources the hub's dispatcher sets up).
 func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr, cluster string) (string, error) {
@@ -53,20 +55,20 @@ func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr, cluster string) 
 		return "", err
 	}
 	p := bus.AgentPermissions(cluster)
-	auth, err := natsconf.Authorization([]natsconf.Identity{{NKey: admin}, {NKey: agent, Permissions: &p}})
+	accounts, err := natsconf.Accounts([]natsconf.Identity{{NKey: admin}}, []natsconf.Identity{{NKey: agent, Permissions: &p}})
 	if err != nil {
 		return "", err
 	}
 	conf := map[string]any{
 		"host": "127.0.0.1", "port": port, "server_name": "flotilla-site-" + SiteName,
-		"jetstream":     map[string]any{"store_dir": dir, "domain": SiteName, "cipher": "chachapoly", "key": key},
-		"tls":           map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
-		"authorization": auth,
+		"jetstream": map[string]any{"store_dir": dir, "domain": SiteName, "cipher": "chachapoly", "key": key},
+		"tls":       map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
+		"accounts":  accounts,
 		"leafnodes": map[string]any{
 			// Back within a tenth of a second of the link.
 			"reconnect": "100ms",
 			"remotes": []any{map[string]any{
-				"url": "tls://" + hubLeafAddr, "credentials": e.Creds(leafUser(SiteName)),
+				"url": "tls://" + hubLeafAddr, "credentials": e.Creds(leafUser(SiteName)), "account": creds.AccountName,
 				"tls":          map[string]any{"ca_file": e.TLS.CA},
 				"deny_imports": site.LinkDeny(), "deny_exports": site.LinkDeny(),
 			}},

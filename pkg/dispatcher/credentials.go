@@ -5,11 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 
@@ -19,8 +24,15 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/events"
 )
 
+// The key a cluster's credential is for is the one its ManagedCluster
+// names (AgentKeyAnnotation): what an admin accepts is that object, and
+// the API server's create decides between two joins racing to make it
+// (the first join's key; or the key an admin wrote on a ManagedCluster
+// made before its agent joined). The clusters bucket holds a copy
+// (bus.AgentKeyKey) for the planner, which checks status bundles with it.
+
 // verifyJoin checks a join's proof, and that its key is the cluster's
-// when it has one registered.
+// when it has one.
 func (d *Dispatcher) verifyJoin(ctx context.Context, id string, data *events.ClusterJoinData) error {
 	if data.NKey == "" {
 		return fmt.Errorf("join of cluster %s carries no key: this hub signs each agent its own credential (start the agent with --nats-identity and --nats-bootstrap-creds)", data.Cluster)
@@ -28,9 +40,15 @@ func (d *Dispatcher) verifyJoin(ctx context.Context, id string, data *events.Clu
 	if err := creds.VerifyJoin(data.Cluster, data.NKey, id, data.Proof); err != nil {
 		return err
 	}
-	registered, err := d.agentKey(ctx, data.Cluster)
-	if err != nil {
-		return err
+	registered := ""
+	if obj, err := d.clusters.Get(data.Cluster); err == nil {
+		registered = annotatedKey(obj)
+	}
+	if registered == "" {
+		var err error
+		if registered, err = d.agentKey(ctx, data.Cluster); err != nil {
+			return err
+		}
 	}
 	if registered != "" && registered != data.NKey {
 		return keyMismatch(data.Cluster, registered, data.NKey)
@@ -42,36 +60,68 @@ func keyMismatch(cluster, registered, got string) error {
 	return fmt.Errorf("cluster %s is registered with key %s: a join signed with %s is refused (delete the ManagedCluster to register the cluster anew)", cluster, registered, got)
 }
 
-// checkJoin registers a verified join's key as the cluster's when the
-// cluster has none yet (the first join wins; an admin compares it with the
-// key the agent logs before accepting). A join signed with another key is
-// refused.
+// annotatedKey is the agent key a ManagedCluster names ("" none).
+func annotatedKey(obj runtime.Object) string {
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return ""
+	}
+	return m.GetAnnotations()[AgentKeyAnnotation]
+}
+
+// checkJoin registers a verified join's key as the cluster's, once its
+// ManagedCluster exists: the key it names, or, on a ManagedCluster an
+// admin made without one and has not accepted yet, the join's (written on
+// it, for the admin to compare with the key the agent logs before
+// accepting). An accepted ManagedCluster that names no key gets none from
+// a join: anyone holding the bootstrap credential could send it first.
 func (d *Dispatcher) checkJoin(ctx context.Context, id string, data *events.ClusterJoinData) error {
-	registered, err := d.agentKey(ctx, data.Cluster)
+	res := d.dyn.Resource(clusterv1.ManagedClusterResource)
+	obj, err := res.Get(ctx, data.Cluster, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("read ManagedCluster %s: %w", data.Cluster, err)
+	}
+	key := annotatedKey(obj)
+	switch {
+	case key == "" && acceptedBy(obj):
+		return fmt.Errorf("ManagedCluster %s is accepted but names no agent key: a join cannot register one; check the key its agent logs and set it with kubectl annotate managedcluster %s %s=%s", data.Cluster, data.Cluster, AgentKeyAnnotation, data.NKey)
+	case key == "":
+		obj.SetAnnotations(mergeAnnotation(obj.GetAnnotations(), AgentKeyAnnotation, data.NKey))
+		if _, err := res.Update(ctx, obj, metav1.UpdateOptions{}); err != nil {
+			// A conflict: changed meanwhile (accepted, or another join's
+			// key written); judged again on redelivery.
+			return bus.Retry(100*time.Millisecond, fmt.Errorf("name the key of cluster %s on its ManagedCluster: %w", data.Cluster, err))
+		}
+		key = data.NKey
+	case key != data.NKey:
+		return keyMismatch(data.Cluster, key, data.NKey)
+	}
+	copied, err := d.agentKey(ctx, data.Cluster)
 	if err != nil {
 		return err
 	}
-	switch {
-	case registered == data.NKey:
+	if copied == key {
 		return nil
-	case registered != "":
-		return keyMismatch(data.Cluster, registered, data.NKey)
 	}
-	if _, err := d.kv.Create(ctx, bus.AgentKeyKey(data.Cluster), []byte(data.NKey)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			// Another join registered first: this one is judged against
-			// it when redelivered.
-			return bus.Retry(100*time.Millisecond, err)
-		}
+	if _, err := d.kv.Put(ctx, bus.AgentKeyKey(data.Cluster), []byte(key)); err != nil {
 		return fmt.Errorf("register the key of cluster %s: %w", data.Cluster, err)
 	}
-	d.log.Info("cluster key registered", "cluster", data.Cluster, "nkey", data.NKey)
+	d.log.Info("cluster key registered", "cluster", data.Cluster, "nkey", key)
 	// A cluster accepted before its agent joined gets its credential now.
 	d.mu.Lock()
 	delete(d.accepted, data.Cluster)
 	d.mu.Unlock()
 	d.queue.Add(data.Cluster)
 	return nil
+}
+
+func mergeAnnotation(in map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(in)+1)
+	for key, val := range in {
+		out[key] = val
+	}
+	out[k] = v
+	return out
 }
 
 // agentKey is the key registered for a cluster ("" none).
@@ -86,18 +136,37 @@ func (d *Dispatcher) agentKey(ctx context.Context, cluster string) (string, erro
 	return string(entry.Value()), nil
 }
 
-// issue signs an accepted cluster's agent its credential, for the key it
-// registered, and puts it where the joining agent reads it.
-func (d *Dispatcher) issue(ctx context.Context, cluster string) error {
+// acceptedKey is agentKey while the hub accepts the cluster: a cluster
+// no longer accepted reports nothing, by bundle as by NATS.
+func (d *Dispatcher) acceptedKey(ctx context.Context, cluster string) (string, error) {
+	entry, err := d.kv.Get(ctx, bus.AcceptedKey(cluster))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", fmt.Errorf("read the acceptance of cluster %s: %w", cluster, err)
+	}
+	if err != nil || string(entry.Value()) != "true" {
+		return "", bus.Terminate(fmt.Errorf("status bundle of cluster %s refused: the hub does not accept the cluster", cluster))
+	}
+	return d.agentKey(ctx, cluster)
+}
+
+// issue signs an accepted cluster's agent its credential, for the key its
+// ManagedCluster names once a join signed with it registered it, and puts
+// it where the joining agent reads it.
+func (d *Dispatcher) issue(ctx context.Context, cluster string, obj runtime.Object) error {
 	if d.opts.Issuer == nil {
 		return nil
 	}
-	pub, err := d.agentKey(ctx, cluster)
+	pub := annotatedKey(obj)
+	registered, err := d.agentKey(ctx, cluster)
 	if err != nil {
 		return err
 	}
-	if pub == "" {
-		d.log.Info("cluster accepted before its agent joined: its credential waits for the join", "cluster", cluster)
+	switch {
+	case pub == "":
+		d.log.Warn("cluster accepted but its ManagedCluster names no agent key: no credential until it does", "cluster", cluster, "annotation", AgentKeyAnnotation)
+		return nil
+	case registered != pub:
+		d.log.Info("cluster accepted before its agent joined with the key it names: its credential waits for the join", "cluster", cluster, "nkey", pub)
 		return nil // its join queues it again
 	}
 	// A cluster accepted again with the key it had is revoked no longer.
@@ -118,27 +187,42 @@ func (d *Dispatcher) issue(ctx context.Context, cluster string) error {
 // revoke revokes the credential of a cluster no longer accepted, then
 // withdraws it; a deleted cluster's key is forgotten too, so the cluster
 // can be registered anew. In this order, a retry after a crash revokes
-// again (which changes nothing) before anything is forgotten.
+// again (which changes nothing) before anything is forgotten. What is
+// revoked is the key of the credential the hub put out (and the key
+// registered, if another), whatever else the bucket says.
 func (d *Dispatcher) revoke(ctx context.Context, cluster string, gone bool) error {
 	if d.opts.Issuer == nil {
 		return nil
 	}
-	pub, err := d.agentKey(ctx, cluster)
-	if err != nil || pub == "" {
+	registered, err := d.agentKey(ctx, cluster)
+	if err != nil {
 		return err
 	}
-	if _, err := d.kv.Get(ctx, bus.CredentialKey(cluster)); err == nil {
+	var keys []string
+	entry, err := d.kv.Get(ctx, bus.CredentialKey(cluster))
+	switch {
+	case err == nil:
+		if uc, derr := jwt.DecodeUserClaims(string(entry.Value())); derr == nil {
+			keys = append(keys, uc.Subject)
+		}
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return fmt.Errorf("read the credential of cluster %s: %w", cluster, err)
+	}
+	if nkeys.IsValidPublicUserKey(registered) && !slices.Contains(keys, registered) {
+		keys = append(keys, registered)
+	}
+	for _, pub := range keys {
 		if err := d.opts.Issuer.Revoke(ctx, pub); err != nil {
 			return fmt.Errorf("revoke the credential of cluster %s: %w", cluster, err)
 		}
+	}
+	if entry != nil {
 		if err := d.kv.Purge(ctx, bus.CredentialKey(cluster)); err != nil {
 			return fmt.Errorf("withdraw the credential of cluster %s: %w", cluster, err)
 		}
-		d.log.Info("cluster credential revoked", "cluster", cluster, "nkey", pub)
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("read the credential of cluster %s: %w", cluster, err)
+		d.log.Info("cluster credential revoked", "cluster", cluster, "nkeys", keys)
 	}
-	if gone {
+	if gone && registered != "" {
 		// Gone from the cache may be a cache behind a join that just
 		// created it: forget the key only of a cluster the hub has not.
 		_, err := d.dyn.Resource(clusterv1.ManagedClusterResource).Get(ctx, cluster, metav1.GetOptions{})
@@ -160,7 +244,7 @@ func (d *Dispatcher) revoke(ctx context.Context, cluster string, gone bool) erro
 // later than it was: a bundle's heartbeat is as old as the bundle). It
 // counts only if the bundle is signed with the key the cluster joined with.
 func (d *Dispatcher) handleStatusBundle(ctx context.Context, e *events.Event) error {
-	s, err := bundle.Admit(ctx, e, d.agentKey)
+	s, err := bundle.Admit(ctx, e, d.acceptedKey)
 	if err != nil {
 		if bus.IsTerminal(err) {
 			d.log.Warn("status bundle refused", "err", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nkeys"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flotilla-dev/flotilla/pkg/agent"
@@ -50,12 +51,12 @@ func startCredHub(t *testing.T) *credHub {
 	_, admin := s.ConnectCreds(t, user("admin", nil))
 	dp := bus.DispatcherPermissions()
 	_, djs := s.ConnectCreds(t, user("dispatcher", &dp), nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
-	sysCreds, err := a.SystemUser("dispatcher-issuer", bus.IssuerPermissions(a.AccountKey()))
+	sysCreds, err := a.SystemUser("dispatcher-issuer", bus.IssuerPermissions(a.ClustersKey()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	snc, _ := s.ConnectCreds(t, sysCreds, nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
-	iss, err := creds.NewIssuer(a.AgentSigning, a.OperatorSigning, a.AccountKey(), snc)
+	iss, err := creds.NewIssuer(a.AgentSigning, a.OperatorSigning, a.ClustersKey(), snc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func (h *credHub) enroll(ctx context.Context, cluster, identity string) <-chan n
 	go func() {
 		kp, err := agent.Enroll(ctx, slog.New(slog.NewTextHandler(h.logs, nil)),
 			agent.Options{Cluster: cluster, Identity: identity, Bootstrap: filepath.Join(h.dir, "bootstrap.creds"), Heartbeat: 200 * time.Millisecond},
-			bus.ConnectOptions{URL: h.s.URL()})
+			bus.ConnectOptions{URL: h.s.URL(), API: bus.ClusterAPI})
 		if err == nil {
 			done <- kp
 		}
@@ -163,7 +164,7 @@ func TestJoinAcceptRevoke(t *testing.T) {
 		t.Fatalf("the agent's credential: %v", err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.NewWithAPIPrefix(nc, bus.ClusterAPI)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,5 +213,69 @@ func TestJoinAcceptRevoke(t *testing.T) {
 		t.Fatalf("accepted again, the agent cannot log in: %v", err)
 	} else {
 		again.Close()
+	}
+}
+
+// A ManagedCluster an admin made and accepted before its agent joined
+// names no key: the first join, which anyone holding the shared bootstrap
+// credential can send, gets no credential and names none. Once the admin
+// names the agent's key on it, that agent's join gets its credential, and
+// a join signed with any other key is refused.
+func TestPreAcceptedClusterIssuesOnlyTheNamedKey(t *testing.T) {
+	h := startCredHub(t)
+	const name = "cred-pre"
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	mc := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": clusterv1.GroupVersion.String(), "kind": "ManagedCluster",
+		"metadata": map[string]any{"name": name},
+		"spec":     map[string]any{"hubAcceptsClient": true},
+	}}
+	if _, err := h.hub.Resource(clusterv1.ManagedClusterResource).Create(ctx, mc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	impostorCtx, stopImpostor := context.WithCancel(ctx)
+	defer stopImpostor()
+	impostor := h.enroll(impostorCtx, name, filepath.Join(h.dir, "impostor.creds"))
+	eventually.True(t, 30*time.Second, "the first join on an accepted ManagedCluster naming no key refused", func() (bool, error) {
+		return strings.Contains(h.logs.String(), "is accepted but names no agent key"), nil
+	})
+	if mc, err := h.cluster(name); err != nil || mc.Annotations[AgentKeyAnnotation] != "" {
+		t.Fatalf("the ManagedCluster after a join: %v, %v: a join named its key", mc.Annotations, err)
+	}
+
+	// The admin names the real agent's key (which it logs on first start).
+	kp, _ := nkeys.CreateUser()
+	seed, _ := kp.Seed()
+	pub, _ := kp.PublicKey()
+	identity := filepath.Join(h.dir, "pre.creds")
+	if err := creds.WriteFile(identity, append(seed, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	patch := []byte(`{"metadata":{"annotations":{"` + AgentKeyAnnotation + `":"` + pub + `"}}}`)
+	if _, err := h.hub.Resource(clusterv1.ManagedClusterResource).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got, ok := <-h.enroll(ctx, name, identity):
+		if !ok {
+			t.Fatal("the named agent's enrolment failed")
+		}
+		if gotPub, _ := got.PublicKey(); gotPub != pub {
+			t.Fatalf("enrolled as %s, want %s", gotPub, pub)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no credential for the named key 30s after it was named:\n%s", h.logs)
+	}
+	select {
+	case kp, ok := <-impostor:
+		if ok {
+			p, _ := kp.PublicKey()
+			t.Fatalf("the impostor got a credential for %s", p)
+		}
+	case <-time.After(time.Second):
+	}
+	if !strings.Contains(h.logs.String(), "is registered with key "+pub) {
+		t.Errorf("the impostor's joins were not refused against the named key:\n%s", h.logs)
 	}
 }

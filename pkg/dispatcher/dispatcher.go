@@ -82,7 +82,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.Sites, "site", nil, "JetStream domain of an air-gapped site the hub serves, whose leaf node links to the hub's NATS (repeatable)")
 	fs.StringVar(&o.IssuerAgentKey, "issuer-agent-key", "", "seed file of the account's scoped signing key for agents: each accepted cluster's agent gets a credential signed with it (decentralized auth)")
 	fs.StringVar(&o.IssuerOperatorKey, "issuer-operator-key", "", "seed file of the operator's signing key, to put revocations of removed clusters into the account")
-	fs.StringVar(&o.Account, "nats-account", "", "public key of the Flotilla NATS account (with --issuer-agent-key)")
+	fs.StringVar(&o.Account, "nats-account", "", "public key of the clusters' NATS account, where agents are issued and revoked (with --issuer-agent-key)")
 	fs.StringVar(&o.SystemCreds, "nats-system-creds", "", "credentials file of the dispatcher's system-account user, which pushes the account's revocations")
 	fs.StringVar(&o.SealKey, "work-seal-key", "", "file of the hub's work key (NKey seed) every work message is sealed with; agents verify with its public key (--hub-work-key)")
 }

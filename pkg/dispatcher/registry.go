@@ -90,8 +90,10 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 	return nil
 }
 
-// AgentKeyAnnotation on a ManagedCluster is the public key its agent
-// joined with (set when the join created it).
+// AgentKeyAnnotation on a ManagedCluster is the public key its agent's
+// credential is for: set by the join that created it (or by an admin, on
+// a ManagedCluster made before its agent joined); joins signed with
+// another key are refused.
 const AgentKeyAnnotation = "flotilla.dev/agent-nkey"
 
 func (d *Dispatcher) createCluster(ctx context.Context, data *events.ClusterJoinData) error {
@@ -176,7 +178,7 @@ func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
 		if _, err := js.CreateOrUpdateConsumer(ctx, bus.StreamWork, bus.AgentConsumerConfig(name)); err != nil {
 			return fmt.Errorf("work consumer of cluster %s%s: %w", name, where, err)
 		}
-		if err := d.issue(ctx, name); err != nil {
+		if err := d.issue(ctx, name, obj); err != nil {
 			return err
 		}
 	}

@@ -217,8 +217,19 @@ func Start(opts Options) (*Server, error) {
 		s.Shutdown()
 		return nil, errors.New("natstest: JetStream did not start")
 	}
+	if opts.Trust == nil && opts.ConfigFile == "" {
+		// One account: agents' JetStream API (bus.ClusterAPI, which the
+		// clusters' account imports in operator mode) is a mapping.
+		if err := ns.GlobalAccount().AddMapping(ClusterAPI+".>", "$JS.API.>"); err != nil {
+			s.Shutdown()
+			return nil, fmt.Errorf("natstest: map the clusters' JetStream API: %w", err)
+		}
+	}
 	return s, nil
 }
+
+// ClusterAPI is bus.ClusterAPI (bus's own tests run on this package).
+const ClusterAPI = "flotilla.jsapi"
 
 // trust puts the server in operator mode.
 func trust(so *server.Options, t *Trust, dir string) error {

@@ -3,6 +3,7 @@ package planner
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -48,9 +49,18 @@ func (p *Planner) handleStatusBundle(ctx context.Context, e *events.Event) error
 	return nil
 }
 
-// registeredKey is the key cluster joined the hub with ("" none).
+// registeredKey is the key cluster joined the hub with ("" none), while
+// the hub accepts it: a cluster no longer accepted reports nothing, by
+// bundle as by NATS (its credential is revoked).
 func registeredKey(ctx context.Context, js jetstream.JetStream, cluster string) (string, error) {
-	m, err := bus.LastBySubject(ctx, js.Conn(), bus.KVStream(bus.BucketClusters), bus.AgentKeySubject(cluster))
+	accepted, err := bus.LastBySubject(ctx, js.Conn(), bus.ServiceAPI, bus.KVStream(bus.BucketClusters), bus.AcceptedSubject(cluster))
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", err
+	}
+	if err != nil || string(accepted.Data) != "true" || accepted.Header.Get("KV-Operation") != "" {
+		return "", bus.Terminate(fmt.Errorf("status bundle of cluster %s refused: the hub does not accept the cluster", cluster))
+	}
+	m, err := bus.LastBySubject(ctx, js.Conn(), bus.ServiceAPI, bus.KVStream(bus.BucketClusters), bus.AgentKeySubject(cluster))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return "", nil
 	}

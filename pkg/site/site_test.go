@@ -96,7 +96,7 @@ func (b *bed) publishWork(t testing.TB, cluster, app, body string) {
 
 // siteWork is the newest work of an application the site holds ("" none).
 func (b *bed) siteWork(ctx context.Context, cluster, app string) string {
-	m, err := bus.LastBySubject(ctx, b.siteNC, bus.StreamWork, bus.WorkSubject(cluster, "demo", app))
+	m, err := bus.LastBySubject(ctx, b.siteNC, bus.ClusterAPI, bus.StreamWork, bus.WorkSubject(cluster, "demo", app))
 	if err != nil {
 		return ""
 	}

@@ -21,6 +21,7 @@ func main() {
 	common.AfterParse = func() {
 		common.NATS.Name = "flotilla-agent-" + opts.Cluster
 		common.NATS.InboxPrefix = bus.InboxPrefix(opts.Cluster) // its NATS user reads only its own inboxes
+		common.NATS.API = bus.ClusterAPI                        // it lives in the clusters' account
 		common.TraceAttrs = append(common.TraceAttrs, telemetry.AttrCluster.String(opts.Cluster))
 	}
 	// With its own identity the agent first makes sure it holds a

@@ -513,42 +513,42 @@ func (s *suite) agentIsolation(t *testing.T, mine, other string) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.NewWithAPIPrefix(nc, bus.ClusterAPI)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Its own newest work, by direct get on its own subject: the only way
 	// its user has (no stream info, which would list every subject).
-	if _, err := bus.LastBySubject(ctx, nc, bus.StreamWork, bus.WorkSubject(mine, "demo", "demo")); err != nil {
+	if _, err := bus.LastBySubject(ctx, nc, bus.ClusterAPI, bus.StreamWork, bus.WorkSubject(mine, "demo", "demo")); err != nil {
 		t.Errorf("%s cannot read its own work: %v", who, err)
 	}
 	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
 	c1, cancel1 := short()
 	defer cancel1()
-	if _, err := bus.LastBySubject(c1, nc, bus.StreamWork, bus.WorkSubject(other, "demo", "demo")); err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := bus.LastBySubject(c1, nc, bus.ClusterAPI, bus.StreamWork, bus.WorkSubject(other, "demo", "demo")); err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("%s reading %s's work: %v, want the server's refusal", who, other, err)
 	}
-	refused.wait(t, who, "Publish", "$JS.API.DIRECT.GET."+bus.StreamWork+"."+bus.WorkSubject(other, "demo", "demo"))
+	refused.wait(t, who, "Publish", bus.ClusterAPI+".DIRECT.GET."+bus.StreamWork+"."+bus.WorkSubject(other, "demo", "demo"))
 	// Listing the work stream's subjects would name every cluster and application.
 	ci, canceli := short()
 	defer canceli()
 	if _, err := js.Stream(ci, bus.StreamWork); err == nil {
 		t.Errorf("%s read the work stream's info", who)
 	}
-	refused.wait(t, who, "Publish", "$JS.API.STREAM.INFO."+bus.StreamWork)
+	refused.wait(t, who, "Publish", bus.ClusterAPI+".STREAM.INFO."+bus.StreamWork)
 	// Its consumer is the hub's to make: it may neither make another's nor remake its own.
 	c2, cancel2 := short()
 	defer cancel2()
 	if _, err := js.CreateOrUpdateConsumer(c2, bus.StreamWork, jetstream.ConsumerConfig{Durable: bus.AgentConsumer(other), FilterSubject: bus.WorkFilter(other)}); err == nil {
 		t.Errorf("%s created a consumer of %s's work", who, other)
 	}
-	refused.wait(t, who, "Publish", "$JS.API.CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer(other)+"."+bus.WorkFilter(other))
+	refused.wait(t, who, "Publish", bus.ClusterAPI+".CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer(other)+"."+bus.WorkFilter(other))
 	co, canceln := short()
 	defer canceln()
 	if _, err := js.CreateOrUpdateConsumer(co, bus.StreamWork, jetstream.ConsumerConfig{Durable: bus.AgentConsumer(mine), FilterSubject: bus.WorkFilter(mine), MaxAckPending: 1000}); err == nil {
 		t.Errorf("%s reconfigured its own consumer", who)
 	}
-	refused.wait(t, who, "Publish", "$JS.API.CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer(mine)+"."+bus.WorkFilter(mine))
+	refused.wait(t, who, "Publish", bus.ClusterAPI+".CONSUMER.CREATE."+bus.StreamWork+"."+bus.AgentConsumer(mine)+"."+bus.WorkFilter(mine))
 	c3, cancel3 := short()
 	defer cancel3()
 	st := events.New("forged", events.SourceAgent(other), events.TypeClusterStatus, "", &events.ClusterStatusData{

@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 )
@@ -33,4 +37,40 @@ func Start(t testing.TB) *Hub {
 	}
 	s := natstest.NewWith(t, natstest.Options{Trust: &natstest.Trust{Operator: op, SystemAccount: sys, Accounts: accounts}})
 	return &Hub{Authority: a, Server: s, Dir: dir}
+}
+
+// User is a credentials file of a Flotilla account user with rights p
+// (nil: every right in the account, the operator's own login).
+func (h *Hub) User(t testing.TB, name string, p *bus.Permissions) []byte {
+	t.Helper()
+	data, err := h.Authority.User(name, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// Agent is a credentials file of cluster's agent in the clusters'
+// account, signed as the dispatcher's issuer signs it on accept.
+func (h *Hub) Agent(t testing.TB, cluster string) []byte {
+	t.Helper()
+	iss, err := creds.NewIssuer(h.Authority.AgentSigning, h.Authority.OperatorSigning, h.Authority.ClustersKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	token, err := iss.Issue(cluster, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	data, err := jwt.FormatUserConfig(token, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
