@@ -180,6 +180,14 @@ func SeenKey(cluster string) string { return token(cluster) + ".seen" }
 // cluster's agent joined with (the first join registers it).
 func AgentKeyKey(cluster string) string { return token(cluster) + ".agentkey" }
 
+// RevokedPrefix starts the clusters bucket's keys that list the agent
+// keys the hub revoked (RevokedKey), so that a revocation the servers lose
+// is put back. No cluster's name starts with '_'.
+const RevokedPrefix = "_revoked."
+
+// RevokedKey records that pub is revoked.
+func RevokedKey(pub string) string { return RevokedPrefix + token(pub) }
+
 // CredentialKey is the clusters-bucket key holding the user JWT the hub
 // signed for the cluster's agent when it accepted the cluster (pkg/creds).
 func CredentialKey(cluster string) string { return token(cluster) + ".credential" }

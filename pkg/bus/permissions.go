@@ -110,8 +110,12 @@ func PlannerPermissions() Permissions {
 			[]string{prefixSteps + ".>"},
 			owns(StreamSteps), owns(StreamStatus), ownsKV(BucketRuns), ownsObjects(ObjectSnapshots),
 			reads(StreamDispatch), reads(StreamGate), reads(StreamBundles),
-			// The keys clusters joined with: a status bundle's signer.
-			[]string{"$JS.API.DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + ".*.agentkey"},
+			// The keys clusters joined with, and whether they are accepted:
+			// a status bundle's signer.
+			[]string{
+				"$JS.API.DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + ".*.agentkey",
+				"$JS.API.DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + ".*.accepted",
+			},
 		),
 		Subscribe: join2([]string{PlannerInboxPrefix + ".>"}, deadLetters(StreamStatus, StreamDispatch, StreamGate)),
 	}

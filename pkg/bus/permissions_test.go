@@ -133,7 +133,7 @@ func TestPermissionsOnARealServer(t *testing.T) {
 	agent := func(cluster string) identity { return identity{"agent-" + cluster, h.Agent(t, cluster)} }
 	services := identity{"services", h.User(t, "services", nil)}
 	agent1 := agent("c1")
-	cliUser, botUser := user("cli", bus.CLIPermissions()), user("bot", bus.BotPermissions())
+	cliUser, botUser := user("cli", bus.CLIPermissions()), identity{"bot", h.Bot(t, "bot")}
 	planner, dispatcher, gate := user("planner", bus.PlannerPermissions()), user("dispatcher", bus.DispatcherPermissions()), user("gate", bus.GatePermissions())
 	// Clusters named like other identities' inboxes.
 	agentCLI, agentBot := agent("cli"), agent("bot")

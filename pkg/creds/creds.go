@@ -34,6 +34,7 @@ import (
 const (
 	AccountName   = "FLOTILLA"
 	ClustersName  = "CLUSTERS"
+	BotsName      = "BOTS"
 	SystemName    = "SYS"
 	RoleAgent     = "agent"
 	RoleBootstrap = "bootstrap"
@@ -71,6 +72,9 @@ type Authority struct {
 	AgentSigning nkeys.KeyPair
 	// BootstrapSigning signs bootstrap users: scoped to asking to join.
 	BootstrapSigning nkeys.KeyPair
+	// Bots is the chat bots' account's identity (bus.BotImports);
+	// BotsSigning signs its users, whose JWTs name their namespaces.
+	Bots, BotsSigning nkeys.KeyPair
 }
 
 // keyFiles names each key's seed file in an authority's directory.
@@ -93,6 +97,8 @@ func (a *Authority) keyFiles() []struct {
 		{"clusters.nk", &a.Clusters, nkeys.CreateAccount},
 		{"agent-signing.nk", &a.AgentSigning, nkeys.CreateAccount},
 		{"bootstrap-signing.nk", &a.BootstrapSigning, nkeys.CreateAccount},
+		{"bots.nk", &a.Bots, nkeys.CreateAccount},
+		{"bots-signing.nk", &a.BotsSigning, nkeys.CreateAccount},
 	}
 }
 
@@ -193,7 +199,30 @@ func (a *Authority) AccountClaims() *jwt.AccountClaims {
 	for _, subj := range bus.ClusterExports() {
 		ac.Imports.Add(&jwt.Import{Name: subj, Account: public(a.Clusters), Subject: jwt.Subject(subj), Type: jwt.Service})
 	}
+	for _, imp := range bus.BotImports() {
+		e := &jwt.Export{Name: imp.Subject, Subject: jwt.Subject(imp.Subject), Type: jwt.Service}
+		if imp.Feed {
+			e.Type = jwt.Stream
+		}
+		ac.Exports.Add(e)
+	}
 	return ac
+}
+
+// BotsJWT is the bots' account's JWT: no JetStream, approvals and their
+// requests imported.
+func (a *Authority) BotsJWT() (string, error) {
+	ac := jwt.NewAccountClaims(public(a.Bots))
+	ac.Name = BotsName
+	for _, imp := range bus.BotImports() {
+		i := &jwt.Import{Name: imp.Subject, Account: public(a.Account), Subject: jwt.Subject(imp.Subject), Type: jwt.Service}
+		if imp.Feed {
+			i.Type = jwt.Stream
+		}
+		ac.Imports.Add(i)
+	}
+	ac.SigningKeys.Add(public(a.BotsSigning))
+	return ac.Encode(a.OperatorSigning)
 }
 
 // AccountJWT is the Flotilla account's JWT.
@@ -278,8 +307,7 @@ func (a *Authority) User(name string, p *bus.Permissions) ([]byte, error) {
 	return a.UserFor(name, kp, p)
 }
 
-// UserFor is User for an existing key pair (a bot whose key also signs
-// its approvals).
+// UserFor is User for an existing key pair.
 func (a *Authority) UserFor(name string, kp nkeys.KeyPair, p *bus.Permissions) ([]byte, error) {
 	uc := jwt.NewUserClaims(public(kp))
 	uc.Name = name
@@ -288,6 +316,17 @@ func (a *Authority) UserFor(name string, kp nkeys.KeyPair, p *bus.Permissions) (
 		setPermissions(&uc.Permissions, *p)
 	}
 	return credsFile(uc, a.AccountSigning, kp)
+}
+
+// Bot is a chat bot's credentials file, in the bots' account, for its own
+// key pair (which also signs its approvals) and with rights p
+// (bus.BotPermissions of its namespaces).
+func (a *Authority) Bot(name string, kp nkeys.KeyPair, p bus.Permissions) ([]byte, error) {
+	uc := jwt.NewUserClaims(public(kp))
+	uc.Name = name
+	uc.IssuerAccount = public(a.Bots)
+	setPermissions(&uc.Permissions, p)
+	return credsFile(uc, a.BotsSigning, kp)
 }
 
 // Bootstrap is a bootstrap credential: it may ask to join, as any cluster,
@@ -393,7 +432,11 @@ func (a *Authority) Trust() (operator, system string, accounts map[string]string
 	if err != nil {
 		return "", "", nil, err
 	}
-	return operator, public(a.System), map[string]string{public(a.System): sys, public(a.Account): acc, public(a.Clusters): clusters}, nil
+	bots, err := a.BotsJWT()
+	if err != nil {
+		return "", "", nil, err
+	}
+	return operator, public(a.System), map[string]string{public(a.System): sys, public(a.Account): acc, public(a.Clusters): clusters, public(a.Bots): bots}, nil
 }
 
 // AccountKey is the Flotilla account's public key.

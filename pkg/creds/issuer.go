@@ -90,6 +90,33 @@ func (i *Issuer) Revoke(ctx context.Context, pub string) error {
 	}, func(ac *jwt.AccountClaims) bool { _, ok := ac.Revocations[pub]; return ok })
 }
 
+// RevokeAll makes sure every key in pubs is revoked, in one push: the
+// dispatcher's reconcile, which puts back revocations an account JWT
+// installed anew (a re-rendered preload) or a lost push dropped.
+func (i *Issuer) RevokeAll(ctx context.Context, pubs []string) error {
+	for _, pub := range pubs {
+		if !nkeys.IsValidPublicUserKey(pub) {
+			return fmt.Errorf("revoke %q: not a user's public NKey", pub)
+		}
+	}
+	missing := func(ac *jwt.AccountClaims) []string {
+		var out []string
+		for _, pub := range pubs {
+			if _, ok := ac.Revocations[pub]; !ok {
+				out = append(out, pub)
+			}
+		}
+		return out
+	}
+	return i.edit(ctx, "revocation of "+fmt.Sprint(len(pubs))+" keys", func(ac *jwt.AccountClaims) bool {
+		m := missing(ac)
+		for _, pub := range m {
+			ac.Revoke(pub)
+		}
+		return len(m) > 0
+	}, func(ac *jwt.AccountClaims) bool { return len(missing(ac)) == 0 })
+}
+
 // Unrevoke lifts pub's revocation (a cluster accepted again with the key
 // it had): JWTs issued after this work again.
 func (i *Issuer) Unrevoke(ctx context.Context, pub string) error {
@@ -106,6 +133,11 @@ func (i *Issuer) change(ctx context.Context, pub string, edit, holds func(*jwt.A
 	if !nkeys.IsValidPublicUserKey(pub) {
 		return fmt.Errorf("revoke %q: not a user's public NKey", pub)
 	}
+	return i.edit(ctx, "revocation of "+pub, edit, holds)
+}
+
+// edit changes the account's JWT with edit until holds says it holds.
+func (i *Issuer) edit(ctx context.Context, what string, edit, holds func(*jwt.AccountClaims) bool) error {
 	for attempt := 0; ; attempt++ {
 		ac, err := i.lookup(ctx)
 		if err != nil {
@@ -115,7 +147,7 @@ func (i *Issuer) change(ctx context.Context, pub string, edit, holds func(*jwt.A
 			return nil
 		}
 		if attempt == 5 {
-			return fmt.Errorf("revocation of %s in account %s: replaced by other writers 5 times", pub, i.account)
+			return fmt.Errorf("%s in account %s: replaced by other writers 5 times", what, i.account)
 		}
 		if edit(ac) {
 			if err := i.push(ctx, ac); err != nil {

@@ -7,8 +7,8 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/creds/credstest"
 )
 
-// An agent, or anyone holding the shared bootstrap credential, names the
-// hub's state as the reply subject of everything it may publish: in one
+// An agent, anyone holding the shared bootstrap credential, or a chat bot
+// names the hub's state as the reply subject of everything it may publish: in one
 // account the server's answers would write another cluster's registered
 // key (blanked, its revocation would be skipped), its acceptance and
 // credential, its work, a run. In the clusters' own account
@@ -31,7 +31,12 @@ func TestRepliesCannotWriteTheHubsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bot, err := h.login(t, ch.Bot(t, "bot"), bus.BotInboxPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
 	credstest.ProbeReplies(t, admin,
 		credstest.Attacker{Name: "agent", NC: a.nc, May: bus.AgentPermissions("alpha")},
-		credstest.Attacker{Name: "bootstrap", NC: b.nc, May: bus.BootstrapPermissions()})
+		credstest.Attacker{Name: "bootstrap", NC: b.nc, May: bus.BootstrapPermissions()},
+		credstest.Attacker{Name: "bot", NC: bot.nc, May: bus.BotPermissions()})
 }

@@ -685,7 +685,7 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 	botPerms := bus.BotPermissions(BotNamespace)
 	users := map[string]func() ([]byte, error){
 		"admin": func() ([]byte, error) { return auth.User("admin", nil) },
-		"bot":   func() ([]byte, error) { return auth.UserFor(NATSBotKeyID, bot, &botPerms) },
+		"bot":   func() ([]byte, error) { return auth.Bot(NATSBotKeyID, bot, botPerms) },
 		// The site's leaf node, over its link. (Its rights are not yet
 		// scoped to its clusters: the site's link is trusted like a hub
 		// service.)

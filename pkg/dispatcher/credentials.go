@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -169,7 +170,11 @@ func (d *Dispatcher) issue(ctx context.Context, cluster string, obj runtime.Obje
 		d.log.Info("cluster accepted before its agent joined with the key it names: its credential waits for the join", "cluster", cluster, "nkey", pub)
 		return nil // its join queues it again
 	}
-	// A cluster accepted again with the key it had is revoked no longer.
+	// A cluster accepted again with the key it had is revoked no longer
+	// (forgotten first: a reconcile must not revoke it again).
+	if err := d.kv.Purge(ctx, bus.RevokedKey(pub)); err != nil {
+		return fmt.Errorf("credential of cluster %s: %w", cluster, err)
+	}
 	if err := d.opts.Issuer.Unrevoke(ctx, pub); err != nil {
 		return fmt.Errorf("credential of cluster %s: %w", cluster, err)
 	}
@@ -212,6 +217,12 @@ func (d *Dispatcher) revoke(ctx context.Context, cluster string, gone bool) erro
 		keys = append(keys, registered)
 	}
 	for _, pub := range keys {
+		// Recorded first: a revocation the servers lose (a push that
+		// failed, an account JWT installed anew) is put back by
+		// reconcileCredentials.
+		if _, err := d.kv.Put(ctx, bus.RevokedKey(pub), []byte(cluster)); err != nil {
+			return fmt.Errorf("record the revocation of cluster %s: %w", cluster, err)
+		}
 		if err := d.opts.Issuer.Revoke(ctx, pub); err != nil {
 			return fmt.Errorf("revoke the credential of cluster %s: %w", cluster, err)
 		}
@@ -237,6 +248,59 @@ func (d *Dispatcher) revoke(ctx context.Context, cluster string, gone bool) erro
 		}
 	}
 	return nil
+}
+
+// reconcileCredentials makes the servers' revocations and the hub agree
+// again, whatever happened while no dispatcher ran: every key the hub
+// revoked is revoked in the account (an account JWT installed anew, as a
+// re-rendered preload does, lifts them all), and a cluster deleted while
+// no dispatcher watched, whose credential or key the bucket still holds,
+// is relayed as gone (revoked, forgotten).
+func (d *Dispatcher) reconcileCredentials(ctx context.Context) error {
+	if d.opts.Issuer == nil {
+		return nil
+	}
+	keys, err := d.keys(ctx, bus.RevokedPrefix+">")
+	if err != nil {
+		return err
+	}
+	var revoked []string
+	for _, k := range keys {
+		revoked = append(revoked, strings.TrimPrefix(k, bus.RevokedPrefix))
+	}
+	if len(revoked) > 0 {
+		if err := d.opts.Issuer.RevokeAll(ctx, revoked); err != nil {
+			return fmt.Errorf("revocations: %w", err)
+		}
+	}
+	held, err := d.keys(ctx, "*.credential", "*.agentkey")
+	if err != nil {
+		return err
+	}
+	for _, k := range held {
+		cluster, _, _ := strings.Cut(k, ".")
+		if _, err := d.clusters.Get(cluster); apierrors.IsNotFound(err) {
+			d.mu.Lock()
+			delete(d.accepted, cluster)
+			d.mu.Unlock()
+			d.queue.Add(cluster)
+		}
+	}
+	return nil
+}
+
+// keys lists the clusters bucket's keys matching filters.
+func (d *Dispatcher) keys(ctx context.Context, filters ...string) ([]string, error) {
+	l, err := d.kv.ListKeysFiltered(ctx, filters...)
+	if err != nil {
+		return nil, fmt.Errorf("list %v: %w", filters, err)
+	}
+	defer func() { _ = l.Stop() }()
+	var out []string
+	for k := range l.Keys() {
+		out = append(out, k)
+	}
+	return out, nil
 }
 
 // handleStatusBundle takes the heartbeat of a status bundle carried from a

@@ -34,6 +34,7 @@ type credHub struct {
 	*fixture
 	a   *creds.Authority
 	s   *natstest.Server
+	sys *nats.Conn // the issuer's system-account login
 	dir string
 }
 
@@ -67,8 +68,8 @@ func startCredHub(t *testing.T) *credHub {
 	if err := creds.WriteFile(filepath.Join(dir, "bootstrap.creds"), boot); err != nil {
 		t.Fatal(err)
 	}
-	f := run(t, Options{Issuer: iss, CheckInterval: 200 * time.Millisecond}, admin, djs)
-	return &credHub{fixture: f, a: a, s: s, dir: dir}
+	f := run(t, Options{Issuer: iss, CheckInterval: 200 * time.Millisecond, ReconcileInterval: 200 * time.Millisecond}, admin, djs)
+	return &credHub{fixture: f, a: a, s: s, sys: snc, dir: dir}
 }
 
 // enroll runs an agent's enrolment for cluster with its identity file in
@@ -277,5 +278,57 @@ func TestPreAcceptedClusterIssuesOnlyTheNamedKey(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), "is registered with key "+pub) {
 		t.Errorf("the impostor's joins were not refused against the named key:\n%s", h.logs)
+	}
+}
+
+// The servers lose a revocation when the account's JWT is installed anew
+// (a re-rendered preload, an operator's push): the deleted cluster's
+// agent could log in again. The dispatcher keeps what it revoked and puts
+// it back.
+func TestLostRevocationIsPutBack(t *testing.T) {
+	h := startCredHub(t)
+	const name = "cred-lost"
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	identity := filepath.Join(h.dir, "lost.creds")
+	got := h.enroll(ctx, name, identity)
+	eventually.True(t, 30*time.Second, "the join registers "+name, func() (bool, error) {
+		_, err := h.cluster(name)
+		return err == nil, err
+	})
+	h.accept(name, true)
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no credential 30s after accepting:\n%s", h.logs)
+	}
+	file, err := os.ReadFile(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hub.Resource(clusterv1.ManagedClusterResource).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	refused := func() (bool, error) {
+		nc, err := h.s.DialCreds(file)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil, nil
+	}
+	eventually.True(t, 30*time.Second, "the deleted cluster's credential refused", refused)
+
+	// The account installed anew, as first rendered: no revocation.
+	fresh, err := h.a.ClustersJWT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := h.sys.RequestWithContext(ctx, creds.ClaimsUpdateSubject(h.a.ClustersKey()), []byte(fresh))
+	if err != nil || !strings.Contains(string(msg.Data), "jwt updated") {
+		t.Fatalf("install the account anew: %v %s", err, msg.Data)
+	}
+	eventually.True(t, 30*time.Second, "the revocation put back", refused)
+	if !strings.Contains(h.logs.String(), "cluster credential revoked") {
+		t.Errorf("no revocation logged:\n%s", h.logs)
 	}
 }

@@ -39,10 +39,17 @@ import (
 type Options struct {
 	// AutoAccept accepts every cluster that joins (dev only).
 	AutoAccept bool
+	// MaxPending caps the ManagedClusters joins may create that wait to be
+	// accepted: past it a join of a new cluster is refused (anyone holding
+	// the bootstrap credential could otherwise fill the hub). Zero: 100.
+	MaxPending int
 	// MissedHeartbeats after which a cluster turns AVAILABLE Unknown.
 	MissedHeartbeats int
 	// CheckInterval is how often availability is re-evaluated.
 	CheckInterval time.Duration
+	// ReconcileInterval is how often the servers' revocations are checked
+	// against the hub's (reconcileCredentials). Zero: a minute.
+	ReconcileInterval time.Duration
 	// Instruments record the dispatcher's spans and metrics.
 	Instruments telemetry.Instruments
 	// SealKey is the file of the hub's work key (an NKey seed): every work
@@ -72,11 +79,13 @@ type Issuer interface {
 	Issue(cluster, pub string) (string, error)
 	Revoke(ctx context.Context, pub string) error
 	Unrevoke(ctx context.Context, pub string) error
+	RevokeAll(ctx context.Context, pubs []string) error
 }
 
 // BindFlags binds the dispatcher's flags.
 func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AutoAccept, "auto-accept", false, "accept every cluster that joins (dev only; otherwise kubectl flotilla cluster accept NAME)")
+	fs.IntVar(&o.MaxPending, "max-pending-clusters", 100, "most ManagedClusters that joins create and that wait to be accepted; past it a new cluster's join is refused")
 	fs.IntVar(&o.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a cluster is no longer available")
 	fs.DurationVar(&o.CheckInterval, "availability-check", time.Second, "how often cluster availability is evaluated")
 	fs.StringSliceVar(&o.Sites, "site", nil, "JetStream domain of an air-gapped site the hub serves, whose leaf node links to the hub's NATS (repeatable)")
@@ -260,8 +269,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer bc.Stop()
 
 	d.log.Info("dispatcher running", "auto_accept", d.opts.AutoAccept)
+	reconcile := func() {
+		if err := d.reconcileCredentials(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("reconcile credentials, again in a while", "err", err)
+		}
+	}
+	reconcile()
 	t := time.NewTicker(d.opts.CheckInterval)
 	defer t.Stop()
+	r := time.NewTicker(d.opts.reconcileInterval())
+	defer r.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -270,8 +287,17 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			if err := d.checkAvailability(ctx); err != nil && ctx.Err() == nil {
 				d.log.Warn("availability check", "err", err)
 			}
+		case <-r.C:
+			reconcile()
 		}
 	}
+}
+
+func (o Options) reconcileInterval() time.Duration {
+	if o.ReconcileInterval <= 0 {
+		return time.Minute
+	}
+	return o.ReconcileInterval
 }
 
 // handleStep dispatches deploy steps that start and removes deleted applications.

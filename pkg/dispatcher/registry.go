@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
@@ -50,6 +52,12 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 	if want := bus.ClusterSubject(data.Cluster, kind); e.Topic != want {
 		return bus.Terminate(fmt.Errorf("%s of cluster %s arrived on %s, not %s", kind, data.Cluster, e.Topic, want))
 	}
+	if e.Type == events.TypeClusterJoin {
+		if err := validJoin(data); err != nil {
+			d.log.Warn("join refused", "cluster", data.Cluster, "err", err)
+			return bus.Terminate(err)
+		}
+	}
 	issuing := e.Type == events.TypeClusterJoin && d.opts.Issuer != nil
 	if issuing {
 		// Any joining agent may publish any cluster's join (they share the
@@ -60,6 +68,14 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 		}
 	}
 	if _, err := d.clusters.Get(data.Cluster); apierrors.IsNotFound(err) {
+		err := validJoin(data)
+		if err == nil {
+			err = d.roomForPending()
+		}
+		if err != nil {
+			d.log.Warn(kind+" refused", "cluster", data.Cluster, "err", err)
+			return bus.Terminate(err)
+		}
 		if err := d.createCluster(ctx, data); err != nil {
 			return err
 		}
@@ -95,6 +111,52 @@ func (d *Dispatcher) handleCluster(ctx context.Context, e *events.Event) error {
 // a ManagedCluster made before its agent joined); joins signed with
 // another key are refused.
 const AgentKeyAnnotation = "flotilla.dev/agent-nkey"
+
+// validJoin refuses a join the hub could not make a ManagedCluster of,
+// for good: a name that is not a DNS-1123 label (it is spliced into
+// subjects and credentials), labels the API server would refuse, or
+// labels that would place the cluster where only an admin may (a cluster
+// set, which ScopeGrants name; Flotilla's own).
+func validJoin(data *events.ClusterJoinData) error {
+	if msgs := validation.IsDNS1123Label(data.Cluster); len(msgs) > 0 {
+		return fmt.Errorf("join of cluster %q refused: its name is not a DNS-1123 label (%s)", data.Cluster, strings.Join(msgs, "; "))
+	}
+	for k, v := range data.Labels {
+		if msgs := append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...); len(msgs) > 0 {
+			return fmt.Errorf("join of cluster %s refused: label %s=%s: %s", data.Cluster, k, v, strings.Join(msgs, "; "))
+		}
+		if k == site.Label {
+			continue // where its agent pulls from: only a site the dispatcher serves (--site), shown before accepting
+		}
+		if prefix, _, ok := strings.Cut(k, "/"); ok && (strings.HasSuffix(prefix, "open-cluster-management.io") || strings.HasSuffix(prefix, "flotilla.dev")) {
+			return fmt.Errorf("join of cluster %s refused: label %s is an admin's to set, not a joining agent's", data.Cluster, k)
+		}
+	}
+	return nil
+}
+
+// roomForPending refuses a new cluster's join while MaxPending clusters
+// wait to be accepted.
+func (d *Dispatcher) roomForPending() error {
+	limit := d.opts.MaxPending
+	if limit <= 0 {
+		limit = 100
+	}
+	all, err := d.clusters.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	pending := 0
+	for _, obj := range all {
+		if !acceptedBy(obj) {
+			pending++
+		}
+	}
+	if pending >= limit {
+		return fmt.Errorf("%d clusters wait to be accepted (--max-pending-clusters %d): accept or delete some before more join", pending, limit)
+	}
+	return nil
+}
 
 func (d *Dispatcher) createCluster(ctx context.Context, data *events.ClusterJoinData) error {
 	lbls := map[string]any{"name": data.Cluster}

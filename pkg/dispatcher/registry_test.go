@@ -7,11 +7,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
+	clusterv1beta2 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1beta2"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 )
@@ -120,4 +124,68 @@ func TestAvailabilityAfterMissedHeartbeats(t *testing.T) {
 	}
 	// Away, but joined still.
 	f.waitCondition("hb-c1", clusterv1.ConditionJoined, metav1.ConditionTrue)
+}
+
+// joinWith publishes a join of cluster proposing labels.
+func (f *fixture) joinWith(cluster string, labels map[string]string) {
+	f.t.Helper()
+	e := events.New(fmt.Sprintf("%s.join.%d", cluster, time.Now().UnixNano()), events.SourceAgent(cluster), events.TypeClusterJoin, cluster,
+		&events.ClusterJoinData{Cluster: cluster, KubernetesVersion: "v1.37.0", HeartbeatMillis: 1000, Labels: labels})
+	if _, err := bus.Publish(f.ctx, f.js, bus.ClusterSubject(cluster, "join"), e); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// Joins are anyone's to send who holds the bootstrap credential: one that
+// names a cluster the hub could not make, or labels itself into a cluster
+// set (which ScopeGrants name), is refused for good with the reason and
+// creates nothing; and once MaxPending clusters wait to be accepted, a new
+// cluster's join is refused until an admin accepts or deletes some.
+func TestJoinsAreBounded(t *testing.T) {
+	// The hub is shared: clusters other tests left waiting count too.
+	existing, err := testHub(t).Resource(clusterv1.ManagedClusterResource).List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := 2
+	for i := range existing.Items {
+		if accepted, _, _ := unstructured.NestedBool(existing.Items[i].Object, "spec", "hubAcceptsClient"); !accepted {
+			limit++
+		}
+	}
+	f := start(t, Options{MaxPending: limit}, natstest.Options{})
+	for _, tt := range []struct {
+		cluster string
+		labels  map[string]string
+		why     string
+	}{
+		{"Bad_Name", nil, "not a DNS-1123 label"},
+		{"set-climber", map[string]string{clusterv1beta2.LabelClusterSet: "production"}, "is an admin's to set"},
+		{"bad-label", map[string]string{"env": "a b"}, "label env=a b"},
+	} {
+		f.joinWith(tt.cluster, tt.labels)
+		eventually.True(t, 30*time.Second, tt.cluster+"'s join refused: "+tt.why, func() (bool, error) {
+			return f.logged("join refused", tt.why), nil
+		})
+		if _, err := f.cluster(tt.cluster); !apierrors.IsNotFound(err) {
+			t.Errorf("a refused join made ManagedCluster %s: %v", tt.cluster, err)
+		}
+	}
+	for _, c := range []string{"pend-1", "pend-2"} {
+		f.joinWith(c, map[string]string{"env": "test"})
+		t.Cleanup(func() { f.deleteCluster(c) })
+		f.waitAcceptance(c, "false")
+	}
+	f.joinWith("pend-3", nil)
+	eventually.True(t, 30*time.Second, "the third pending cluster's join refused", func() (bool, error) {
+		return f.logged("join refused", "cluster=pend-3", fmt.Sprintf("%d clusters wait to be accepted", limit)), nil
+	})
+	if _, err := f.cluster("pend-3"); !apierrors.IsNotFound(err) {
+		t.Errorf("a join past the cap made its ManagedCluster: %v", err)
+	}
+	f.accept("pend-1")
+	f.waitAcceptance("pend-1", "true")
+	f.joinWith("pend-3", nil)
+	t.Cleanup(func() { f.deleteCluster("pend-3") })
+	f.waitAcceptance("pend-3", "false")
 }

@@ -74,3 +74,18 @@ func (h *Hub) Agent(t testing.TB, cluster string) []byte {
 	}
 	return data
 }
+
+// Bot is a credentials file of a chat bot in the bots' account, with the
+// rights of namespaces (all: none given).
+func (h *Hub) Bot(t testing.TB, name string, namespaces ...string) []byte {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := h.Authority.Bot(name, kp, bus.BotPermissions(namespaces...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
