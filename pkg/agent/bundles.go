@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -115,6 +116,7 @@ func (a *Agent) importBundle(ctx context.Context, path string) (retry bool, err 
 		d *events.WorkData
 	}
 	var work []admitted
+	newest := map[apply.App]int{} // the bundle's newest message per application
 	for i, m := range b.Messages {
 		msg := m.Msg()
 		e, err := events.Decode(msg)
@@ -125,7 +127,19 @@ func (a *Agent) importBundle(ctx context.Context, path string) (retry bool, err 
 		if err != nil {
 			return false, fmt.Errorf("message %d: %w", i, err)
 		}
-		if newer := a.newerOnNATS(ctx, d); newer != "" {
+		app := apply.App{Namespace: d.Namespace, Name: d.Application, UID: d.UID}
+		if j, ok := newest[app]; ok && work[j].d.Supersedes(d.AppRef, d.StepIndex) {
+			return false, fmt.Errorf("message %d: work %s is older than message %d for the same application: a bundle is in order, nothing applied", i, e.ID, j)
+		}
+		newest[app] = len(work)
+		newer := a.newerOnNATS(ctx, d)
+		if newer == "" {
+			newer, err = a.newerInCluster(ctx, d)
+			if err != nil {
+				return true, fmt.Errorf("message %d: %w", i, err)
+			}
+		}
+		if newer != "" {
 			a.metrics.work.WithLabelValues(a.opts.Cluster, "apply", "refused").Inc()
 			return false, fmt.Errorf("message %d: work %s refused, nothing applied: %s", i, e.ID, newer)
 		}
@@ -174,6 +188,43 @@ func (a *Agent) newerOnNATS(ctx context.Context, d *events.WorkData) string {
 		return fmt.Sprintf("release %s (attempt %d, step %d) is older than %s (attempt %d, step %d), sent over NATS", d.Release, d.Attempt, d.StepIndex, w.Release, w.Attempt, w.StepIndex)
 	}
 	return ""
+}
+
+// mark is what an agent records in an application's inventory of the
+// work it applied (apply.Mark): what a bundle must not be older than,
+// whatever the agent remembers after a restart and whatever the site's
+// NATS still holds.
+type mark struct {
+	Release   string `json:"release"`
+	Revision  int64  `json:"revision"`
+	Attempt   int    `json:"attempt"`
+	StepIndex int    `json:"step"`
+}
+
+func markOf(d *events.WorkData) string {
+	b, _ := json.Marshal(mark{Release: d.Release, Revision: d.Revision, Attempt: d.Attempt, StepIndex: d.StepIndex})
+	return string(b)
+}
+
+// newerInCluster says why d is older than the work last applied for its
+// application, as its inventory records it ("": it is not, or none is).
+func (a *Agent) newerInCluster(ctx context.Context, d *events.WorkData) (string, error) {
+	if d.Delete {
+		return "", nil
+	}
+	raw, uid, err := a.applier.MarkOf(ctx, apply.App{Namespace: d.Namespace, Name: d.Application, UID: d.UID})
+	if err != nil {
+		return "", fmt.Errorf("read what the cluster has of %s/%s: %w", d.Namespace, d.Application, err)
+	}
+	var m mark
+	if raw == "" || uid != d.UID || json.Unmarshal([]byte(raw), &m) != nil {
+		return "", nil
+	}
+	applied := events.WorkData{AppRef: events.AppRef{Release: m.Release, Revision: m.Revision, Attempt: m.Attempt}, StepIndex: m.StepIndex}
+	if applied.Supersedes(d.AppRef, d.StepIndex) {
+		return fmt.Sprintf("release %s (attempt %d, step %d) is older than %s (attempt %d, step %d), which the cluster has", d.Release, d.Attempt, d.StepIndex, m.Release, m.Attempt, m.StepIndex), nil
+	}
+	return "", nil
 }
 
 // settleBundle moves a bundle out of the way once decided, and returns

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/flotilla-dev/flotilla/pkg/agent"
@@ -221,6 +222,30 @@ func TestBundles(t *testing.T) {
 	}
 	if got := color(); got != "purple" {
 		t.Fatalf("after the exported bundle the ConfigMap says %q", got)
+	}
+
+	// The site's NATS loses its copy (a leaf node set up anew) and the
+	// agent restarts: the cluster itself records release 3 as applied
+	// (its inventory), so release 2's bundle is still refused.
+	st, err := js.Stream(f.ctx, bus.StreamWork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(f.ctx, jetstream.WithPurgeSubject(bus.WorkSubject("c1", f.ns, "demo"))); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := offlineAgent(t, dir)
+	writeBundle(t, dir, "stale-after-reset", newBundle(t, "c1", f.sealedWork(2, "c1", workSealer, cm("blue"))))
+	if r := importOne(t, again, dir); r.Applied || r.Err == nil || !strings.Contains(r.Err.Error(), "which the cluster has") {
+		t.Fatalf("release 2's bundle with no memory and no NATS copy of release 3: %+v", r)
+	}
+	// One bundle whose messages go back in time: refused whole.
+	writeBundle(t, dir, "out-of-order", newBundle(t, "c1", f.sealedWork(5, "c1", workSealer, cm("green")), f.sealedWork(4, "c1", workSealer, cm("black"))))
+	if r := importOne(t, again, dir); r.Applied || r.Err == nil || !strings.Contains(r.Err.Error(), "a bundle is in order") {
+		t.Fatalf("a bundle out of order: %+v", r)
+	}
+	if got := color(); got != "purple" {
+		t.Fatalf("refused bundles changed the cluster: the ConfigMap says %q", got)
 	}
 }
 

@@ -148,7 +148,7 @@ func (a *Agent) applyWork(ctx context.Context, e *events.Event, d *events.WorkDa
 	a.mu.Lock()
 	a.desired[app] = d
 	a.mu.Unlock()
-	res, err := a.applier.Apply(ctx, app, d.Release, objs, apply.TakeOver(d.TakeOver...), apply.ReadOnly(d.ReadOnly...))
+	res, err := a.applier.Apply(ctx, app, d.Release, objs, apply.TakeOver(d.TakeOver...), apply.ReadOnly(d.ReadOnly...), apply.Mark(markOf(d)))
 	if p, refused := problem.As(err); refused {
 		log.WarnContext(ctx, "release refused", "err", err)
 		return a.refuse(ctx, d, p.Message, err)

@@ -70,6 +70,14 @@ type Option func(*applyOptions)
 
 type applyOptions struct {
 	takeOver, readOnly []string
+	mark               string
+}
+
+// Mark records mark in the application's inventory with what the apply
+// put in the cluster (Applier.Mark reads it back): the agent's record of
+// which release it applied, which survives its restarts.
+func Mark(mark string) Option {
+	return func(o *applyOptions) { o.mark = mark }
 }
 
 // TakeOver lets the apply adopt existing objects of these kinds that the
@@ -313,7 +321,7 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	prev = slices.DeleteFunc(slices.Clone(prev), func(r Ref) bool { return slices.ContainsFunc(read, r.Same) })
 	inventory, pruned, pruneErrs := prune(ctx, prev, desired, a.delete)
 	res.Pruned, res.PruneErrs = pruned, pruneErrs
-	if err := a.saveInventory(ctx, app, release, inventory); err != nil {
+	if err := a.saveInventory(ctx, app, release, inventory, o.mark); err != nil {
 		return res, err
 	}
 	return res, nil

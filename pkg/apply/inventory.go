@@ -26,6 +26,7 @@ const (
 	inventoryUID         = "uid"
 	inventoryRelease     = "release"
 	inventoryUpdated     = "updated"
+	inventoryMark        = "mark"
 )
 
 // inventoryNameMax is the longest name a ConfigMap may have.
@@ -114,7 +115,7 @@ func decodeInventory(cm *corev1.ConfigMap, app App) ([]Ref, error) {
 
 // inventoryObject is the inventory ConfigMap recording refs as what app's
 // release put in the cluster, at now.
-func inventoryObject(app App, release string, refs []Ref, now time.Time) (*unstructured.Unstructured, error) {
+func inventoryObject(app App, release string, refs []Ref, now time.Time, mark string) (*unstructured.Unstructured, error) {
 	if refs == nil {
 		refs = []Ref{}
 	}
@@ -126,21 +127,41 @@ func inventoryObject(app App, release string, refs []Ref, now time.Time) (*unstr
 	for k, v := range appLabels(app, release) {
 		labels[k] = v
 	}
+	fields := map[string]any{
+		inventoryObjects: string(data), inventoryNamespace: app.Namespace, inventoryApplication: app.Name,
+		inventoryUID: app.UID, inventoryRelease: release, inventoryUpdated: now.UTC().Format(time.RFC3339),
+	}
+	if mark != "" {
+		fields[inventoryMark] = mark
+	}
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "ConfigMap",
 		"metadata": map[string]any{"name": inventoryName(app), "namespace": InventoryNamespace, "labels": labels},
-		"data": map[string]any{
-			inventoryObjects: string(data), inventoryNamespace: app.Namespace, inventoryApplication: app.Name,
-			inventoryUID: app.UID, inventoryRelease: release, inventoryUpdated: now.UTC().Format(time.RFC3339),
-		},
+		"data":     fields,
 	}}, nil
 }
 
-func (a *Applier) saveInventory(ctx context.Context, app App, release string, refs []Ref) error {
+// MarkOf reads the mark (Mark) the application's last apply recorded in
+// its inventory, and the UID of the application it recorded ("" none).
+func (a *Applier) MarkOf(ctx context.Context, app App) (mark, uid string, err error) {
+	cm, err := a.cs.CoreV1().ConfigMaps(InventoryNamespace).Get(ctx, inventoryName(app), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("read inventory of %s: %w", app, err)
+	}
+	if _, err := decodeInventory(cm, app); err != nil {
+		return "", "", err
+	}
+	return cm.Data[inventoryMark], cm.Data[inventoryUID], nil
+}
+
+func (a *Applier) saveInventory(ctx context.Context, app App, release string, refs []Ref, mark string) error {
 	if err := a.ensureNamespace(ctx, InventoryNamespace); err != nil {
 		return err
 	}
-	cm, err := inventoryObject(app, release, refs, time.Now())
+	cm, err := inventoryObject(app, release, refs, time.Now(), mark)
 	if err != nil {
 		return err
 	}

@@ -101,8 +101,13 @@ hub has. It logs in to the hub's NATS as an identity that may import (--nats-cre
 			sum := sha256.Sum256(data)
 			id := s.Cluster + ".status-bundle." + hex.EncodeToString(sum[:16])
 			e := events.New(id, "/cli/bundle-import", events.TypeStatusBundle, s.Cluster, &events.StatusBundleData{Cluster: s.Cluster, Bundle: data})
-			if _, err := bus.Publish(cmd.Context(), js, bus.StatusBundleSubject(s.Cluster), e); err != nil {
+			ack, err := bus.Publish(cmd.Context(), js, bus.StatusBundleSubject(s.Cluster), e)
+			if err != nil {
 				return fmt.Errorf("bundle import: %w", err)
+			}
+			if ack.Duplicate {
+				fmt.Fprintf(o.IO.Out, "status bundle of cluster %s (%d messages, written %s) was already imported: nothing sent\n", s.Cluster, len(s.Messages), s.WrittenAt.Format(time.RFC3339))
+				return nil
 			}
 			fmt.Fprintf(o.IO.Out, "status bundle of cluster %s (%d messages, written %s) sent to the hub\n", s.Cluster, len(s.Messages), s.WrittenAt.Format(time.RFC3339))
 			return nil

@@ -36,6 +36,8 @@ type credHub struct {
 	s   *natstest.Server
 	sys *nats.Conn // the issuer's system-account login
 	dir string
+	// restart starts another dispatcher like the first (stop that first).
+	restart func() *fixture
 }
 
 func startCredHub(t *testing.T) *credHub {
@@ -68,8 +70,9 @@ func startCredHub(t *testing.T) *credHub {
 	if err := creds.WriteFile(filepath.Join(dir, "bootstrap.creds"), boot); err != nil {
 		t.Fatal(err)
 	}
-	f := run(t, Options{Issuer: iss, CheckInterval: 200 * time.Millisecond, ReconcileInterval: 200 * time.Millisecond}, admin, djs)
-	return &credHub{fixture: f, a: a, s: s, sys: snc, dir: dir}
+	opts := Options{Issuer: iss, CheckInterval: 200 * time.Millisecond, ReconcileInterval: 200 * time.Millisecond}
+	f := run(t, opts, admin, djs)
+	return &credHub{fixture: f, a: a, s: s, sys: snc, dir: dir, restart: func() *fixture { return run(t, opts, admin, djs) }}
 }
 
 // enroll runs an agent's enrolment for cluster with its identity file in
@@ -330,5 +333,52 @@ func TestLostRevocationIsPutBack(t *testing.T) {
 	eventually.True(t, 30*time.Second, "the revocation put back", refused)
 	if !strings.Contains(h.logs.String(), "cluster credential revoked") {
 		t.Errorf("no revocation logged:\n%s", h.logs)
+	}
+}
+
+// A cluster deleted while no dispatcher runs is revoked when one starts:
+// its informer never sees the deletion, the bucket still holds its
+// credential.
+func TestClusterDeletedWhileDownIsRevoked(t *testing.T) {
+	h := startCredHub(t)
+	const name = "cred-down"
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	identity := filepath.Join(h.dir, "down.creds")
+	got := h.enroll(ctx, name, identity)
+	eventually.True(t, 30*time.Second, "the join registers "+name, func() (bool, error) {
+		_, err := h.cluster(name)
+		return err == nil, err
+	})
+	h.accept(name, true)
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no credential 30s after accepting:\n%s", h.logs)
+	}
+	cancel() // the agent's enrolment is done; nothing joins again
+	file, err := os.ReadFile(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	if err := h.hub.Resource(clusterv1.ManagedClusterResource).Delete(h.ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := h.s.DialCreds(file); err != nil {
+		t.Fatalf("before any dispatcher ran again the credential was already refused: %v", err)
+	} else {
+		nc.Close()
+	}
+	again := h.restart()
+	eventually.True(t, 30*time.Second, "the credential of the cluster deleted while down refused", func() (bool, error) {
+		nc, err := h.s.DialCreds(file)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil, nil
+	})
+	if !strings.Contains(again.logs.String(), "cluster credential revoked") {
+		t.Errorf("the restarted dispatcher logged no revocation:\n%s", again.logs)
 	}
 }

@@ -96,6 +96,8 @@ type fixture struct {
 	hub  dynamic.Interface
 	js   jetstream.JetStream
 	logs *logs
+	// stop stops the dispatcher and waits until it has.
+	stop func()
 }
 
 // start runs a dispatcher with opts against the shared hub and a NATS
@@ -129,13 +131,19 @@ func run(t *testing.T, opts Options, setup, js jetstream.JetStream) *fixture {
 		defer close(done)
 		runErr = d.Run(runCtx)
 	}()
+	var once sync.Once
+	f.stop = func() {
+		once.Do(func() {
+			stop()
+			<-done
+			if runErr != nil {
+				t.Errorf("dispatcher: %v", runErr)
+			}
+		})
+	}
 	// Runs before the NATS server's cleanup: the dispatcher stops first.
 	t.Cleanup(func() {
-		stop()
-		<-done
-		if runErr != nil {
-			t.Errorf("dispatcher: %v", runErr)
-		}
+		f.stop()
 		if t.Failed() {
 			t.Logf("dispatcher log:\n%s", f.logs)
 		}

@@ -37,8 +37,10 @@ func (p *Planner) handleStatusBundle(ctx context.Context, e *events.Event) error
 		}
 		r.Deliveries = e.Deliveries
 		switch err := p.handleReport(ctx, r); {
-		case bus.IsRetry(err):
-			return err // the whole bundle again: what it already applied changes nothing twice
+		case err != nil && !bus.IsTerminal(err):
+			// The whole bundle again (a retry, or the hub's state not
+			// reachable): what it already applied changes nothing twice.
+			return err
 		case err != nil:
 			p.log.Warn("status bundle: report refused", "cluster", s.Cluster, "message", i, "err", err)
 		default:
