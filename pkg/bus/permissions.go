@@ -187,7 +187,10 @@ func AgentPermissions(cluster string) Permissions {
 	return Permissions{
 		Publish: []string{
 			prefixStatus + "." + c + ".>",
-			prefixClusters + "." + c + ".>",
+			// Its joins and heartbeats only: one subject each, whose
+			// per-subject limit bounds what it can store there.
+			ClusterSubject(cluster, "join"),
+			ClusterSubject(cluster, "heartbeat"),
 			ClusterAPI + ".DIRECT.GET." + kvStream(BucketClusters) + ".$KV." + BucketClusters + "." + AcceptedKey(cluster),
 			ClusterAPI + ".DIRECT.GET." + StreamWork + "." + prefixWork + "." + c + ".>",
 			ClusterAPI + ".CONSUMER.INFO." + StreamWork + "." + cons,
@@ -240,6 +243,20 @@ func IssuerPermissions(account string) Permissions {
 	return Permissions{
 		Publish:   []string{"$SYS.REQ.ACCOUNT." + account + ".CLAIMS.LOOKUP", "$SYS.REQ.ACCOUNT." + account + ".CLAIMS.UPDATE"},
 		Subscribe: []string{DispatcherInboxPrefix + ".>"},
+	}
+}
+
+// SiteResolverPermissions are a site leaf node's system-account link's,
+// at the hub (a leaf user's publish is what the site may send, its
+// subscribe what the hub sends it): the account updates the hub's
+// resolver takes (revocations), and the site's resolver asking for the
+// accounts it lacks; nothing else of the system account.
+func SiteResolverPermissions() Permissions {
+	return Permissions{
+		Publish: []string{"$SYS.REQ.CLAIMS.PACK", "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP"},
+		Subscribe: []string{"$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE", "$SYS.REQ.CLAIMS.UPDATE", "$SYS.ACCOUNT.*.CLAIMS.UPDATE",
+			"$SYS._INBOX.>", "_INBOX.>"},
+		AllowResponses: true,
 	}
 }
 

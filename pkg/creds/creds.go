@@ -439,6 +439,9 @@ func (a *Authority) Trust() (operator, system string, accounts map[string]string
 	return operator, public(a.System), map[string]string{public(a.System): sys, public(a.Account): acc, public(a.Clusters): clusters, public(a.Bots): bots}, nil
 }
 
+// SystemKey is the system account's public key.
+func (a *Authority) SystemKey() string { return public(a.System) }
+
 // AccountKey is the Flotilla account's public key.
 func (a *Authority) AccountKey() string { return public(a.Account) }
 

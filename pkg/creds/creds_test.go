@@ -84,23 +84,9 @@ func (c *conn) refusedSoon(t *testing.T, op, subject string) {
 }
 
 // agentCreds is an agent's credentials file: its own key, the JWT issued.
-func agentCreds(t *testing.T, iss *creds.Issuer, cluster string) ([]byte, string) {
+func agentCreds(t *testing.T, h *hub, cluster string) ([]byte, string) {
 	t.Helper()
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := kp.PublicKey()
-	token, err := iss.Issue(cluster, pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed, _ := kp.Seed()
-	data, err := jwt.FormatUserConfig(token, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data, pub
+	return (&credstest.Hub{Authority: h.a, Server: h.s}).AgentKey(t, cluster)
 }
 
 // An agent's credential carries no rights of its own: the account's
@@ -108,7 +94,7 @@ func agentCreds(t *testing.T, iss *creds.Issuer, cluster string) ([]byte, string
 // server.
 func TestAgentCredentialIsBoundToItsCluster(t *testing.T) {
 	h := newHub(t)
-	alpha, _ := agentCreds(t, h.iss, "alpha")
+	alpha, _ := agentCreds(t, h, "alpha")
 	c, err := h.login(t, alpha, bus.InboxPrefix("alpha"))
 	if err != nil {
 		t.Fatal(err)
@@ -211,23 +197,25 @@ func TestForgedAgentCredentialsRefused(t *testing.T) {
 }
 
 // Revoking a cluster's key closes its agent's connection and refuses its
-// next login, with no server restart; lifting the revocation and issuing
-// anew lets it back in.
+// next login, with no server restart; a JWT issued for the key after the
+// revocation logs in (the cluster accepted again), while the old one
+// stays refused: a revocation is never lifted.
 func TestRevokedAgentIsShutOut(t *testing.T) {
 	h := newHub(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	file, pub := agentCreds(t, h.iss, "alpha")
+	file, pub := agentCreds(t, h, "alpha")
 	c, err := h.login(t, file, bus.InboxPrefix("alpha"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := agentCreds(t, h.iss, "beta")
+	other, _ := agentCreds(t, h, "beta")
 	b, err := h.login(t, other, bus.InboxPrefix("beta"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.iss.Revoke(ctx, pub); err != nil {
+	revokedAt := time.Now()
+	if err := h.iss.Revoke(ctx, pub, revokedAt); err != nil {
 		t.Fatal(err)
 	}
 	eventually.True(t, 10*time.Second, "the revoked agent's connection is closed", func() (bool, error) {
@@ -240,13 +228,10 @@ func TestRevokedAgentIsShutOut(t *testing.T) {
 		t.Fatalf("another cluster's agent lost its connection: %v", err)
 	}
 	// Twice is once.
-	if err := h.iss.Revoke(ctx, pub); err != nil {
+	if err := h.iss.Revoke(ctx, pub, revokedAt); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.iss.Unrevoke(ctx, pub); err != nil {
-		t.Fatal(err)
-	}
-	token, err := h.iss.Issue("alpha", pub)
+	token, err := h.iss.IssueAfter(ctx, "alpha", pub, revokedAt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,6 +240,9 @@ func TestRevokedAgentIsShutOut(t *testing.T) {
 	again, _ := jwt.FormatUserConfig(token, seed)
 	if _, err := h.login(t, again, bus.InboxPrefix("alpha")); err != nil {
 		t.Fatalf("accepted again, the agent cannot log in: %v", err)
+	}
+	if _, err := h.login(t, file, bus.InboxPrefix("alpha")); err == nil {
+		t.Fatal("the JWT issued before the revocation logged in again")
 	}
 }
 

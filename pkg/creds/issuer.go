@@ -74,66 +74,59 @@ func (i *Issuer) Issue(cluster, pub string) (string, error) {
 	return token, nil
 }
 
-// Revoke makes the servers refuse pub from now on (and close its
-// connections): a revocation in the account's JWT, pushed to the
-// resolver, and read back until it holds (another replica's concurrent
-// push may have replaced this one's).
-func (i *Issuer) Revoke(ctx context.Context, pub string) error {
-	return i.change(ctx, pub, func(ac *jwt.AccountClaims) bool {
-		if ac.Revocations != nil {
-			if _, ok := ac.Revocations[pub]; ok {
-				return false
-			}
+// IssueAfter is Issue once the clock is past after's second: a key revoked
+// at after (a cluster accepted again with the key it had) gets a JWT the
+// revocation does not cover, while every JWT issued for it before stays
+// refused. A revocation is never lifted.
+func (i *Issuer) IssueAfter(ctx context.Context, cluster, pub string, after time.Time) (string, error) {
+	for time.Now().Unix() <= after.Unix() {
+		wait := time.Until(time.Unix(after.Unix()+1, 0))
+		if wait > 5*time.Second {
+			return "", fmt.Errorf("no credential for cluster %s: its key was revoked at %s, later than this clock (%s)", cluster, after.UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
 		}
-		ac.Revoke(pub)
-		return true
-	}, func(ac *jwt.AccountClaims) bool { _, ok := ac.Revocations[pub]; return ok })
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	return i.Issue(cluster, pub)
 }
 
-// RevokeAll makes sure every key in pubs is revoked, in one push: the
-// dispatcher's reconcile, which puts back revocations an account JWT
-// installed anew (a re-rendered preload) or a lost push dropped.
-func (i *Issuer) RevokeAll(ctx context.Context, pubs []string) error {
-	for _, pub := range pubs {
+// Revoke makes the servers refuse pub's JWTs issued up to at (and close
+// their connections): a revocation in the account's JWT, pushed to the
+// resolver, and read back until it holds (another replica's concurrent
+// push may have replaced this one's).
+func (i *Issuer) Revoke(ctx context.Context, pub string, at time.Time) error {
+	return i.RevokeAll(ctx, map[string]time.Time{pub: at})
+}
+
+// RevokeAll makes sure every key in revoked is revoked at least up to its
+// time, in one push: also the dispatcher's reconcile, which puts back
+// revocations an account JWT installed anew (a re-rendered preload) or a
+// lost push dropped, with their own times (a JWT issued since stays good).
+func (i *Issuer) RevokeAll(ctx context.Context, revoked map[string]time.Time) error {
+	for pub := range revoked {
 		if !nkeys.IsValidPublicUserKey(pub) {
 			return fmt.Errorf("revoke %q: not a user's public NKey", pub)
 		}
 	}
 	missing := func(ac *jwt.AccountClaims) []string {
 		var out []string
-		for _, pub := range pubs {
-			if _, ok := ac.Revocations[pub]; !ok {
+		for pub, at := range revoked {
+			if t, ok := ac.Revocations[pub]; !ok || t < at.Unix() {
 				out = append(out, pub)
 			}
 		}
 		return out
 	}
-	return i.edit(ctx, "revocation of "+fmt.Sprint(len(pubs))+" keys", func(ac *jwt.AccountClaims) bool {
+	return i.edit(ctx, fmt.Sprintf("revocation of %d keys", len(revoked)), func(ac *jwt.AccountClaims) bool {
 		m := missing(ac)
 		for _, pub := range m {
-			ac.Revoke(pub)
+			ac.RevokeAt(pub, revoked[pub])
 		}
 		return len(m) > 0
 	}, func(ac *jwt.AccountClaims) bool { return len(missing(ac)) == 0 })
-}
-
-// Unrevoke lifts pub's revocation (a cluster accepted again with the key
-// it had): JWTs issued after this work again.
-func (i *Issuer) Unrevoke(ctx context.Context, pub string) error {
-	return i.change(ctx, pub, func(ac *jwt.AccountClaims) bool {
-		if _, ok := ac.Revocations[pub]; !ok {
-			return false
-		}
-		ac.ClearRevocation(pub)
-		return true
-	}, func(ac *jwt.AccountClaims) bool { _, ok := ac.Revocations[pub]; return !ok })
-}
-
-func (i *Issuer) change(ctx context.Context, pub string, edit, holds func(*jwt.AccountClaims) bool) error {
-	if !nkeys.IsValidPublicUserKey(pub) {
-		return fmt.Errorf("revoke %q: not a user's public NKey", pub)
-	}
-	return i.edit(ctx, "revocation of "+pub, edit, holds)
 }
 
 // edit changes the account's JWT with edit until holds says it holds.

@@ -18,7 +18,7 @@ func TestRepliesCannotWriteTheHubsState(t *testing.T) {
 	h := newHub(t)
 	ch := &credstest.Hub{Authority: h.a, Server: h.s}
 	_, admin := h.s.ConnectCreds(t, ch.User(t, "admin", nil))
-	alpha, _ := agentCreds(t, h.iss, "alpha")
+	alpha, _ := agentCreds(t, h, "alpha")
 	boot, err := h.a.Bootstrap("bootstrap", 0)
 	if err != nil {
 		t.Fatal(err)

@@ -257,7 +257,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 			return err
 		}
 		sitePort := ports[7+len(o.Clusters)]
-		siteConf, err := e.writeSiteConfig(o, sitePort, linkAddr, c)
+		siteConf, err := e.writeSiteConfig(o, sitePort, linkAddr)
 		if err != nil {
 			return err
 		}
@@ -266,11 +266,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 			return err
 		}
 		e.SiteNATSURL = "tls://127.0.0.1:" + strconv.Itoa(sitePort)
-		siteAdmin, err := nats.NkeyOptionFromSeed(e.NKey("admin"))
-		if err != nil {
-			return err
-		}
-		if err := waitNATS(ctx, siteProc, e.SiteNATSURL, siteAdmin, e.TLS.CA); err != nil {
+		if err := waitNATS(ctx, siteProc, e.SiteNATSURL, nats.UserCredentials(e.Creds("admin")), e.TLS.CA); err != nil {
 			return err
 		}
 		o.logf("site %s: leaf node %s for %s, its link to the hub through %s (make link-down / make link-up)", SiteName, e.SiteNATSURL, c, linkAddr)
@@ -330,10 +326,11 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		// credential until the hub accepts it and signs it its own.
 		login := []string{"--nats-identity", e.Creds(name), "--nats-bootstrap-creds", e.Creds("bootstrap")}
 		if c == e.SiteCluster {
-			// Its site's leaf node only, which keeps its users in its
-			// configuration.
-			// It also applies bundles carried by hand (kubectl flotilla bundle export).
-			natsURL, login = e.SiteNATSURL, []string{"--nats-nkey", e.NKey(name), "--site", e.Site, "--bundle-dir", e.BundleDir(c)}
+			// Its site's leaf node only, which trusts the hub's operator:
+			// it joins and logs in there as at the hub. It also applies
+			// bundles carried by hand (kubectl flotilla bundle export).
+			natsURL = e.SiteNATSURL
+			login = append(login, "--site", e.Site, "--bundle-dir", e.BundleDir(c))
 			if err := os.MkdirAll(e.BundleDir(c), 0o700); err != nil {
 				return err
 			}
@@ -613,9 +610,6 @@ func writeGateConfig(dir string) (path string, bot nkeys.KeyPair, err error) {
 	return path, bot, os.WriteFile(path, data, 0o600)
 }
 
-// userKey returns the public key of the NKey seed in path, creating it first if missing.
-func userKey(path string) (string, error) { return keyFile(path, nkeys.CreateUser) }
-
 // sealKey makes (or reads) the hub's work key: an account NKey, never a
 // NATS login (those are user keys: the server would choose what a login
 // signs).
@@ -643,11 +637,6 @@ func keyFile(path string, create func() (nkeys.KeyPair, error)) (string, error) 
 	}
 	return kp.PublicKey()
 }
-
-// NKey is the seed file of a NATS user of the site's leaf node, which
-// keeps its users in its configuration: "admin" (every right) or
-// "agent-<cluster>".
-func (e *Env) NKey(user string) string { return filepath.Join(e.Dir, "nats-keys", user+".nk") }
 
 // Creds is the credentials file (user JWT and seed) of a NATS user of the
 // hub: "admin" (every right: what an operator and the tests use, no
@@ -679,9 +668,6 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 	if err != nil {
 		return "", err
 	}
-	if _, err := userKey(e.NKey("admin")); err != nil { // the site's operator login
-		return "", err
-	}
 	botPerms := bus.BotPermissions(BotNamespace)
 	users := map[string]func() ([]byte, error){
 		"admin": func() ([]byte, error) { return auth.User("admin", nil) },
@@ -690,6 +676,11 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 		// scoped to its clusters: the site's link is trusted like a hub
 		// service.)
 		leafUser(SiteName): func() ([]byte, error) { return auth.User(leafUser(SiteName), nil) },
+		// Its second link: the hub's account updates (revocations) to the
+		// site's resolver, and nothing else of the system account.
+		leafSystemUser(SiteName): func() ([]byte, error) {
+			return auth.SystemUser(leafSystemUser(SiteName), bus.SiteResolverPermissions())
+		},
 		"dispatcher-issuer": func() ([]byte, error) {
 			return auth.SystemUser("dispatcher-issuer", bus.IssuerPermissions(auth.ClustersKey()))
 		},

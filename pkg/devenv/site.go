@@ -2,13 +2,13 @@ package devenv
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	natsconf "github.com/flotilla-dev/flotilla/deploy/nats"
-	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/linkproxy"
 	"github.com/flotilla-dev/flotilla/pkg/site"
@@ -32,12 +32,14 @@ func siteCluster(clusters []string) string {
 func leafUser(name string) string { return "leaf-" + name }
 
 // writeSiteConfig writes the site's leaf node configuration: its own
-// JetStream domain and store, TLS, its local users (the operator, and, in
-// the clusters' account as at the hub, the agent of its cluster with the
-// agent's rights), and one link to the hub
-// that carries no report as a core message (site.LinkDeny: reports go
-// only by the sources the hub's dispatcher sets up).
-func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr, cluster string) (string, error) {
+// JetStream domain and store, TLS, the hub's operator and accounts (its
+// agents log in with the credentials the hub signs, in the clusters'
+// account as at the hub), and two links to the hub through the site's
+// proxy: the Flotilla account's, which carries no report as a core message
+// (site.LinkDeny: reports go only by the sources the hub's dispatcher sets
+// up), and the system account's, over which the hub's account updates
+// (revocations) reach the site's resolver.
+func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr string) (string, error) {
 	dir := filepath.Join(o.Dir, "site-"+SiteName)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -46,34 +48,32 @@ func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr, cluster string) 
 	if err != nil {
 		return "", err
 	}
-	admin, err := userKey(e.NKey("admin"))
+	auth, err := creds.LoadOrCreate(e.Authority())
 	if err != nil {
 		return "", err
 	}
-	agent, err := userKey(e.NKey("agent-" + cluster))
+	trust, err := auth.ServerConfig(filepath.Join(dir, "accounts"))
 	if err != nil {
 		return "", err
 	}
-	p := bus.AgentPermissions(cluster)
-	accounts, err := natsconf.Accounts([]natsconf.Identity{{NKey: admin}}, []natsconf.Identity{{NKey: agent, Permissions: &p}})
-	if err != nil {
-		return "", err
-	}
+	tls := map[string]any{"ca_file": e.TLS.CA}
 	conf := map[string]any{
 		"host": "127.0.0.1", "port": port, "server_name": "flotilla-site-" + SiteName,
 		"jetstream": map[string]any{"store_dir": dir, "domain": SiteName, "cipher": "chachapoly", "key": key},
 		"tls":       map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
-		"accounts":  accounts,
 		"leafnodes": map[string]any{
 			// Back within a tenth of a second of the link.
 			"reconnect": "100ms",
-			"remotes": []any{map[string]any{
-				"url": "tls://" + hubLeafAddr, "credentials": e.Creds(leafUser(SiteName)), "account": creds.AccountName,
-				"tls":          map[string]any{"ca_file": e.TLS.CA},
-				"deny_imports": site.LinkDeny(), "deny_exports": site.LinkDeny(),
-			}},
+			"remotes": []any{
+				map[string]any{
+					"url": "tls://" + hubLeafAddr, "credentials": e.Creds(leafUser(SiteName)), "account": auth.AccountKey(), "tls": tls,
+					"deny_imports": site.LinkDeny(), "deny_exports": site.LinkDeny(),
+				},
+				map[string]any{"url": "tls://" + hubLeafAddr, "credentials": e.Creds(leafSystemUser(SiteName)), "account": auth.SystemKey(), "tls": tls},
+			},
 		},
 	}
+	maps.Copy(conf, trust)
 	data, err := natsconf.Encode(conf)
 	if err != nil {
 		return "", err
@@ -81,6 +81,9 @@ func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr, cluster string) 
 	path := filepath.Join(o.Dir, "site-"+SiteName+".conf")
 	return path, os.WriteFile(path, data, 0o600)
 }
+
+// leafSystemUser is the system-account user of the site's second link.
+func leafSystemUser(name string) string { return "leaf-" + name + "-sys" }
 
 // AgentNATSURL is where a cluster's agent logs in: its site's leaf node,
 // or the hub's NATS.
@@ -139,12 +142,10 @@ func (e *Env) startLink(hubLeafPort int) (string, error) {
 	return p.Addr(), e.writeLinkState()
 }
 
-// AgentLogin is how a cluster's agent logs in where AgentNATSURL says: its
-// site's configured NKey, or at the hub the credential the hub signed it.
+// AgentLogin is how a cluster's agent logs in where AgentNATSURL says
+// (the hub's NATS or its site's leaf node): the credential the hub signed
+// it.
 func (e *Env) AgentLogin(cluster string) (nats.Option, error) {
-	if cluster == e.SiteCluster && e.SiteNATSURL != "" {
-		return nats.NkeyOptionFromSeed(e.NKey("agent-" + cluster))
-	}
 	return nats.UserCredentials(e.Creds("agent-" + cluster)), nil
 }
 

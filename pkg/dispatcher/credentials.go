@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,7 +52,79 @@ func (d *Dispatcher) verifyJoin(ctx context.Context, id string, data *events.Clu
 	if registered != "" && registered != data.NKey {
 		return keyMismatch(data.Cluster, registered, data.NKey)
 	}
+	return d.keyFor(ctx, data.Cluster, data.NKey)
+}
+
+// keyFor refuses a key the hub revoked for another cluster: revocations
+// are by key, so a cluster given it would bring the other's old
+// credentials back.
+func (d *Dispatcher) keyFor(ctx context.Context, cluster, pub string) error {
+	rec, err := d.revocation(ctx, pub)
+	if err != nil {
+		return err
+	}
+	if rec != nil && rec.Cluster != cluster {
+		return fmt.Errorf("key %s was revoked for cluster %s: a key serves one cluster only (the agent of %s makes a new key when its identity file is removed)", pub, rec.Cluster, cluster)
+	}
 	return nil
+}
+
+// revoked is the record of a key the hub revoked (bus.RevokedKey): for
+// which cluster, and up to when its JWTs are refused.
+type revoked struct {
+	Cluster string `json:"cluster"`
+	At      int64  `json:"at"`
+}
+
+// revocation is pub's revocation record (nil: none).
+func (d *Dispatcher) revocation(ctx context.Context, pub string) (*revoked, error) {
+	entry, err := d.kv.Get(ctx, bus.RevokedKey(pub))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the revocation of key %s: %w", pub, err)
+	}
+	var r revoked
+	if err := json.Unmarshal(entry.Value(), &r); err != nil || r.Cluster == "" {
+		// Written by the dispatcher alone: unreadable is a fault, and
+		// refusing the key is the safe side.
+		return &revoked{Cluster: "(unreadable record)", At: time.Now().Unix()}, nil
+	}
+	return &r, nil
+}
+
+// revokeKey records and revokes pub's JWTs issued up to now.
+func (d *Dispatcher) revokeKey(ctx context.Context, cluster, pub string) error {
+	at := time.Now()
+	rec, _ := json.Marshal(revoked{Cluster: cluster, At: at.Unix()})
+	// Recorded first: a revocation the servers lose (a push that failed,
+	// an account JWT installed anew) is put back by reconcileCredentials.
+	if _, err := d.kv.Put(ctx, bus.RevokedKey(pub), rec); err != nil {
+		return fmt.Errorf("record the revocation of cluster %s: %w", cluster, err)
+	}
+	if err := d.opts.Issuer.Revoke(ctx, pub, at); err != nil {
+		return fmt.Errorf("revoke the credential of cluster %s: %w", cluster, err)
+	}
+	d.log.Info("cluster credential revoked", "cluster", cluster, "nkey", pub)
+	return nil
+}
+
+// issuedKey is the key of the credential the hub put out for a cluster
+// ("" none).
+func (d *Dispatcher) issuedKey(ctx context.Context, cluster string) (string, error) {
+	entry, err := d.kv.Get(ctx, bus.CredentialKey(cluster))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the credential of cluster %s: %w", cluster, err)
+	}
+	uc, err := jwt.DecodeUserClaims(string(entry.Value()))
+	if err != nil {
+		return "", nil
+	}
+	return uc.Subject, nil
 }
 
 func keyMismatch(cluster, registered, got string) error {
@@ -170,15 +240,29 @@ func (d *Dispatcher) issue(ctx context.Context, cluster string, obj runtime.Obje
 		d.log.Info("cluster accepted before its agent joined with the key it names: its credential waits for the join", "cluster", cluster, "nkey", pub)
 		return nil // its join queues it again
 	}
-	// A cluster accepted again with the key it had is revoked no longer
-	// (forgotten first: a reconcile must not revoke it again).
-	if err := d.kv.Purge(ctx, bus.RevokedKey(pub)); err != nil {
-		return fmt.Errorf("credential of cluster %s: %w", cluster, err)
+	if err := d.keyFor(ctx, cluster, pub); err != nil {
+		d.log.Warn("no credential for cluster", "cluster", cluster, "err", err)
+		return nil
 	}
-	if err := d.opts.Issuer.Unrevoke(ctx, pub); err != nil {
-		return fmt.Errorf("credential of cluster %s: %w", cluster, err)
+	// A key rotated on the ManagedCluster: the old key's credential dies.
+	if prev, err := d.issuedKey(ctx, cluster); err != nil {
+		return err
+	} else if prev != "" && prev != pub {
+		if err := d.revokeKey(ctx, cluster, prev); err != nil {
+			return err
+		}
 	}
-	token, err := d.opts.Issuer.Issue(cluster, pub)
+	// Accepted again with the key it had: a JWT newer than the revocation,
+	// which stays (the old JWTs stay refused).
+	var after time.Time
+	rec, err := d.revocation(ctx, pub)
+	if err != nil {
+		return err
+	}
+	if rec != nil {
+		after = time.Unix(rec.At, 0)
+	}
+	token, err := d.opts.Issuer.IssueAfter(ctx, cluster, pub, after)
 	if err != nil {
 		return err
 	}
@@ -193,45 +277,27 @@ func (d *Dispatcher) issue(ctx context.Context, cluster string, obj runtime.Obje
 // withdraws it; a deleted cluster's key is forgotten too, so the cluster
 // can be registered anew. In this order, a retry after a crash revokes
 // again (which changes nothing) before anything is forgotten. What is
-// revoked is the key of the credential the hub put out (and the key
-// registered, if another), whatever else the bucket says.
+// revoked is the key of the credential the hub put out: a key that was
+// never given one (a cluster that only asked to join) needs none.
 func (d *Dispatcher) revoke(ctx context.Context, cluster string, gone bool) error {
 	if d.opts.Issuer == nil {
 		return nil
 	}
-	registered, err := d.agentKey(ctx, cluster)
+	pub, err := d.issuedKey(ctx, cluster)
 	if err != nil {
 		return err
 	}
-	var keys []string
-	entry, err := d.kv.Get(ctx, bus.CredentialKey(cluster))
-	switch {
-	case err == nil:
-		if uc, derr := jwt.DecodeUserClaims(string(entry.Value())); derr == nil {
-			keys = append(keys, uc.Subject)
+	if pub != "" {
+		if err := d.revokeKey(ctx, cluster, pub); err != nil {
+			return err
 		}
-	case !errors.Is(err, jetstream.ErrKeyNotFound):
-		return fmt.Errorf("read the credential of cluster %s: %w", cluster, err)
-	}
-	if nkeys.IsValidPublicUserKey(registered) && !slices.Contains(keys, registered) {
-		keys = append(keys, registered)
-	}
-	for _, pub := range keys {
-		// Recorded first: a revocation the servers lose (a push that
-		// failed, an account JWT installed anew) is put back by
-		// reconcileCredentials.
-		if _, err := d.kv.Put(ctx, bus.RevokedKey(pub), []byte(cluster)); err != nil {
-			return fmt.Errorf("record the revocation of cluster %s: %w", cluster, err)
-		}
-		if err := d.opts.Issuer.Revoke(ctx, pub); err != nil {
-			return fmt.Errorf("revoke the credential of cluster %s: %w", cluster, err)
-		}
-	}
-	if entry != nil {
 		if err := d.kv.Purge(ctx, bus.CredentialKey(cluster)); err != nil {
 			return fmt.Errorf("withdraw the credential of cluster %s: %w", cluster, err)
 		}
-		d.log.Info("cluster credential revoked", "cluster", cluster, "nkeys", keys)
+	}
+	registered, err := d.agentKey(ctx, cluster)
+	if err != nil {
+		return err
 	}
 	if gone && registered != "" {
 		// Gone from the cache may be a cache behind a join that just
@@ -264,12 +330,19 @@ func (d *Dispatcher) reconcileCredentials(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var revoked []string
+	all := map[string]time.Time{}
 	for _, k := range keys {
-		revoked = append(revoked, strings.TrimPrefix(k, bus.RevokedPrefix))
+		pub := strings.TrimPrefix(k, bus.RevokedPrefix)
+		rec, err := d.revocation(ctx, pub)
+		if err != nil {
+			return err
+		}
+		if rec != nil {
+			all[pub] = time.Unix(rec.At, 0)
+		}
 	}
-	if len(revoked) > 0 {
-		if err := d.opts.Issuer.RevokeAll(ctx, revoked); err != nil {
+	if len(all) > 0 {
+		if err := d.opts.Issuer.RevokeAll(ctx, all); err != nil {
 			return fmt.Errorf("revocations: %w", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -293,32 +294,11 @@ func TestLostRevocationIsPutBack(t *testing.T) {
 	const name = "cred-lost"
 	ctx, cancel := context.WithCancel(h.ctx)
 	defer cancel()
-	identity := filepath.Join(h.dir, "lost.creds")
-	got := h.enroll(ctx, name, identity)
-	eventually.True(t, 30*time.Second, "the join registers "+name, func() (bool, error) {
-		_, err := h.cluster(name)
-		return err == nil, err
-	})
-	h.accept(name, true)
-	select {
-	case <-got:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no credential 30s after accepting:\n%s", h.logs)
-	}
-	file, err := os.ReadFile(identity)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := h.accepted(ctx, name, filepath.Join(h.dir, "lost.creds"))
 	if err := h.hub.Resource(clusterv1.ManagedClusterResource).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	refused := func() (bool, error) {
-		nc, err := h.s.DialCreds(file)
-		if err == nil {
-			nc.Close()
-		}
-		return err != nil, nil
-	}
+	refused := func() (bool, error) { return h.refused(file) }
 	eventually.True(t, 30*time.Second, "the deleted cluster's credential refused", refused)
 
 	// The account installed anew, as first rendered: no revocation.
@@ -344,23 +324,8 @@ func TestClusterDeletedWhileDownIsRevoked(t *testing.T) {
 	const name = "cred-down"
 	ctx, cancel := context.WithCancel(h.ctx)
 	defer cancel()
-	identity := filepath.Join(h.dir, "down.creds")
-	got := h.enroll(ctx, name, identity)
-	eventually.True(t, 30*time.Second, "the join registers "+name, func() (bool, error) {
-		_, err := h.cluster(name)
-		return err == nil, err
-	})
-	h.accept(name, true)
-	select {
-	case <-got:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no credential 30s after accepting:\n%s", h.logs)
-	}
+	file := h.accepted(ctx, name, filepath.Join(h.dir, "down.creds"))
 	cancel() // the agent's enrolment is done; nothing joins again
-	file, err := os.ReadFile(identity)
-	if err != nil {
-		t.Fatal(err)
-	}
 	h.stop()
 	if err := h.hub.Resource(clusterv1.ManagedClusterResource).Delete(h.ctx, name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -380,5 +345,133 @@ func TestClusterDeletedWhileDownIsRevoked(t *testing.T) {
 	})
 	if !strings.Contains(again.logs.String(), "cluster credential revoked") {
 		t.Errorf("the restarted dispatcher logged no revocation:\n%s", again.logs)
+	}
+}
+
+// accepted enrols cluster's agent with its identity file, accepts the
+// cluster once its join registered it, and returns the credentials file
+// the agent then holds.
+func (h *credHub) accepted(ctx context.Context, cluster, identity string) []byte {
+	h.t.Helper()
+	got := h.enroll(ctx, cluster, identity)
+	eventually.True(h.t, 30*time.Second, "the join registers "+cluster, func() (bool, error) {
+		_, err := h.cluster(cluster)
+		return err == nil, nil
+	})
+	h.accept(cluster, true)
+	return h.credentialOf(got, identity)
+}
+
+// credentialOf waits for enrolment's key and returns its credentials file.
+func (h *credHub) credentialOf(got <-chan nkeys.KeyPair, identity string) []byte {
+	h.t.Helper()
+	select {
+	case _, ok := <-got:
+		if !ok {
+			h.t.Fatalf("enrolment of %s failed:\n%s", identity, h.logs)
+		}
+	case <-time.After(30 * time.Second):
+		h.t.Fatalf("no credential for %s 30s after accepting:\n%s", identity, h.logs)
+	}
+	file, err := os.ReadFile(identity)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return file
+}
+
+func (h *credHub) refused(file []byte) (bool, error) {
+	nc, err := h.s.DialCreds(file)
+	if err == nil {
+		nc.Close()
+	}
+	return err != nil, nil
+}
+
+// Revocations are by key: a deleted cluster's agent that joins as another
+// cluster with the key it had would, once that one is accepted, bring its
+// old credential back (and with it the deleted cluster's work, for
+// whoever runs that cluster next). A key revoked for one cluster serves no
+// other: the join is refused, and the old credential stays dead.
+func TestRevokedKeyServesNoOtherCluster(t *testing.T) {
+	h := startCredHub(t)
+	const alpha, other = "cred-first", "cred-second"
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	file := h.accepted(ctx, alpha, filepath.Join(h.dir, "first.creds"))
+	if err := h.hub.Resource(clusterv1.ManagedClusterResource).Delete(ctx, alpha, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 30*time.Second, alpha+"'s credential refused", func() (bool, error) { return h.refused(file) })
+
+	again := filepath.Join(h.dir, "second.creds")
+	if err := os.WriteFile(again, file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.enroll(ctx, other, again)
+	eventually.True(t, 30*time.Second, "the join with "+alpha+"'s revoked key refused", func() (bool, error) {
+		return strings.Contains(h.logs.String(), "was revoked for cluster "+alpha), nil
+	})
+	if _, err := h.cluster(other); !apierrors.IsNotFound(err) {
+		t.Errorf("a join with a revoked key made ManagedCluster %s: %v", other, err)
+	}
+	if ok, _ := h.refused(file); !ok {
+		t.Error("the deleted cluster's credential logs in again")
+	}
+}
+
+// Rotating a cluster's key (the admin names a new one on its
+// ManagedCluster) revokes the old key's credential once the new key's
+// is issued.
+func TestRotatedKeyIsRevoked(t *testing.T) {
+	h := startCredHub(t)
+	const name = "cred-rotate"
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	enrolCtx, stop := context.WithCancel(ctx)
+	old := h.accepted(enrolCtx, name, filepath.Join(h.dir, "rotate-1.creds"))
+	stop()
+
+	kp, _ := nkeys.CreateUser()
+	seed, _ := kp.Seed()
+	pub, _ := kp.PublicKey()
+	second := filepath.Join(h.dir, "rotate-2.creds")
+	if err := creds.WriteFile(second, append(seed, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	patch := []byte(`{"metadata":{"annotations":{"` + AgentKeyAnnotation + `":"` + pub + `"}}}`)
+	if _, err := h.hub.Resource(clusterv1.ManagedClusterResource).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := h.credentialOf(h.enroll(ctx, name, second), second)
+	if ok, _ := h.refused(fresh); ok {
+		t.Fatal("the new key's credential is refused")
+	}
+	eventually.True(t, 30*time.Second, "the old key's credential refused", func() (bool, error) { return h.refused(old) })
+}
+
+// Clusters that only ask to join, never accepted, were never given a
+// credential: nothing is revoked for them (revocations live in the
+// account's JWT, which a flood of joins must not grow).
+func TestPendingJoinsRevokeNothing(t *testing.T) {
+	h := startCredHub(t)
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	for _, c := range []string{"cred-pend-a", "cred-pend-b", "cred-pend-c"} {
+		h.enroll(ctx, c, filepath.Join(h.dir, c+".creds"))
+		eventually.True(t, 30*time.Second, c+" registered", func() (bool, error) { _, err := h.cluster(c); return err == nil, nil })
+		t.Cleanup(func() { _ = h.hub.Resource(clusterv1.ManagedClusterResource).Delete(h.ctx, c, metav1.DeleteOptions{}) })
+	}
+	time.Sleep(2 * time.Second) // joins go on meanwhile
+	msg, err := h.sys.RequestWithContext(ctx, creds.ClaimsLookupSubject(h.a.ClustersKey()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := jwt.DecodeAccountClaims(string(msg.Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ac.Revocations) != 0 {
+		t.Errorf("%d revocations for clusters never accepted", len(ac.Revocations))
 	}
 }

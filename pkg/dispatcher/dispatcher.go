@@ -43,6 +43,10 @@ type Options struct {
 	// accepted: past it a join of a new cluster is refused (anyone holding
 	// the bootstrap credential could otherwise fill the hub). Zero: 100.
 	MaxPending int
+	// PendingTTL is how long a ManagedCluster a join created may wait to
+	// be accepted before the dispatcher deletes it (as Kubernetes does
+	// pending CSRs): joins left by a flood free their places. Zero: 24h.
+	PendingTTL time.Duration
 	// MissedHeartbeats after which a cluster turns AVAILABLE Unknown.
 	MissedHeartbeats int
 	// CheckInterval is how often availability is re-evaluated.
@@ -76,15 +80,15 @@ type Options struct {
 
 // Issuer signs and revokes agents' NATS credentials (creds.Issuer).
 type Issuer interface {
-	Issue(cluster, pub string) (string, error)
-	Revoke(ctx context.Context, pub string) error
-	Unrevoke(ctx context.Context, pub string) error
-	RevokeAll(ctx context.Context, pubs []string) error
+	IssueAfter(ctx context.Context, cluster, pub string, after time.Time) (string, error)
+	Revoke(ctx context.Context, pub string, at time.Time) error
+	RevokeAll(ctx context.Context, revoked map[string]time.Time) error
 }
 
 // BindFlags binds the dispatcher's flags.
 func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AutoAccept, "auto-accept", false, "accept every cluster that joins (dev only; otherwise kubectl flotilla cluster accept NAME)")
+	fs.DurationVar(&o.PendingTTL, "pending-cluster-ttl", 24*time.Hour, "how long a ManagedCluster a join created may wait to be accepted before it is deleted")
 	fs.IntVar(&o.MaxPending, "max-pending-clusters", 100, "most ManagedClusters that joins create and that wait to be accepted; past it a new cluster's join is refused")
 	fs.IntVar(&o.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a cluster is no longer available")
 	fs.DurationVar(&o.CheckInterval, "availability-check", time.Second, "how often cluster availability is evaluated")
@@ -272,6 +276,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	reconcile := func() {
 		if err := d.reconcileCredentials(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("reconcile credentials, again in a while", "err", err)
+		}
+		if err := d.expirePending(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("expire clusters never accepted, again in a while", "err", err)
 		}
 	}
 	reconcile()

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
 
@@ -158,17 +159,52 @@ func (d *Dispatcher) roomForPending() error {
 	return nil
 }
 
+// CreatedByAnnotation marks a ManagedCluster a join created ("join") and
+// no admin accepted yet (removed on its first acceptance): one left so for
+// Options.PendingTTL is deleted.
+const CreatedByAnnotation = "flotilla.dev/created-by"
+
+// expirePending deletes the ManagedClusters joins created that waited
+// longer than PendingTTL to be accepted.
+func (d *Dispatcher) expirePending(ctx context.Context) error {
+	ttl := d.opts.PendingTTL
+	if ttl <= 0 {
+		ttl = 24 * time.Hour
+	}
+	all, err := d.clusters.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	for _, obj := range all {
+		m, err := meta.Accessor(obj)
+		if err != nil || acceptedBy(obj) || m.GetAnnotations()[CreatedByAnnotation] != "join" || time.Since(m.GetCreationTimestamp().Time) < ttl {
+			continue
+		}
+		uid := m.GetUID()
+		err = d.dyn.Resource(clusterv1.ManagedClusterResource).Delete(ctx, m.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("delete ManagedCluster %s, never accepted: %w", m.GetName(), err)
+		}
+		if err == nil {
+			d.log.Info("cluster never accepted: its ManagedCluster deleted", "cluster", m.GetName(), "waited", time.Since(m.GetCreationTimestamp().Time).Round(time.Second))
+		}
+	}
+	return nil
+}
+
 func (d *Dispatcher) createCluster(ctx context.Context, data *events.ClusterJoinData) error {
 	lbls := map[string]any{"name": data.Cluster}
 	for k, v := range data.Labels {
 		lbls[k] = v
 	}
 	meta := map[string]any{"name": data.Cluster, "labels": lbls}
+	annotations := map[string]any{CreatedByAnnotation: "join"}
 	if data.NKey != "" {
 		// For the admin to compare with the key the agent logs, before
 		// accepting: the first join's key is the one its credential is for.
-		meta["annotations"] = map[string]any{AgentKeyAnnotation: data.NKey}
+		annotations[AgentKeyAnnotation] = data.NKey
 	}
+	meta["annotations"] = annotations
 	mc := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": clusterv1.GroupVersion.String(), "kind": "ManagedCluster",
 		"metadata": meta,
@@ -242,6 +278,14 @@ func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
 		}
 		if err := d.issue(ctx, name, obj); err != nil {
 			return err
+		}
+		if m, err := meta.Accessor(obj); err == nil && m.GetAnnotations()[CreatedByAnnotation] == "join" {
+			// Accepted once: never expired as a join left waiting, even if
+			// an admin stops accepting it for a while.
+			patch := []byte(`{"metadata":{"annotations":{"` + CreatedByAnnotation + `":null}}}`)
+			if _, err := d.dyn.Resource(clusterv1.ManagedClusterResource).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("ManagedCluster %s: %w", name, err)
+			}
 		}
 	}
 	if _, err := d.kv.Put(ctx, bus.AcceptedKey(name), []byte(fmt.Sprint(accepted))); err != nil {

@@ -189,3 +189,29 @@ func TestJoinsAreBounded(t *testing.T) {
 	t.Cleanup(func() { f.deleteCluster("pend-3") })
 	f.waitAcceptance("pend-3", "false")
 }
+
+// A ManagedCluster a join created that no admin accepts within
+// PendingTTL is deleted (what a flood of joins leaves frees its places);
+// one accepted once is kept when it stops being accepted.
+func TestPendingClustersExpire(t *testing.T) {
+	f := start(t, Options{PendingTTL: 2 * time.Second, ReconcileInterval: 200 * time.Millisecond}, natstest.Options{})
+	f.joinWith("expire-never", nil)
+	f.joinWith("expire-kept", nil)
+	t.Cleanup(func() { f.deleteCluster("expire-kept") })
+	f.waitAcceptance("expire-kept", "false")
+	f.accept("expire-kept")
+	f.waitAcceptance("expire-kept", "true")
+	eventually.True(t, 30*time.Second, "the never accepted cluster deleted", func() (bool, error) {
+		_, err := f.cluster("expire-never")
+		return apierrors.IsNotFound(err), nil
+	})
+	if _, err := f.hub.Resource(clusterv1.ManagedClusterResource).Patch(f.ctx, "expire-kept", types.MergePatchType,
+		[]byte(`{"spec":{"hubAcceptsClient":false}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitAcceptance("expire-kept", "false")
+	time.Sleep(3 * time.Second)
+	if _, err := f.cluster("expire-kept"); err != nil {
+		t.Errorf("a cluster accepted once was expired when it stopped being accepted: %v", err)
+	}
+}

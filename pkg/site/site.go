@@ -60,6 +60,20 @@ func sources(stream, domain string, subjects []string) []*jetstream.StreamSource
 	return out
 }
 
+// oneSource takes stream's messages on all of subjects from another
+// domain by one source: a stream's sources are set up again whenever
+// their list changes, and a cluster's acceptance and credential, written
+// one right after the other, must come in the same order through the
+// same consumer (two sources of one stream could take the later first and
+// resume past the earlier).
+func oneSource(stream, domain string, subjects []string) []*jetstream.StreamSource {
+	src := &jetstream.StreamSource{Name: stream, External: &jetstream.ExternalStream{APIPrefix: apiPrefix(domain)}}
+	for _, s := range subjects {
+		src.SubjectTransforms = append(src.SubjectTransforms, jetstream.SubjectTransformConfig{Source: s, Destination: s})
+	}
+	return []*jetstream.StreamSource{src}
+}
+
 func sorted(cs []string) []string {
 	out := slices.Clone(cs)
 	sort.Strings(out)
@@ -78,7 +92,9 @@ func siteStreams(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 	var work, accepted, status []string
 	for _, c := range sorted(s.Clusters) {
 		work = append(work, bus.WorkFilter(c))
-		accepted = append(accepted, bus.AcceptedSubject(c))
+		// Its acceptance and the credential the hub signed it: an agent
+		// at the site joins there as at the hub.
+		accepted = append(accepted, bus.AcceptedSubject(c), bus.CredentialSubject(c))
 		status = append(status, bus.StatusFilter(c))
 	}
 	hubWork := bus.StreamConfig(bus.StreamWork, o)
@@ -93,6 +109,10 @@ func siteStreams(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 	if len(status) == 0 {
 		status = []string{placeholder(bus.StreamStatus)}
 	}
+	var kvSources []*jetstream.StreamSource
+	if len(accepted) > 0 {
+		kvSources = oneSource(bus.KVStream(bus.BucketClusters), HubDomain, accepted)
+	}
 	return []jetstream.StreamConfig{
 		{
 			Name: bus.StreamWork, Description: "the site's clusters' work, sourced from the hub: last value per subject",
@@ -101,8 +121,8 @@ func siteStreams(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 			AllowDirect: true, Storage: storage, Replicas: 1,
 		},
 		{
-			Name: bus.KVStream(bus.BucketClusters), Description: "the site's clusters' acceptance, sourced from the hub",
-			Subjects: []string{placeholder(bus.KVStream(bus.BucketClusters))}, Sources: source(bus.KVStream(bus.BucketClusters), accepted),
+			Name: bus.KVStream(bus.BucketClusters), Description: "the site's clusters' acceptance and credentials, sourced from the hub",
+			Subjects: []string{placeholder(bus.KVStream(bus.BucketClusters))}, Sources: kvSources,
 			MaxMsgsPerSubject: 1, MaxBytes: 1 << 20, AllowDirect: true, Storage: storage, Replicas: 1,
 		},
 		{

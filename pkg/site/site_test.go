@@ -261,3 +261,95 @@ func TestSiteCatchesUpAfterAnOutage(t *testing.T) {
 		})
 	}
 }
+
+// A cluster's credential and acceptance reach its site, and withdrawing
+// the credential at the hub (a KV purge, which carries a rollup header)
+// does not stall what follows: accepted again, the new credential arrives.
+func TestCredentialWithdrawnAndIssuedAgainReachesTheSite(t *testing.T) {
+	b := newBed(t, "edge-1")
+	ctx := t.Context()
+	kv, err := b.hubJS.KeyValue(ctx, bus.BucketClusters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	credential := func() string { c, _ := bus.Credential(ctx, b.siteNC, "edge-1"); return c }
+	if _, err := kv.Put(ctx, bus.CredentialKey("edge-1"), []byte("jwt-1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "the credential at the site", func() (bool, error) { return credential() == "jwt-1", nil })
+	if err := kv.Purge(ctx, bus.CredentialKey("edge-1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "the withdrawal at the site", func() (bool, error) { return credential() == "", nil })
+	if _, err := kv.Put(ctx, bus.CredentialKey("edge-1"), []byte("jwt-2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, bus.AcceptedKey("edge-1"), []byte("true")); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "the new credential and acceptance at the site", func() (bool, error) {
+		ok, err := bus.Accepted(ctx, b.siteNC, "edge-1")
+		return credential() == "jwt-2" && err == nil && ok, nil
+	})
+}
+
+// A cluster newly at a site gets what the hub writes for it right after:
+// its sources are set up anew and what was written meanwhile still comes.
+func TestNewClusterAtASiteGetsWhatFollows(t *testing.T) {
+	b := newBed(t, "edge-1")
+	ctx := t.Context()
+	kv, err := b.hubJS.KeyValue(ctx, bus.BucketClusters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.sites.Sync(ctx, map[string][]string{"edge": {"edge-1", "edge-2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, bus.CredentialKey("edge-2"), []byte("jwt-2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, bus.AcceptedKey("edge-2"), []byte("true")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.sites.Sync(ctx, map[string][]string{"edge": {"edge-1", "edge-2"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "edge-2's credential and acceptance at the site", func() (bool, error) {
+		c, _ := bus.Credential(ctx, b.siteNC, "edge-2")
+		ok, err := bus.Accepted(ctx, b.siteNC, "edge-2")
+		return c == "jwt-2" && err == nil && ok, nil
+	})
+}
+
+// Written while the link is down, a cluster's credential and then its
+// acceptance both reach the site when it returns: each of the stream's
+// sources (one per subject) resumes from its own last message.
+func TestEverySourcedSubjectCatchesUp(t *testing.T) {
+	b := newBed(t, "edge-1")
+	ctx := t.Context()
+	kv, err := b.hubJS.KeyValue(ctx, bus.BucketClusters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, bus.AcceptedKey("edge-1"), []byte("false")); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "the acceptance at the site", func() (bool, error) {
+		_, err := bus.Accepted(ctx, b.siteNC, "edge-1")
+		return err == nil, nil
+	})
+	b.link.Down(linkproxy.Reset)
+	eventually.True(t, 10*time.Second, "the hub sees the link down", func() (bool, error) { up, _, _ := b.sites.Link("edge"); return !up, nil })
+	if _, err := kv.Put(ctx, bus.CredentialKey("edge-1"), []byte("jwt-1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, bus.AcceptedKey("edge-1"), []byte("true")); err != nil {
+		t.Fatal(err)
+	}
+	b.link.Up()
+	eventually.True(t, 10*time.Second, "the credential and the acceptance at the site", func() (bool, error) {
+		c, _ := bus.Credential(ctx, b.siteNC, "edge-1")
+		ok, err := bus.Accepted(ctx, b.siteNC, "edge-1")
+		return c == "jwt-1" && err == nil && ok, nil
+	})
+}

@@ -54,6 +54,13 @@ func (h *Hub) User(t testing.TB, name string, p *bus.Permissions) []byte {
 // account, signed as the dispatcher's issuer signs it on accept.
 func (h *Hub) Agent(t testing.TB, cluster string) []byte {
 	t.Helper()
+	data, _ := h.AgentKey(t, cluster)
+	return data
+}
+
+// AgentKey is Agent and the agent's public key.
+func (h *Hub) AgentKey(t testing.TB, cluster string) ([]byte, string) {
+	t.Helper()
 	iss, err := creds.NewIssuer(h.Authority.AgentSigning, h.Authority.OperatorSigning, h.Authority.ClustersKey(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +79,7 @@ func (h *Hub) Agent(t testing.TB, cluster string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return data
+	return data, pub
 }
 
 // Bot is a credentials file of a chat bot in the bots' account, with the
