@@ -117,6 +117,56 @@ func Accounts(services, clusters []Identity) (map[string]any, error) {
 	}, nil
 }
 
+// Site is a site's leaf node, as SiteConfig writes its configuration.
+type Site struct {
+	// Name is the site's JetStream domain.
+	Name string
+	// StoreDir holds its JetStream files, ResolverDir its accounts.
+	StoreDir, ResolverDir string
+	// HubURL is the hub's leaf node port (tls://, through the site's link).
+	HubURL string
+	// LinkCreds logs the Flotilla account's link in at the hub (the
+	// site's leaf user); SystemCreds the system account's, with
+	// bus.SiteResolverPermissions.
+	LinkCreds, SystemCreds string
+	// CA verifies the hub's certificate ("" none: a plain link).
+	CA string
+	// LinkDeny are subjects the Flotilla link never carries either way.
+	LinkDeny []string
+}
+
+// SiteConfig is a site's leaf node configuration, but for where it
+// listens and its own TLS: it trusts the hub's operator and holds the
+// hub's accounts in a full resolver of its own (agents log in there with
+// the credentials the hub signs, laid out in accounts as at the hub), and
+// links to the hub twice: the Flotilla account, and the system account,
+// over which the hub's account updates (revocations) reach the site's
+// resolver.
+func SiteConfig(authority *creds.Authority, s Site) (map[string]any, error) {
+	trust, err := authority.ServerConfig(s.ResolverDir)
+	if err != nil {
+		return nil, fmt.Errorf("site %s: %w", s.Name, err)
+	}
+	link := map[string]any{"url": s.HubURL, "credentials": s.LinkCreds, "account": authority.AccountKey()}
+	sys := map[string]any{"url": s.HubURL, "credentials": s.SystemCreds, "account": authority.SystemKey()}
+	if s.CA != "" {
+		link["tls"] = map[string]any{"ca_file": s.CA}
+		sys["tls"] = map[string]any{"ca_file": s.CA}
+	}
+	if len(s.LinkDeny) > 0 {
+		link["deny_imports"], link["deny_exports"] = s.LinkDeny, s.LinkDeny
+	}
+	conf := map[string]any{
+		"jetstream": map[string]any{"store_dir": s.StoreDir, "domain": s.Name},
+		// Back within a tenth of a second of the link.
+		"leafnodes": map[string]any{"reconnect": "100ms", "remotes": []any{link, sys}},
+	}
+	for k, v := range trust {
+		conf[k] = v
+	}
+	return conf, nil
+}
+
 // Trust is trust.conf: the part of nats.conf that trusts authority's
 // operator, with a full account resolver in resolverDir (a persistent
 // volume: it keeps the revocations the dispatcher pushes).

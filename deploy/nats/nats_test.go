@@ -280,3 +280,82 @@ func TestSiteAccountsKeepRepliesOut(t *testing.T) {
 		t.Errorf("the agent's status: %v, %v", ack, err)
 	}
 }
+
+// A site's leaf node (SiteConfig) trusts the hub's operator: a cluster's
+// agent logs in there with the JWT the hub signed, and a revocation at
+// the hub reaches the site over the system account's link: the agent's
+// connection there closes and its next login is refused.
+func TestRevocationReachesASite(t *testing.T) {
+	dir := t.TempDir()
+	authority, err := creds.LoadOrCreate(filepath.Join(dir, "authority"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, sysKey, accounts, err := authority.Trust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := natstest.NewWith(t, natstest.Options{Trust: &natstest.Trust{Operator: op, SystemAccount: sysKey, Accounts: accounts}, LeafNodes: true, Domain: "hub"})
+	link, err := authority.User("leaf-edge", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := authority.SystemUser("leaf-edge-sys", bus.SiteResolverPermissions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"link.creds": link, "sys.creds": sys} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf, err := natsconf.SiteConfig(authority, natsconf.Site{Name: "edge", StoreDir: filepath.Join(dir, "site"), ResolverDir: filepath.Join(dir, "site-accounts"),
+		HubURL: hub.LeafURL(), LinkCreds: filepath.Join(dir, "link.creds"), SystemCreds: filepath.Join(dir, "sys.creds")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := natsconf.Encode(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "site.conf"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	site := natstest.NewWith(t, natstest.Options{ConfigFile: filepath.Join(dir, "site.conf")})
+
+	issuerLogin, err := authority.SystemUser("dispatcher-issuer", bus.IssuerPermissions(authority.ClustersKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snc, _ := hub.ConnectCreds(t, issuerLogin, nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
+	iss, err := creds.NewIssuer(authority.AgentSigning, authority.OperatorSigning, authority.ClustersKey(), snc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, pub := (&credstest.Hub{Authority: authority, Server: hub}).AgentKey(t, "edge-1")
+	closed := make(chan struct{})
+	var once sync.Once
+	nc, err := site.DialCreds(agent, nats.CustomInboxPrefix(bus.InboxPrefix("edge-1")), nats.NoReconnect(),
+		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(closed) }) }))
+	if err != nil {
+		t.Fatalf("the agent's login at its site: %v", err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	time.Sleep(500 * time.Millisecond) // both links up
+	revoked := time.Now()
+	if err := iss.Revoke(ctx, pub, revoked); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+		t.Logf("revoked at the hub -> the agent's connection at its site closed: %v", time.Since(revoked).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoked agent is still connected at its site 10s later")
+	}
+	if again, err := site.DialCreds(agent); err == nil {
+		again.Close()
+		t.Fatal("the revoked agent logged in at its site again")
+	}
+}

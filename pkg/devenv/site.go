@@ -2,7 +2,6 @@ package devenv
 
 import (
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,28 +51,16 @@ func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr string) (string, 
 	if err != nil {
 		return "", err
 	}
-	trust, err := auth.ServerConfig(filepath.Join(dir, "accounts"))
+	conf, err := natsconf.SiteConfig(auth, natsconf.Site{
+		Name: SiteName, StoreDir: dir, ResolverDir: filepath.Join(dir, "accounts"), HubURL: "tls://" + hubLeafAddr,
+		LinkCreds: e.Creds(leafUser(SiteName)), SystemCreds: e.Creds(leafSystemUser(SiteName)), CA: e.TLS.CA, LinkDeny: site.LinkDeny(),
+	})
 	if err != nil {
 		return "", err
 	}
-	tls := map[string]any{"ca_file": e.TLS.CA}
-	conf := map[string]any{
-		"host": "127.0.0.1", "port": port, "server_name": "flotilla-site-" + SiteName,
-		"jetstream": map[string]any{"store_dir": dir, "domain": SiteName, "cipher": "chachapoly", "key": key},
-		"tls":       map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
-		"leafnodes": map[string]any{
-			// Back within a tenth of a second of the link.
-			"reconnect": "100ms",
-			"remotes": []any{
-				map[string]any{
-					"url": "tls://" + hubLeafAddr, "credentials": e.Creds(leafUser(SiteName)), "account": auth.AccountKey(), "tls": tls,
-					"deny_imports": site.LinkDeny(), "deny_exports": site.LinkDeny(),
-				},
-				map[string]any{"url": "tls://" + hubLeafAddr, "credentials": e.Creds(leafSystemUser(SiteName)), "account": auth.SystemKey(), "tls": tls},
-			},
-		},
-	}
-	maps.Copy(conf, trust)
+	conf["host"], conf["port"], conf["server_name"] = "127.0.0.1", port, "flotilla-site-"+SiteName
+	conf["jetstream"] = map[string]any{"store_dir": dir, "domain": SiteName, "cipher": "chachapoly", "key": key}
+	conf["tls"] = map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5}
 	data, err := natsconf.Encode(conf)
 	if err != nil {
 		return "", err
