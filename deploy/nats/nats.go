@@ -3,10 +3,12 @@
 // cluster, decentralized auth) and writes the trust.conf it includes: the
 // operator the servers trust and their account resolver (pkg/creds), so
 // that adding or removing a cluster, or any identity, needs no
-// configuration edit. It also writes the accounts of a configuration that
-// lists its users (a site's leaf node: one NKey user per identity, each
-// with exactly the rights pkg/bus gives it, the clusters' identities in
-// their own account as at the hub).
+// configuration edit. It writes a site's leaf node configuration
+// (SiteConfig: the hub's operator and accounts, and its links to the
+// hub), and the accounts of a configuration that lists its users
+// (Accounts: one NKey user per identity, each with exactly the rights
+// pkg/bus gives it, the clusters' identities in their own account as at
+// the hub).
 package nats
 
 import (

@@ -3,15 +3,16 @@
 // hub's state and its services' users, the clusters' account that holds
 // nothing and whose users run in managed clusters (with one scoped signing
 // key per kind of user whose rights a template fixes: agents, joining
-// agents), and the user JWTs those keys sign.
+// agents), the bots' account, and the user JWTs those keys sign.
 //
 // A cluster's agent makes its own key pair; it joins with a bootstrap
 // credential that can only ask to join and read what the hub answers. When
 // the cluster is accepted the hub signs a user JWT for the agent's public
 // key with the agents' scoped key, whose template binds the user to its
 // own cluster's subjects ({{name()}} is the cluster); when the cluster is
-// no longer accepted the hub revokes that key in the account JWT and
-// pushes the account to the servers. No server restart or configuration
+// no longer accepted the hub revokes that key's JWTs in the clusters'
+// account JWT (never lifted: a cluster accepted again gets a newer JWT)
+// and pushes the account to the servers. No server restart or configuration
 // edit adds or removes a cluster.
 package creds
 
