@@ -60,10 +60,12 @@ type owned struct {
 }
 
 // streams are the design's streams, each with limits that say what goes
-// first when it is full: the oldest, in streams of history (a cluster's or
-// bot's flood drops its own old messages first, per subject); a new
-// publish, in the work stream, where every message is a cluster's desired
-// state and none may silently go.
+// first when it is full: the oldest, in streams of history; a new publish,
+// in the work stream, where every message is a cluster's desired state and
+// none may silently go. A per-subject limit bounds one subject only: a
+// cluster that floods many subjects under its own prefix (invented
+// applications) evicts the oldest of every cluster's once the stream is
+// full, which per-cluster limits are yet to bound.
 func streams() []owned {
 	return []owned{
 		{OwnerPlanner, jetstream.StreamConfig{
