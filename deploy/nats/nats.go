@@ -128,8 +128,9 @@ type Site struct {
 	// HubURL is the hub's leaf node port (tls://, through the site's link).
 	HubURL string
 	// LinkCreds logs the Flotilla account's link in at the hub (the
-	// site's leaf user); SystemCreds the system account's, with
-	// bus.SiteResolverPermissions.
+	// site's leaf user, bus.SiteLinkPermissions); SystemCreds the system
+	// account's, with bus.SiteResolverPermissions: both from
+	// creds.Authority.SiteLinks, good for a leaf node's link only.
 	LinkCreds, SystemCreds string
 	// CA verifies the hub's certificate ("" none: a plain link).
 	CA string

@@ -296,11 +296,7 @@ func TestRevocationReachesASite(t *testing.T) {
 		t.Fatal(err)
 	}
 	hub := natstest.NewWith(t, natstest.Options{Trust: &natstest.Trust{Operator: op, SystemAccount: sysKey, Accounts: accounts}, LeafNodes: true, Domain: "hub"})
-	link, err := authority.User("leaf-edge", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys, err := authority.SystemUser("leaf-edge-sys", bus.SiteResolverPermissions())
+	link, sys, err := authority.SiteLinks("edge")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,6 +89,12 @@ func StatusFilter(cluster string) string { return prefixStatus + "." + token(clu
 // name, that reads one cluster's reports.
 func ReportLane(consumer, cluster string) string { return consumer + "-" + token(cluster) }
 
+// WorkAll matches every cluster's work.
+const WorkAll = prefixWork + ".>"
+
+// KVAll matches every key of a bucket, as its stream's subjects.
+func KVAll(bucket string) string { return "$KV." + bucket + ".>" }
+
 // WorkFilter matches every work subject of one cluster.
 func WorkFilter(cluster string) string { return prefixWork + "." + token(cluster) + ".>" }
 

@@ -125,8 +125,9 @@ func PlannerPermissions() Permissions {
 // domains (pkg/site), reached over their links: ask whether the link
 // answers, set up the site's streams and its agents' consumers; and at the
 // hub, set the sources through which the status stream takes sites'
-// reports in. It may delete no stream, anywhere.
-func sites() []string {
+// reports in (from their inboxes, siteStreams). It may delete no stream,
+// anywhere.
+func sitesAPI() []string {
 	var out []string
 	out = append(out, "$JS.*.API.INFO")
 	for _, st := range []string{StreamWork, kvStream(BucketClusters), StreamStatus, StreamClusters} {
@@ -145,17 +146,22 @@ func sites() []string {
 
 // DispatcherPermissions: the dispatcher writes work and its answers, owns
 // the clusters' stream and registry and the agents' consumers (at the hub
-// and in sites), reads step events and snapshots, and asks agents for live
-// reads (for people the hub's RBAC lets read, pkg/liveread). It writes no
-// step event and no decision.
-func DispatcherPermissions() Permissions {
+// and in sites), the outboxes and inboxes of the sites it serves, reads
+// step events and snapshots, and asks agents for live reads (for people the
+// hub's RBAC lets read, pkg/liveread). It writes no step event and no
+// decision.
+func DispatcherPermissions(sites ...string) Permissions {
+	subscribe := join2([]string{DispatcherInboxPrefix + ".>"}, deadLetters(StreamSteps, StreamClusters))
+	for _, s := range sites {
+		subscribe = append(subscribe, SiteInboxPrefix(s)+".>")
+	}
 	return Permissions{
 		Publish: join2(
 			[]string{prefixWork + ".>", prefixDispatch + ".>", QueryFilter},
 			owns(StreamWork), owns(StreamDispatch), owns(StreamClusters), owns(StreamBundles), ownsKV(BucketClusters),
-			reads(StreamSteps), reads(objStream(ObjectSnapshots)), sites(),
+			reads(StreamSteps), reads(objStream(ObjectSnapshots)), sitesAPI(), siteStreams(sites),
 		),
-		Subscribe: join2([]string{DispatcherInboxPrefix + ".>"}, deadLetters(StreamSteps, StreamClusters)),
+		Subscribe: subscribe,
 	}
 }
 

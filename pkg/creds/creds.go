@@ -319,6 +319,35 @@ func (a *Authority) UserFor(name string, kp nkeys.KeyPair, p *bus.Permissions) (
 	return credsFile(uc, a.AccountSigning, kp)
 }
 
+// SiteLinks are the credentials files of a site's leaf node's two links
+// to the hub, each good only for a leaf node's link (no client may log in
+// with it): in the services' account, with bus.SiteLinkPermissions (the
+// site's outbox and inbox and nothing else), and in the system account,
+// with bus.SiteResolverPermissions (account updates to the site's
+// resolver). Neither names a cluster: clusters join and leave a site with
+// no credential issued again.
+func (a *Authority) SiteLinks(site string) (link, system []byte, err error) {
+	mk := func(name string, account string, signer nkeys.KeyPair, p bus.Permissions) ([]byte, error) {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, err
+		}
+		uc := jwt.NewUserClaims(public(kp))
+		uc.Name = name
+		uc.IssuerAccount = account
+		uc.AllowedConnectionTypes = jwt.StringList{jwt.ConnectionTypeLeafnode}
+		setPermissions(&uc.Permissions, p)
+		return credsFile(uc, signer, kp)
+	}
+	if link, err = mk("leaf-"+site, public(a.Account), a.AccountSigning, bus.SiteLinkPermissions(site)); err != nil {
+		return nil, nil, fmt.Errorf("site %s: link: %w", site, err)
+	}
+	if system, err = mk("leaf-"+site+"-sys", public(a.System), a.SystemSigning, bus.SiteResolverPermissions()); err != nil {
+		return nil, nil, fmt.Errorf("site %s: system link: %w", site, err)
+	}
+	return link, system, nil
+}
+
 // Bot is a chat bot's credentials file, in the bots' account, for its own
 // key pair (which also signs its approvals) and with rights p
 // (bus.BotPermissions of its namespaces).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -328,4 +329,44 @@ func FuzzVerifyJoin(f *testing.F) {
 		}
 		_ = creds.CheckCredential(sig, cluster, key)
 	})
+}
+
+// A site's leaf node's credentials log in only as a leaf node's link: a
+// client holding them (copied off the site) is refused, and their rights
+// are the site's outbox and inbox, not a cluster's.
+func TestSiteLinksAreForLeafNodesOnly(t *testing.T) {
+	h := credstest.Start(t)
+	link, sys, err := h.Authority.SiteLinks("edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"link": link, "system link": sys} {
+		if nc, err := h.Server.DialCreds(data); err == nil {
+			nc.Close()
+			t.Errorf("a client logged in with the site's %s credentials", name)
+		}
+		token, err := creds.UserJWT(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uc, err := jwt.DecodeUserClaims(token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(uc.AllowedConnectionTypes, jwt.StringList{jwt.ConnectionTypeLeafnode}) {
+			t.Errorf("%s: connection types %v", name, uc.AllowedConnectionTypes)
+		}
+	}
+	token, _ := creds.UserJWT(link)
+	uc, _ := jwt.DecodeUserClaims(token)
+	want := bus.SiteLinkPermissions("edge")
+	if !slices.Equal([]string(uc.Pub.Allow), want.Publish) || !slices.Equal([]string(uc.Sub.Allow), want.Subscribe) {
+		t.Errorf("link rights %v / %v, want %v / %v", uc.Pub.Allow, uc.Sub.Allow, want.Publish, want.Subscribe)
+	}
+	// A plain user's credentials still log in (the refusal is the type's).
+	nc, err := h.Server.DialCreds(h.User(t, "someone", &bus.Permissions{Publish: []string{}, Subscribe: []string{"_INBOX.>"}}))
+	if err != nil {
+		t.Fatalf("a plain user: %v", err)
+	}
+	nc.Close()
 }

@@ -672,26 +672,25 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 	users := map[string]func() ([]byte, error){
 		"admin": func() ([]byte, error) { return auth.User("admin", nil) },
 		"bot":   func() ([]byte, error) { return auth.Bot(NATSBotKeyID, bot, botPerms) },
-		// The site's leaf node, over its link. (Its rights are not yet
-		// scoped to its clusters: the site's link is trusted like a hub
-		// service.)
-		leafUser(SiteName): func() ([]byte, error) { return auth.User(leafUser(SiteName), nil) },
-		// Its second link: the hub's account updates (revocations) to the
-		// site's resolver, and nothing else of the system account.
-		leafSystemUser(SiteName): func() ([]byte, error) {
-			return auth.SystemUser(leafSystemUser(SiteName), bus.SiteResolverPermissions())
-		},
 		"dispatcher-issuer": func() ([]byte, error) {
 			return auth.SystemUser("dispatcher-issuer", bus.IssuerPermissions(auth.ClustersKey()))
 		},
 		"bootstrap": func() ([]byte, error) { return auth.Bootstrap("bootstrap", 0) },
 	}
 	for name, p := range map[string]bus.Permissions{
-		"planner": bus.PlannerPermissions(), "dispatcher": bus.DispatcherPermissions(), "gate": bus.GatePermissions(),
+		"planner": bus.PlannerPermissions(), "dispatcher": bus.DispatcherPermissions(SiteName), "gate": bus.GatePermissions(),
 		"cli": bus.CLIPermissions(), "bundler": bus.BundlerPermissions(),
 	} {
 		users[name] = func() ([]byte, error) { return auth.User(name, &p) }
 	}
+	// The site's leaf node's two links: its outbox and inbox at the hub,
+	// and the hub's account updates (revocations) to its resolver.
+	link, sys, err := auth.SiteLinks(SiteName)
+	if err != nil {
+		return "", fmt.Errorf("devenv: %w", err)
+	}
+	users[leafUser(SiteName)] = func() ([]byte, error) { return link, nil }
+	users[leafSystemUser(SiteName)] = func() ([]byte, error) { return sys, nil }
 	for name, mk := range users {
 		data, err := mk()
 		if err != nil {

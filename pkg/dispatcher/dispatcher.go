@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/attribute"
@@ -67,6 +68,10 @@ type Options struct {
 	Sites []string
 	// SiteSetup sizes the sites' streams (memory in tests).
 	SiteSetup bus.SetupOptions
+	// SiteConn connects the dispatcher again for its requests to one site
+	// (site.Options.Conn): replies under bus.SiteInboxPrefix(site), the
+	// only ones that site's link may send. Unset: the service's connection.
+	SiteConn func(site string) (*nats.Conn, error)
 	// Issuer, when set, signs each accepted cluster's agent its own NATS
 	// credential and revokes it once the cluster is no longer accepted
 	// (pkg/creds); a join must then be signed by the key the cluster's
@@ -190,7 +195,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// However Run ends, the queue's goroutines end with it.
 	defer d.queue.ShutDown()
 	if d.sites, err = site.New(d.js.Conn(), d.js, d.log, site.Options{Sites: d.opts.Sites, Setup: d.opts.SiteSetup,
-		OnReconnect: d.siteReconnected}); err != nil {
+		OnReconnect: d.siteReconnected, Conn: d.opts.SiteConn}); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
 	inf := d.factory.ForResource(clusterv1.ManagedClusterResource).Informer()

@@ -29,6 +29,11 @@ type Options struct {
 	// link returns, after its sources are back: the dispatcher relays
 	// acceptance again to what it could not reach.
 	OnReconnect func(site string)
+	// Conn, when set, is the connection the hub asks a site's domain over:
+	// its own per site, with replies under bus.SiteInboxPrefix(site), the
+	// only ones the site's link may send (its answers to the hub's
+	// requests). Unset: New's connection (where no link's user is scoped).
+	Conn func(site string) (*nats.Conn, error)
 	// LeaveSources, when set, does not remove and re-add the sources when
 	// a link returns: the server's own retry resumes them. Only for
 	// measuring that retry side by side (make bench); never in service.
@@ -41,7 +46,6 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // Manager keeps the hub's sites' streams and sources, and watches their
 // links. One runs in every dispatcher replica: every step is idempotent.
 type Manager struct {
-	nc   *nats.Conn
 	hub  jetstream.JetStream
 	log  *slog.Logger
 	opts Options
@@ -57,6 +61,7 @@ type state struct {
 	left  []string
 	up    bool
 	since time.Time
+	nc    *nats.Conn
 	js    jetstream.JetStream
 }
 
@@ -68,19 +73,43 @@ func New(nc *nats.Conn, hub jetstream.JetStream, log *slog.Logger, opts Options)
 	if opts.Ping <= 0 {
 		opts.Ping = 200 * time.Millisecond
 	}
-	m := &Manager{nc: nc, hub: hub, log: log, opts: opts, sites: map[string]*state{}}
+	m := &Manager{hub: hub, log: log, opts: opts, sites: map[string]*state{}}
 	for _, name := range opts.Sites {
 		if !validName.MatchString(name) || name == HubDomain {
 			return nil, fmt.Errorf("site %q: a site is named by its JetStream domain: letters, digits, '-' and '_', not %q", name, HubDomain)
 		}
-		js, err := jetstream.NewWithDomain(nc, name)
+		conn := nc
+		if opts.Conn != nil {
+			c, err := opts.Conn(name)
+			if err != nil {
+				m.Close()
+				return nil, fmt.Errorf("site %s: connect: %w", name, err)
+			}
+			conn = c
+		}
+		js, err := jetstream.NewWithDomain(conn, name)
 		if err != nil {
+			m.Close()
 			return nil, fmt.Errorf("site %s: %w", name, err)
 		}
 		// Down until its first answer: nothing is known of it yet.
-		m.sites[name] = &state{js: js, since: time.Now()}
+		m.sites[name] = &state{nc: conn, js: js, since: time.Now()}
 	}
 	return m, nil
+}
+
+// Close closes the sites' own connections (Options.Conn).
+func (m *Manager) Close() {
+	if m.opts.Conn == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.sites {
+		if s.nc != nil {
+			s.nc.Close()
+		}
+	}
 }
 
 // Served says whether the hub serves a site of that name.
@@ -149,39 +178,31 @@ func (m *Manager) site(name string) (Site, jetstream.JetStream, bool) {
 	return Site{Name: name, Clusters: slices.Clone(s.members)}, s.js, s.up
 }
 
-// apply sets up a site's streams (when its link is up) and the hub's
-// sources of it. bounce removes every source between them and the hub
-// first and adds it back: a source re-added resumes at once from where it
-// stopped (the stream's own source headers), where one left alone would
-// wait out the server's retry backoff.
+// apply sets up a site's outbox and inbox at the hub, its streams (when
+// its link is up) and the hub's sources of its inbox. bounce removes every
+// source across the link first and adds it back: a source re-added resumes
+// at once from where it stopped (the stream's own source headers), where
+// one left alone would wait out the server's retry backoff. The sources
+// within the hub never wait on the link: they are left as they are.
 func (m *Manager) apply(ctx context.Context, name string, bounce bool) error {
 	s, js, up := m.site(name)
 	var errs []error
-	if up {
-		for _, cfg := range siteStreams(s, m.opts.Setup) {
-			if bounce && len(cfg.Sources) > 0 {
-				bare := cfg
-				bare.Sources = nil
-				if _, err := js.CreateOrUpdateStream(ctx, bare); err != nil {
-					errs = append(errs, fmt.Errorf("site %s: stream %s: %w", name, cfg.Name, err))
-					continue
-				}
-			}
-			if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-				errs = append(errs, fmt.Errorf("site %s: stream %s: %w", name, cfg.Name, err))
-			}
-		}
-		if len(errs) == 0 {
-			errs = append(errs, m.purgeLeft(ctx, name, js))
+	for _, cfg := range boxes(s, m.opts.Setup) {
+		if err := m.setUp(ctx, m.hub, cfg, bounce && up && crosses(cfg)); err != nil {
+			errs = append(errs, fmt.Errorf("site %s: hub %w", name, err))
 		}
 	}
-	for stream, srcs := range hubSources(s) {
-		if bounce && len(srcs) > 0 {
-			if err := m.hubSource(ctx, stream, name, nil); err != nil {
-				errs = append(errs, err)
-				continue
+	if up {
+		for _, cfg := range siteStreams(s, m.opts.Setup) {
+			if err := m.setUp(ctx, js, cfg, bounce && crosses(cfg)); err != nil {
+				errs = append(errs, fmt.Errorf("site %s: %w", name, err))
 			}
 		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, m.purgeLeft(ctx, name, js, up))
+	}
+	for stream, srcs := range hubSources(s) {
 		if err := m.hubSource(ctx, stream, name, srcs); err != nil {
 			errs = append(errs, err)
 		}
@@ -189,31 +210,78 @@ func (m *Manager) apply(ctx context.Context, name string, bounce bool) error {
 	return errors.Join(errs...)
 }
 
-// purgeLeft removes from a site what it holds of clusters no longer
-// there: their agents find neither work nor acceptance (a cluster deleted
-// at the hub is not accepted at its site either).
-func (m *Manager) purgeLeft(ctx context.Context, name string, js jetstream.JetStream) error {
+// crosses says whether a stream sources across a link.
+func crosses(cfg jetstream.StreamConfig) bool {
+	return slices.ContainsFunc(cfg.Sources, func(s *jetstream.StreamSource) bool { return s.External != nil })
+}
+
+// setUp creates or updates a stream, first without its sources if bounce.
+func (m *Manager) setUp(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, bounce bool) error {
+	if bounce {
+		bare := cfg
+		bare.Sources = nil
+		if _, err := js.CreateOrUpdateStream(ctx, bare); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	_, err := js.CreateOrUpdateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		// Another replica, or this one's watch, created it just now.
+		_, err = js.CreateOrUpdateStream(ctx, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
+	return nil
+}
+
+// purgeLeft removes what the site's outbox at the hub, and the site when
+// its link is up, hold of clusters no longer there: their agents find
+// neither work nor acceptance (a cluster deleted at the hub is not
+// accepted at its site either). A cluster is forgotten once both are done.
+func (m *Manager) purgeLeft(ctx context.Context, name string, js jetstream.JetStream, up bool) error {
 	m.mu.Lock()
 	left, members := slices.Clone(m.sites[name].left), slices.Clone(m.sites[name].members)
 	m.mu.Unlock()
+	var done []string
 	for _, c := range left {
 		if slices.Contains(members, c) {
-			continue // back at the site
+			done = append(done, c) // back at the site
+			continue
 		}
-		for stream, subject := range map[string]string{bus.StreamWork: bus.WorkFilter(c), bus.KVStream(bus.BucketClusters): bus.AcceptedSubject(c)} {
-			st, err := js.Stream(ctx, stream)
-			if err == nil {
-				err = st.Purge(ctx, jetstream.WithPurgeSubject(subject))
-			}
-			if err != nil {
-				return fmt.Errorf("site %s: purge cluster %s from %s: %w", name, c, stream, err)
-			}
+		subjects := []string{bus.WorkFilter(c), bus.AcceptedSubject(c), bus.CredentialSubject(c)}
+		if err := purge(ctx, m.hub, bus.SiteOutbox(name), subjects...); err != nil {
+			return fmt.Errorf("site %s: purge cluster %s: %w", name, c, err)
 		}
+		if !up {
+			continue
+		}
+		if err := purge(ctx, js, bus.StreamWork, bus.WorkFilter(c)); err != nil {
+			return fmt.Errorf("site %s: purge cluster %s: %w", name, c, err)
+		}
+		if err := purge(ctx, js, bus.KVStream(bus.BucketClusters), bus.AcceptedSubject(c), bus.CredentialSubject(c)); err != nil {
+			return fmt.Errorf("site %s: purge cluster %s: %w", name, c, err)
+		}
+		done = append(done, c)
 	}
 	m.mu.Lock()
 	s := m.sites[name]
-	s.left = slices.DeleteFunc(s.left, func(c string) bool { return slices.Contains(left, c) })
+	s.left = slices.DeleteFunc(s.left, func(c string) bool { return slices.Contains(done, c) })
 	m.mu.Unlock()
+	return nil
+}
+
+// purge removes subjects' messages from a stream.
+func purge(ctx context.Context, js jetstream.JetStream, stream string, subjects ...string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("%s: %w", stream, err)
+	}
+	for _, subject := range subjects {
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+			return fmt.Errorf("%s: %s: %w", stream, subject, err)
+		}
+	}
 	return nil
 }
 
@@ -244,7 +312,9 @@ func (m *Manager) hubSource(ctx context.Context, stream, site string, srcs []*je
 
 // Run watches every site's link until ctx ends: a site's domain answering
 // again is its link back, and its sources are re-added at once.
+// It closes the sites' own connections as it ends.
 func (m *Manager) Run(ctx context.Context) {
+	defer m.Close()
 	var wg sync.WaitGroup
 	m.mu.Lock()
 	for name := range m.sites {
@@ -309,6 +379,9 @@ func (m *Manager) watch(ctx context.Context, name string) {
 func (m *Manager) ping(ctx context.Context, name string) bool {
 	ctx, cancel := context.WithTimeout(ctx, max(m.opts.Ping*2, 500*time.Millisecond))
 	defer cancel()
-	msg, err := m.nc.RequestWithContext(ctx, apiPrefix(name)+".INFO", nil)
+	m.mu.Lock()
+	nc := m.sites[name].nc
+	m.mu.Unlock()
+	msg, err := nc.RequestWithContext(ctx, apiPrefix(name)+".INFO", nil)
 	return err == nil && msg.Header.Get("Status") == ""
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,9 +45,11 @@ func newBedWith(t testing.TB, o site.Options, clusters ...string) *bed {
 	// The hub's users as in production: the dispatcher runs the sites with
 	// its own rights only.
 	admin := natstest.User{Name: "admin", Password: "pw-admin"}
-	dp := bus.DispatcherPermissions()
+	dp := bus.DispatcherPermissions("edge")
 	dispatcher := natstest.User{Name: "dispatcher", Password: "pw-dispatcher", Publish: dp.Publish, Subscribe: dp.Subscribe}
-	leafUser := natstest.User{Name: "leaf-edge", Password: "pw-leaf"}
+	// The site's link with its own rights only (bus.SiteLinkPermissions).
+	lp := bus.SiteLinkPermissions("edge")
+	leafUser := natstest.User{Name: "leaf-edge", Password: "pw-leaf", Publish: lp.Publish, Subscribe: lp.Subscribe}
 	hub := natstest.NewWith(t, natstest.Options{Domain: site.HubDomain, LeafNodes: true, Users: []natstest.User{admin, dispatcher, leafUser}})
 	link, err := linkproxy.Listen("127.0.0.1:0", hub.LeafURL()[len("nats-leaf://"):])
 	if err != nil {
@@ -65,6 +69,9 @@ func newBedWith(t testing.TB, o site.Options, clusters ...string) *bed {
 	dnc, djs := hub.Connect(t, dispatcher, nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
 	b.dispatcherJS = djs
 	o.Sites, o.Setup, o.Ping = []string{"edge"}, bus.SetupOptions{Memory: true}, 100*time.Millisecond
+	o.Conn = func(site string) (*nats.Conn, error) {
+		return nats.Connect(hub.URL(), nats.UserInfo(dispatcher.Name, dispatcher.Password), nats.CustomInboxPrefix(bus.SiteInboxPrefix(site)))
+	}
 	o.OnReconnect = func(s string) {
 		select {
 		case b.reconnected <- s:
@@ -352,4 +359,116 @@ func TestEverySourcedSubjectCatchesUp(t *testing.T) {
 		ok, err := bus.Accepted(ctx, b.siteNC, "edge-1")
 		return c == "jwt-1" && err == nil && ok, nil
 	})
+}
+
+// A site that lies (its leaf node's credentials in another server, set up
+// as the attacker likes) reaches at the hub only its own outbox and inbox:
+// no other cluster's work or credentials, no stream of the hub's, no
+// report or approval in another's name. The real site keeps working
+// alongside.
+func TestAHostileSiteReachesOnlyItsOwn(t *testing.T) {
+	b := newBed(t, "edge-1")
+	ctx := t.Context()
+	evil := natstest.NewWith(t, natstest.Options{Domain: "evil", Remote: &natstest.Remote{
+		URL: b.hub.LeafURL(), User: natstest.User{Name: "leaf-edge", Password: "pw-leaf"},
+	}})
+	enc, _ := evil.JetStream(t)
+	// What the hub sends it: nothing of the services' subjects.
+	var heard []string
+	var mu sync.Mutex
+	for _, subject := range []string{"flotilla.>", "$KV.>", "$JS.API.>", "$JS.ACK.>", "_INBOX_dispatcher.>", "_INBOX_planner.>"} {
+		if _, err := enc.Subscribe(subject, func(m *nats.Msg) { mu.Lock(); heard = append(heard, m.Subject); mu.Unlock() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := enc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := b.hubJS.KeyValue(ctx, bus.BucketClusters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // its interest reaches the hub
+	b.publishWork(t, "elsewhere", "app", "secret")
+	b.publishWork(t, "edge-1", "app", "r1")
+	if _, err := kv.Put(ctx, bus.CredentialKey("elsewhere"), []byte("a credential")); err != nil {
+		t.Fatal(err)
+	}
+	// Through the hub's JetStream API.
+	hubAPI := "$JS." + site.HubDomain + ".API"
+	for _, subject := range []string{
+		hubAPI + ".INFO",
+		hubAPI + ".STREAM.INFO." + bus.StreamWork,
+		hubAPI + ".STREAM.DELETE." + bus.StreamWork,
+		hubAPI + ".STREAM.PURGE." + bus.StreamStatus,
+		hubAPI + ".DIRECT.GET." + bus.StreamWork + "." + bus.WorkSubject("elsewhere", "demo", "app"),
+		hubAPI + ".DIRECT.GET." + bus.KVStream(bus.BucketClusters) + "." + bus.CredentialSubject("elsewhere"),
+		hubAPI + ".CONSUMER.CREATE." + bus.StreamWork + ".steal." + bus.WorkFilter("elsewhere"),
+		hubAPI + ".STREAM.DELETE." + bus.SiteOutbox("edge"),
+		hubAPI + ".STREAM.UPDATE." + bus.SiteOutbox("edge"),
+	} {
+		if m, err := enc.Request(subject, []byte(`{}`), 500*time.Millisecond); err == nil {
+			t.Errorf("the hostile site was answered on %s: %s", subject, m.Data)
+		}
+	}
+	// The site's own work aside (its deliveries carry their subjects),
+	// nothing of the hub's reached it.
+	eventually.True(t, 10*time.Second, "work reaches the real site", func() (bool, error) { return b.siteWork(ctx, "edge-1", "app") == "r1", nil })
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	for _, subject := range heard {
+		if subject != bus.WorkSubject("edge-1", "demo", "app") {
+			t.Errorf("the hostile site received %s", subject)
+		}
+	}
+	mu.Unlock()
+	// Core messages in others' names.
+	for subject, data := range map[string]string{
+		bus.StatusSubject("elsewhere", "demo", "app"):       "forged report",
+		bus.StatusSubject("edge-1", "demo", "app"):          "around its inbox",
+		bus.ApprovalSubject("demo", "app"):                  "forged approval",
+		bus.ClusterSubject("elsewhere", "heartbeat"):        "forged heartbeat",
+		"$KV." + bus.BucketClusters + ".elsewhere.accepted": "true",
+		bus.WorkSubject("elsewhere", "demo", "app"):         "forged work",
+	} {
+		if err := enc.Publish(subject, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := enc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, c := range []string{"elsewhere", "edge-1"} {
+		if got := b.hubStatus(t, c); len(got) > 0 {
+			t.Errorf("the hub took reports of %s from the hostile site: %q", c, got)
+		}
+	}
+	for stream, subject := range map[string]string{
+		bus.StreamApprovals: bus.ApprovalSubject("demo", "app"),
+		bus.StreamClusters:  bus.ClusterSubject("elsewhere", "heartbeat"),
+		bus.StreamWork:      bus.WorkSubject("elsewhere", "demo", "app"),
+	} {
+		m, err := bus.LastBySubject(ctx, b.hubNC, bus.ServiceAPI, stream, subject)
+		if err == nil && string(m.Data) != "secret" {
+			t.Errorf("the hub's %s took %q from the hostile site", stream, m.Data)
+		}
+	}
+	if e, err := kv.Get(ctx, "elsewhere.accepted"); err == nil {
+		t.Errorf("the hostile site accepted a cluster: %q", e.Value())
+	}
+	// Its outbox holds the site's clusters' work and nothing else.
+	out, err := b.hubJS.Stream(ctx, bus.SiteOutbox("edge"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := out.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for subject := range info.State.Subjects {
+		if !strings.Contains(subject, "edge-1") {
+			t.Errorf("the site's outbox holds %s", subject)
+		}
+	}
 }

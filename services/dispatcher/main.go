@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/dispatcher"
 	"github.com/flotilla-dev/flotilla/pkg/hub"
@@ -56,6 +57,14 @@ func main() {
 			if opts.Issuer, err = loadIssuer(opts, snc); err != nil {
 				return err
 			}
+		}
+		// Each site is asked over a connection of its own, whose replies
+		// only that site's link may answer.
+		opts.SiteConn = func(site string) (*nats.Conn, error) {
+			sc := common.NATS
+			sc.InboxPrefix, sc.Name = bus.SiteInboxPrefix(site), sc.Name+"-site-"+site
+			nc, _, err := sc.Connect()
+			return nc, err
 		}
 		hubClients, err := hub.NewClients(d.Kube)
 		if err != nil {
