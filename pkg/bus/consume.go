@@ -78,11 +78,19 @@ func (r *retryError) Unwrap() error { return r.err }
 // Retry asks for redelivery after d.
 func Retry(d time.Duration, err error) error { return &retryError{after: d, err: err} }
 
-// IsWrongLastSequence says whether a publish failed because its subject
-// moved on since the sequence it expected (another writer came first).
+// IsWrongLastSequence says whether a publish or a bucket's compare-and-set
+// failed because its subject moved on since the sequence it expected
+// (another writer came first). A replicated stream says so with its own
+// code (10164) while another write to the subject is still being agreed
+// on, which the client reports as a revision mismatch: all of them are
+// the same race lost, to be read again, never a failure.
 func IsWrongLastSequence(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // IsRetry says whether err asks for redelivery (made by Retry).

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
 )
 
 // The services that own streams and buckets: each sets up (creates or
@@ -201,7 +204,11 @@ func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
 		// The sources of sites' reports (pkg/site) are the dispatcher's
 		// to add and remove: setting a stream up again keeps them.
 		if existing, err := js.Stream(ctx, cfg.Name); err == nil {
-			cfg.Sources = existing.CachedInfo().Config.Sources
+			was := existing.CachedInfo().Config
+			cfg.Sources = was.Sources
+			cfg.Replicas, cfg.MaxBytes = raised(was.Replicas, cfg.Replicas), raisedLimit(was.MaxBytes, cfg.MaxBytes)
+			cfg.MaxMsgSize = int32(raisedLimit(int64(was.MaxMsgSize), int64(cfg.MaxMsgSize)))
+			cfg.MaxAge = time.Duration(raisedLimit(int64(was.MaxAge), int64(cfg.MaxAge)))
 		}
 		deadline := time.Now().Add(time.Minute)
 		for {
@@ -227,19 +234,42 @@ func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
 		}
 		kv := b.cfg
 		kv.Storage, kv.Replicas, kv.MaxBytes = storage, replicas, o.scaled(kv.MaxBytes)
+		if existing, err := js.Stream(ctx, KVStream(kv.Bucket)); err == nil {
+			was := existing.CachedInfo().Config
+			kv.Replicas, kv.MaxBytes = raised(was.Replicas, kv.Replicas), raisedLimit(was.MaxBytes, kv.MaxBytes)
+		}
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
 			return fmt.Errorf("set up KV %s: %w", kv.Bucket, err)
 		}
 	}
 	if mine(OwnerPlanner) {
-		if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		obj := jetstream.ObjectStoreConfig{
 			Bucket: ObjectSnapshots, Description: "release snapshots, named by application, revision and digest",
 			Storage: storage, Replicas: replicas, MaxBytes: o.scaled(2 * gib),
-		}); err != nil {
+		}
+		if existing, err := js.Stream(ctx, objStream(obj.Bucket)); err == nil {
+			was := existing.CachedInfo().Config
+			obj.Replicas, obj.MaxBytes = raised(was.Replicas, obj.Replicas), raisedLimit(was.MaxBytes, obj.MaxBytes)
+		}
+		if _, err := js.CreateOrUpdateObjectStore(ctx, obj); err != nil {
 			return fmt.Errorf("set up object store %s: %w", ObjectSnapshots, err)
 		}
 	}
 	return nil
+}
+
+// raised is the larger replica count: a service setting up its streams
+// again (every start, every replica) never takes replicas from a stream an
+// operator raised, which would lose its data with one NATS node.
+func raised(was, want int) int { return max(was, want) }
+
+// raisedLimit is the looser of two limits, where zero or less is none: a
+// limit an operator raised (or lifted) stays so.
+func raisedLimit(was, want int64) int64 {
+	if was <= 0 || want <= 0 {
+		return min(was, want, 0) // none (the server's -1 or 0)
+	}
+	return max(was, want)
 }
 
 // AwaitStreams waits until every stream named exists (another service
@@ -263,4 +293,15 @@ func AwaitStreams(ctx context.Context, js jetstream.JetStream, log *slog.Logger,
 		}
 	}
 	return nil
+}
+
+// BindReplicasFlag binds --stream-replicas (default $FLOTILLA_STREAM_REPLICAS,
+// else 1) to p: the replicas a hub service creates its streams and buckets
+// with. Setting them up again never lowers what a stream has.
+func BindReplicasFlag(fs *pflag.FlagSet, p *int) {
+	def := 1
+	if v, err := strconv.Atoi(os.Getenv("FLOTILLA_STREAM_REPLICAS")); err == nil && v > 0 {
+		def = v
+	}
+	fs.IntVar(p, "stream-replicas", def, "replicas of the streams and buckets this service creates: 3 on a NATS cluster, 1 on one server; an existing stream's are never lowered ($FLOTILLA_STREAM_REPLICAS)")
 }

@@ -38,6 +38,9 @@ import (
 
 // Options tune the dispatcher.
 type Options struct {
+	// StreamReplicas are the replicas of the streams and buckets it
+	// creates (--stream-replicas): 3 on a NATS cluster.
+	StreamReplicas int
 	// AutoAccept accepts every cluster that joins (dev only).
 	AutoAccept bool
 	// MaxPending caps the ManagedClusters joins may create that wait to be
@@ -92,6 +95,7 @@ type Issuer interface {
 
 // BindFlags binds the dispatcher's flags.
 func (o *Options) BindFlags(fs *pflag.FlagSet) {
+	bus.BindReplicasFlag(fs, &o.StreamReplicas)
 	fs.BoolVar(&o.AutoAccept, "auto-accept", false, "accept every cluster that joins (dev only; otherwise kubectl flotilla cluster accept NAME)")
 	fs.DurationVar(&o.PendingTTL, "pending-cluster-ttl", 24*time.Hour, "how long a ManagedCluster a join created may wait to be accepted before it is deleted")
 	fs.IntVar(&o.MaxPending, "max-pending-clusters", 100, "most ManagedClusters that joins create and that wait to be accepted; past it a new cluster's join is refused")
@@ -179,7 +183,7 @@ func New(dyn dynamic.Interface, js jetstream.JetStream, log *slog.Logger, opts O
 
 // Run works until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	if err := bus.Setup(ctx, d.js, bus.SetupOptions{Owner: bus.OwnerDispatcher}); err != nil {
+	if err := bus.Setup(ctx, d.js, bus.SetupOptions{Owner: bus.OwnerDispatcher, Replicas: d.opts.StreamReplicas}); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
 	if err := bus.AwaitStreams(ctx, d.js, d.log, bus.StreamSteps); err != nil {

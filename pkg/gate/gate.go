@@ -54,6 +54,9 @@ const (
 
 // Options of the gate.
 type Options struct {
+	// StreamReplicas are the replicas of the streams and buckets it
+	// creates (--stream-replicas): 3 on a NATS cluster.
+	StreamReplicas int
 	// Config is the trust configuration file (identities, keys, secrets).
 	Config string
 	// Listen is the webhook's address (the main binds it).
@@ -68,6 +71,7 @@ type Options struct {
 
 // BindFlags binds the gate's flags.
 func (o *Options) BindFlags(fs *pflag.FlagSet) {
+	bus.BindReplicasFlag(fs, &o.StreamReplicas)
 	fs.StringVar(&o.Config, "config", "", "trust configuration: identities with NKeys, HMAC secrets, groups (YAML)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8085", "address of the approval webhook (POST /v1/approvals)")
 	fs.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate the webhook serves HTTPS with (with --tls-key)")
@@ -133,7 +137,7 @@ func (g *Gate) Run(ctx context.Context, ln net.Listener, srv *http.Server) error
 	if ln != nil {
 		defer ln.Close() // also when Run fails before serving
 	}
-	if err := bus.Setup(ctx, g.js, bus.SetupOptions{Owner: bus.OwnerGate}); err != nil {
+	if err := bus.Setup(ctx, g.js, bus.SetupOptions{Owner: bus.OwnerGate, Replicas: g.opts.StreamReplicas}); err != nil {
 		return fmt.Errorf("gate: %w", err)
 	}
 	if err := bus.AwaitStreams(ctx, g.js, g.log, bus.StreamSteps); err != nil {

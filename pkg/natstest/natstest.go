@@ -5,6 +5,7 @@ package natstest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,10 +54,21 @@ type Options struct {
 	// Remote, when set, makes this server a site's leaf node that dials
 	// the hub (through the site's link).
 	Remote *Remote
+	// Cluster, when set, makes the server one of a NATS cluster's
+	// (NewCluster starts all of them).
+	Cluster *Cluster
 	// Trust, when set, runs the server in operator mode (decentralized
 	// auth, as production does): clients log in with user JWTs (connect
 	// with Server.ConnectCreds), and Users are ignored.
 	Trust *Trust
+}
+
+// Cluster is a server's place in a NATS cluster: its name there, the
+// port its routes listen on, and its peers' route addresses.
+type Cluster struct {
+	Name, ServerName string
+	RoutePort        int
+	Routes           []string
 }
 
 // Trust is what an operator-mode server trusts: the operator's JWT, its
@@ -155,6 +168,18 @@ func Start(opts Options) (*Server, error) {
 		}
 	}
 	so.JetStreamDomain = opts.Domain
+	if c := opts.Cluster; c != nil {
+		so.ServerName = c.ServerName
+		so.Cluster = server.ClusterOpts{Name: c.Name, Host: "127.0.0.1", Port: c.RoutePort}
+		for _, r := range c.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				s.cleanup()
+				return nil, fmt.Errorf("natstest: route %q: %w", r, err)
+			}
+			so.Routes = append(so.Routes, u)
+		}
+	}
 	if opts.LeafNodes {
 		// Sites reach the hub through proxies: the hub must not tell them
 		// its own addresses to try instead.
@@ -213,7 +238,7 @@ func Start(opts Options) (*Server, error) {
 		s.Shutdown()
 		return nil, errors.New("natstest: server not ready for connections within " + timeout.String())
 	}
-	if !ns.JetStreamEnabled() {
+	if !ns.JetStreamEnabled() && opts.Cluster == nil {
 		s.Shutdown()
 		return nil, errors.New("natstest: JetStream did not start")
 	}
@@ -285,6 +310,48 @@ func (s *Server) DialCreds(creds []byte, opts ...nats.Option) (*nats.Conn, error
 		return nil, err
 	}
 	return nats.Connect(s.URL(), append([]nats.Option{nats.UserJWTAndSeed(token, string(seed))}, opts...)...)
+}
+
+// NewCluster starts a NATS cluster of n servers with JetStream (file
+// storage, routes between all), as production runs three, and returns
+// once its JetStream has a meta leader. Each is shut down when the test
+// ends; a test may shut one down (and start it again with Restart) to
+// lose a node.
+func NewCluster(t testing.TB, n int) []*Server {
+	t.Helper()
+	ports := make([]int, n)
+	routes := make([]string, n)
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i], routes[i] = p, fmt.Sprintf("nats-route://127.0.0.1:%d", p)
+	}
+	servers := make([]*Server, n)
+	for i := range servers {
+		servers[i] = NewWith(t, Options{Cluster: &Cluster{
+			Name: "flotilla-test", ServerName: fmt.Sprintf("n%d", i+1), RoutePort: ports[i], Routes: routes,
+		}})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		nc, err := nats.Connect(servers[0].URL())
+		if err == nil {
+			js, _ := jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err = js.AccountInfo(ctx)
+			cancel()
+			nc.Close()
+		}
+		if err == nil {
+			return servers
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: the cluster's JetStream is not up within 30s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // New starts a server for a test and shuts it down when the test ends.
@@ -399,4 +466,14 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// URLs is the client address of every server given, as a client that
+// fails over between them takes it.
+func URLs(servers []*Server) string {
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, s.URL())
+	}
+	return strings.Join(urls, ",")
 }

@@ -143,3 +143,54 @@ func TestInClear(t *testing.T) {
 		t.Fatalf("InClear = %v, %d files, %v", found, files, err)
 	}
 }
+
+// Three servers make one JetStream: a stream of three replicas stays
+// readable and writable with one of them gone.
+func TestClusterKeepsAStreamThroughALostNode(t *testing.T) {
+	servers := NewCluster(t, 3)
+	nc, err := nats.Connect(URLs(servers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "r3.a", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+		t.Fatalf("stream is not on three servers: %+v", info.Cluster)
+	}
+	leader := info.Cluster.Leader
+	for _, s := range servers {
+		if s.Name() == leader {
+			s.Shutdown()
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := js.Publish(ctx, "r3.a", []byte("two"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write 20s after the leader's loss: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "r3.a")
+	if err != nil || string(m.Data) != "two" {
+		t.Fatalf("after the leader's loss: %v %v", m, err)
+	}
+}

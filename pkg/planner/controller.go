@@ -52,6 +52,9 @@ const Finalizer = "flotilla.dev/cleanup"
 
 // Options tune the planner.
 type Options struct {
+	// StreamReplicas are the replicas of the streams and buckets it
+	// creates (--stream-replicas): 3 on a NATS cluster.
+	StreamReplicas int
 	// Workers reconciling Applications concurrently.
 	Workers int
 	// Resync re-reads every Application this often, so a fixed missing
@@ -68,6 +71,7 @@ type Options struct {
 
 // BindFlags binds the planner's flags.
 func (o *Options) BindFlags(fs *pflag.FlagSet) {
+	bus.BindReplicasFlag(fs, &o.StreamReplicas)
 	fs.IntVar(&o.Workers, "workers", 4, "applications reconciled concurrently")
 	fs.DurationVar(&o.Resync, "resync", 30*time.Second, "re-read every application this often")
 	fs.StringVar(&o.Consumer, "consumer", bus.ConsumerPlanner, "durable consumer name on the report streams (shared by replicas)")
@@ -171,7 +175,7 @@ func newMetadataFactory(c metadata.Interface, ns string) metadatainformer.Shared
 // the workers, and blocks until ctx ends.
 func (p *Planner) Run(ctx context.Context) error {
 	defer p.queue.ShutDown()
-	if err := bus.Setup(ctx, p.js, bus.SetupOptions{Owner: bus.OwnerPlanner}); err != nil {
+	if err := bus.Setup(ctx, p.js, bus.SetupOptions{Owner: bus.OwnerPlanner, Replicas: p.opts.StreamReplicas}); err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
 	if err := bus.AwaitStreams(ctx, p.js, p.log, bus.StreamDispatch, bus.StreamGate); err != nil {
