@@ -14,16 +14,7 @@ import (
 
 func clusterJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	servers := natstest.NewCluster(t, 3)
-	nc, err := nats.Connect(natstest.URLs(servers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.ConnectCluster(t, natstest.NewCluster(t, 3))
 	return js
 }
 

@@ -151,7 +151,7 @@ func sitesAPI() []string {
 // hub's RBAC lets read, pkg/liveread). It writes no step event and no
 // decision.
 func DispatcherPermissions(sites ...string) Permissions {
-	subscribe := join2([]string{DispatcherInboxPrefix + ".>"}, deadLetters(StreamSteps, StreamClusters))
+	subscribe := join2([]string{DispatcherInboxPrefix + ".>", LiveReadInboxPrefix + ".>"}, deadLetters(StreamSteps, StreamClusters))
 	for _, s := range sites {
 		subscribe = append(subscribe, SiteInboxPrefix(s)+".>")
 	}

@@ -29,6 +29,11 @@ func SiteDeliverFrom(site string) string { return "flotilla.sites." + token(site
 // to a site (its own per site: a site answers only its own requests).
 func SiteInboxPrefix(site string) string { return "_INBOX_site_" + token(site) }
 
+// LiveReadInboxPrefix is the reply-subject prefix of the live reads the
+// dispatcher asks agents (pkg/liveread), on a connection of their own: the
+// one service inbox a site's link may answer besides its own.
+const LiveReadInboxPrefix = "_INBOX_liveread"
+
 // jsReplies are the reply subjects of the servers' own JetStream requests
 // across a leaf link (setting up a source's consumer on the other side).
 const jsReplies = "$JSC.R.>"
@@ -38,9 +43,9 @@ const jsReplies = "$JSC.R.>"
 // subscribe what the hub sends it). The site may: make and remove the
 // consumers its streams source its outbox by, and answer their flow
 // control; deliver to the inbox's sources; answer the dispatcher's and
-// the hub server's requests to its domain. It receives: those requests,
-// its outbox's deliveries, and the answers to its own requests. Nothing
-// else of the account: no other stream, no core subject of the services,
+// the hub server's requests to its domain, and live reads. It receives:
+// those requests, its outbox's deliveries, live reads, and the answers to
+// its own requests. Nothing else of the account: no other stream, no core subject of the services,
 // no other cluster's work or reports.
 func SiteLinkPermissions(site string) Permissions {
 	out := SiteOutbox(site)
@@ -58,6 +63,7 @@ func SiteLinkPermissions(site string) Permissions {
 		"$JS.FC."+out+".>",
 		SiteDeliverFrom(site)+".>",
 		SiteInboxPrefix(site)+".>",
+		LiveReadInboxPrefix+".>",
 		jsReplies,
 	)
 	return Permissions{
@@ -70,6 +76,11 @@ func SiteLinkPermissions(site string) Permissions {
 			"$JS.FC." + StreamStatus + ".>",
 			"$JS.FC." + StreamClusters + ".>",
 			jsReplies,
+			// Live reads of its clusters (kubectl flotilla get). Every
+			// cluster's query subject: they name no site, so a site that
+			// lies hears, and may answer, live reads of clusters not
+			// there (what a person asked to see, never work or state).
+			QueryFilter,
 		},
 	}
 }

@@ -468,6 +468,22 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// ConnectCluster connects a client to every server given (failing over
+// between them) for the test, closed when it ends.
+func ConnectCluster(t testing.TB, servers []*Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(URLs(servers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
 // URLs is the client address of every server given, as a client that
 // fails over between them takes it.
 func URLs(servers []*Server) string {

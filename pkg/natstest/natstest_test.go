@@ -148,15 +148,7 @@ func TestInClear(t *testing.T) {
 // readable and writable with one of them gone.
 func TestClusterKeepsAStreamThroughALostNode(t *testing.T) {
 	servers := NewCluster(t, 3)
-	nc, err := nats.Connect(URLs(servers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := ConnectCluster(t, servers)
 	ctx := t.Context()
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3})
 	if err != nil {

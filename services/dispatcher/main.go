@@ -81,8 +81,18 @@ func main() {
 		if err != nil {
 			return fmt.Errorf("dispatcher: live reads: %w", err)
 		}
+		// Live reads are asked over a connection of their own: their
+		// replies, which agents at sites send back over the sites' links,
+		// are the only ones of the dispatcher those links may send.
+		lc := common.NATS
+		lc.InboxPrefix, lc.Name = bus.LiveReadInboxPrefix, lc.Name+"-live-read"
+		lnc, _, err := lc.Connect()
+		if err != nil {
+			return fmt.Errorf("dispatcher: live reads: %w", err)
+		}
+		defer lnc.Close()
 		ask := liveread.AskFunc(func(ctx context.Context, cluster string, req query.Request) (*query.Response, error) {
-			return query.Do(ctx, d.NC, cluster, req)
+			return query.Do(ctx, lnc, cluster, req)
 		})
 		srv, err := liveread.New(hubClients.Kube, liveread.HubApplications{Client: hubClients.Dynamic}, ask, proxy, d.Log, d.Instruments)
 		if err != nil {
