@@ -127,8 +127,9 @@ type Site struct {
 	StoreDir, ResolverDir string
 	// HubURL is the hub's leaf node port (tls://, through the site's link).
 	HubURL string
-	// LinkCreds logs the Flotilla account's link in at the hub (the
-	// site's leaf user, bus.SiteLinkPermissions); SystemCreds the system
+	// LinkCreds logs the Flotilla account's link in at the hub, into the
+	// site's own account there (the site's leaf user,
+	// bus.SiteLinkPermissions); SystemCreds the system
 	// account's, with bus.SiteResolverPermissions: both from
 	// creds.Authority.SiteLinks, good for a leaf node's link only.
 	LinkCreds, SystemCreds string
@@ -142,7 +143,8 @@ type Site struct {
 // listens and its own TLS: it trusts the hub's operator and holds the
 // hub's accounts in a full resolver of its own (agents log in there with
 // the credentials the hub signs, laid out in accounts as at the hub), and
-// links to the hub twice: the Flotilla account, and the system account,
+// links to the hub twice: the Flotilla account (into the site's own
+// account at the hub: bus/sites.go), and the system account,
 // over which the hub's account updates (revocations) reach the site's
 // resolver.
 func SiteConfig(authority *creds.Authority, s Site) (map[string]any, error) {

@@ -291,6 +291,9 @@ func TestRevocationReachesASite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := authority.AddSite("edge"); err != nil {
+		t.Fatal(err)
+	}
 	op, sysKey, accounts, err := authority.Trust()
 	if err != nil {
 		t.Fatal(err)

@@ -121,45 +121,27 @@ func PlannerPermissions() Permissions {
 	}
 }
 
-// sites is what the dispatcher does in air-gapped sites' JetStream
-// domains (pkg/site), reached over their links: ask whether the link
-// answers, set up the site's streams and its agents' consumers; and at the
-// hub, set the sources through which the status stream takes sites'
-// reports in (from their inboxes, siteStreams). It may delete no stream,
-// anywhere.
+// sitesAPI is what the dispatcher does at the hub for its air-gapped
+// sites (pkg/site): set the sources through which the status and clusters
+// streams take sites' reports in (from their inboxes). All else of a site
+// it does in the site's own account (SiteDispatcherPermissions).
 func sitesAPI() []string {
-	var out []string
-	out = append(out, "$JS.*.API.INFO")
-	for _, st := range []string{StreamWork, kvStream(BucketClusters), StreamStatus, StreamClusters} {
-		for _, verb := range []string{"CREATE", "UPDATE", "INFO", "PURGE"} {
-			out = append(out, "$JS.*.API.STREAM."+verb+"."+st)
-		}
-	}
-	out = append(out,
-		"$JS.*.API.CONSUMER.*."+StreamWork+".>",
-		"$JS.*.API.CONSUMER.*.*."+StreamWork+".>",
-		"$JS.API.STREAM.INFO."+StreamStatus,
-		"$JS.API.STREAM.UPDATE."+StreamStatus,
-	)
-	return out
+	return []string{"$JS.API.STREAM.INFO." + StreamStatus, "$JS.API.STREAM.UPDATE." + StreamStatus}
 }
 
 // DispatcherPermissions: the dispatcher writes work and its answers, owns
-// the clusters' stream and registry and the agents' consumers (at the hub
-// and in sites), the outboxes and inboxes of the sites it serves, reads
-// step events and snapshots, and asks agents for live reads (for people the
-// hub's RBAC lets read, pkg/liveread). It writes no step event and no
-// decision.
-func DispatcherPermissions(sites ...string) Permissions {
+// the clusters' stream and registry and the agents' consumers at the hub,
+// reads step events and snapshots, and asks agents for live reads (for
+// people the hub's RBAC lets read, pkg/liveread). It writes no step event
+// and no decision. What it does for sites is in their own accounts
+// (SiteDispatcherPermissions), but for the sources of their inboxes.
+func DispatcherPermissions() Permissions {
 	subscribe := join2([]string{DispatcherInboxPrefix + ".>", LiveReadInboxPrefix + ".>"}, deadLetters(StreamSteps, StreamClusters))
-	for _, s := range sites {
-		subscribe = append(subscribe, SiteInboxPrefix(s)+".>")
-	}
 	return Permissions{
 		Publish: join2(
 			[]string{prefixWork + ".>", prefixDispatch + ".>", QueryFilter},
 			owns(StreamWork), owns(StreamDispatch), owns(StreamClusters), owns(StreamBundles), ownsKV(BucketClusters),
-			reads(StreamSteps), reads(objStream(ObjectSnapshots)), sitesAPI(), siteStreams(sites),
+			reads(StreamSteps), reads(objStream(ObjectSnapshots)), sitesAPI(),
 		),
 		Subscribe: subscribe,
 	}

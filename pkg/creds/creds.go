@@ -3,7 +3,8 @@
 // hub's state and its services' users, the clusters' account that holds
 // nothing and whose users run in managed clusters (with one scoped signing
 // key per kind of user whose rights a template fixes: agents, joining
-// agents), the bots' account, and the user JWTs those keys sign.
+// agents), the bots' account, each air-gapped site's account (its link's
+// and the dispatcher's users there), and the user JWTs those keys sign.
 //
 // A cluster's agent makes its own key pair; it joins with a bootstrap
 // credential that can only ask to join and read what the hub answers. When
@@ -63,7 +64,7 @@ type Authority struct {
 	// Account is the Flotilla account's identity.
 	Account nkeys.KeyPair
 	// AccountSigning signs users whose rights the JWT itself lists (the
-	// hub's services, sites' links, the operator's own login).
+	// hub's services, the operator's own login).
 	AccountSigning nkeys.KeyPair
 	// Clusters is the clusters' account's identity: agents and joining
 	// agents, who reach the Flotilla account only through its imports
@@ -76,6 +77,14 @@ type Authority struct {
 	// Bots is the chat bots' account's identity (bus.BotImports);
 	// BotsSigning signs its users, whose JWTs name their namespaces.
 	Bots, BotsSigning nkeys.KeyPair
+	// SitesSigning signs the users of every site's account (its leaf
+	// node's link, the dispatcher's login there).
+	SitesSigning nkeys.KeyPair
+
+	// dir holds the seeds; sites are the sites' accounts' identities by
+	// site name (AddSite).
+	dir   string
+	sites map[string]nkeys.KeyPair
 }
 
 // keyFiles names each key's seed file in an authority's directory.
@@ -100,6 +109,7 @@ func (a *Authority) keyFiles() []struct {
 		{"bootstrap-signing.nk", &a.BootstrapSigning, nkeys.CreateAccount},
 		{"bots.nk", &a.Bots, nkeys.CreateAccount},
 		{"bots-signing.nk", &a.BotsSigning, nkeys.CreateAccount},
+		{"sites-signing.nk", &a.SitesSigning, nkeys.CreateAccount},
 	}
 }
 
@@ -108,13 +118,16 @@ func LoadOrCreate(dir string) (*Authority, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("nats authority: %w", err)
 	}
-	a := &Authority{}
+	a := &Authority{dir: dir, sites: map[string]nkeys.KeyPair{}}
 	for _, k := range a.keyFiles() {
 		kp, err := KeyFile(filepath.Join(dir, k.file), k.create)
 		if err != nil {
 			return nil, fmt.Errorf("nats authority: %w", err)
 		}
 		*k.kp = kp
+	}
+	if err := a.loadSites(); err != nil {
+		return nil, fmt.Errorf("nats authority: %w", err)
 	}
 	return a, nil
 }
@@ -207,6 +220,7 @@ func (a *Authority) AccountClaims() *jwt.AccountClaims {
 		}
 		ac.Exports.Add(e)
 	}
+	a.siteCrossings(ac)
 	return ac
 }
 
@@ -321,28 +335,25 @@ func (a *Authority) UserFor(name string, kp nkeys.KeyPair, p *bus.Permissions) (
 
 // SiteLinks are the credentials files of a site's leaf node's two links
 // to the hub, each good only for a leaf node's link (no client may log in
-// with it): in the services' account, with bus.SiteLinkPermissions (the
-// site's outbox and inbox and nothing else), and in the system account,
-// with bus.SiteResolverPermissions (account updates to the site's
-// resolver). Neither names a cluster: clusters join and leave a site with
-// no credential issued again.
+// with it): in the site's own account (AddSite first), with
+// bus.SiteLinkPermissions (the site's outbox and inbox and nothing else),
+// and in the system account, with bus.SiteResolverPermissions (account
+// updates to the site's resolver). Neither names a cluster: clusters join
+// and leave a site with no credential issued again.
 func (a *Authority) SiteLinks(site string) (link, system []byte, err error) {
-	mk := func(name string, account string, signer nkeys.KeyPair, p bus.Permissions) ([]byte, error) {
-		kp, err := nkeys.CreateUser()
-		if err != nil {
-			return nil, err
-		}
-		uc := jwt.NewUserClaims(public(kp))
-		uc.Name = name
-		uc.IssuerAccount = account
-		uc.AllowedConnectionTypes = jwt.StringList{jwt.ConnectionTypeLeafnode}
-		setPermissions(&uc.Permissions, p)
-		return credsFile(uc, signer, kp)
-	}
-	if link, err = mk("leaf-"+site, public(a.Account), a.AccountSigning, bus.SiteLinkPermissions(site)); err != nil {
+	if link, err = a.siteUser(site, "leaf-"+site, bus.SiteLinkPermissions(site), true); err != nil {
 		return nil, nil, fmt.Errorf("site %s: link: %w", site, err)
 	}
-	if system, err = mk("leaf-"+site+"-sys", public(a.System), a.SystemSigning, bus.SiteResolverPermissions()); err != nil {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, nil, err
+	}
+	uc := jwt.NewUserClaims(public(kp))
+	uc.Name = "leaf-" + site + "-sys"
+	uc.IssuerAccount = public(a.System)
+	uc.AllowedConnectionTypes = jwt.StringList{jwt.ConnectionTypeLeafnode}
+	setPermissions(&uc.Permissions, bus.SiteResolverPermissions())
+	if system, err = credsFile(uc, a.SystemSigning, kp); err != nil {
 		return nil, nil, fmt.Errorf("site %s: system link: %w", site, err)
 	}
 	return link, system, nil
@@ -466,7 +477,15 @@ func (a *Authority) Trust() (operator, system string, accounts map[string]string
 	if err != nil {
 		return "", "", nil, err
 	}
-	return operator, public(a.System), map[string]string{public(a.System): sys, public(a.Account): acc, public(a.Clusters): clusters, public(a.Bots): bots}, nil
+	accounts = map[string]string{public(a.System): sys, public(a.Account): acc, public(a.Clusters): clusters, public(a.Bots): bots}
+	for _, name := range a.Sites() {
+		token, err := a.SiteJWT(name)
+		if err != nil {
+			return "", "", nil, err
+		}
+		accounts[a.SiteKey(name)] = token
+	}
+	return operator, public(a.System), accounts, nil
 }
 
 // SystemKey is the system account's public key.

@@ -333,9 +333,13 @@ func FuzzVerifyJoin(f *testing.F) {
 
 // A site's leaf node's credentials log in only as a leaf node's link: a
 // client holding them (copied off the site) is refused, and their rights
-// are the site's outbox and inbox, not a cluster's.
+// are the site's outbox and inbox, not a cluster's, in the site's own
+// account.
 func TestSiteLinksAreForLeafNodesOnly(t *testing.T) {
-	h := credstest.Start(t)
+	h := credstest.Start(t, "edge")
+	if _, _, err := h.Authority.SiteLinks("elsewhere"); err == nil {
+		t.Error("a link for a site with no account")
+	}
 	link, sys, err := h.Authority.SiteLinks("edge")
 	if err != nil {
 		t.Fatal(err)
@@ -362,6 +366,9 @@ func TestSiteLinksAreForLeafNodesOnly(t *testing.T) {
 	want := bus.SiteLinkPermissions("edge")
 	if !slices.Equal([]string(uc.Pub.Allow), want.Publish) || !slices.Equal([]string(uc.Sub.Allow), want.Subscribe) {
 		t.Errorf("link rights %v / %v, want %v / %v", uc.Pub.Allow, uc.Sub.Allow, want.Publish, want.Subscribe)
+	}
+	if uc.IssuerAccount != h.Authority.SiteKey("edge") || uc.IssuerAccount == h.Authority.AccountKey() {
+		t.Errorf("the link's account is %s, not the site's own %s", uc.IssuerAccount, h.Authority.SiteKey("edge"))
 	}
 	// A plain user's credentials still log in (the refusal is the type's).
 	nc, err := h.Server.DialCreds(h.User(t, "someone", &bus.Permissions{Publish: []string{}, Subscribe: []string{"_INBOX.>"}}))

@@ -305,6 +305,7 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	}{
 		{"planner", hubArgs("planner")},
 		{"dispatcher", append(hubArgs("dispatcher"), "--availability-check", "500ms", "--work-seal-key", workSeal, "--site", SiteName,
+			"--site-creds", SiteName+"="+e.Creds(siteDispatcherUser(SiteName)),
 			// It signs each accepted cluster's agent its credential.
 			"--issuer-agent-key", filepath.Join(e.Authority(), "agent-signing.nk"), "--issuer-operator-key", filepath.Join(e.Authority(), "operator-signing.nk"),
 			"--nats-account", authority.ClustersKey(), "--nats-system-creds", e.Creds("dispatcher-issuer"),
@@ -668,6 +669,10 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 	if err != nil {
 		return "", err
 	}
+	// The site's own account at the hub, which its link logs in to.
+	if err := auth.AddSite(SiteName); err != nil {
+		return "", fmt.Errorf("devenv: %w", err)
+	}
 	botPerms := bus.BotPermissions(BotNamespace)
 	users := map[string]func() ([]byte, error){
 		"admin": func() ([]byte, error) { return auth.User("admin", nil) },
@@ -678,18 +683,20 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 		"bootstrap": func() ([]byte, error) { return auth.Bootstrap("bootstrap", 0) },
 	}
 	for name, p := range map[string]bus.Permissions{
-		"planner": bus.PlannerPermissions(), "dispatcher": bus.DispatcherPermissions(SiteName), "gate": bus.GatePermissions(),
+		"planner": bus.PlannerPermissions(), "dispatcher": bus.DispatcherPermissions(), "gate": bus.GatePermissions(),
 		"cli": bus.CLIPermissions(), "bundler": bus.BundlerPermissions(),
 	} {
 		users[name] = func() ([]byte, error) { return auth.User(name, &p) }
 	}
-	// The site's leaf node's two links: its outbox and inbox at the hub,
-	// and the hub's account updates (revocations) to its resolver.
+	// The site's leaf node's two links: its outbox and inbox in its own
+	// account at the hub, and the hub's account updates (revocations) to
+	// its resolver; and the dispatcher's login in the site's account.
 	link, sys, err := auth.SiteLinks(SiteName)
 	if err != nil {
 		return "", fmt.Errorf("devenv: %w", err)
 	}
 	users[leafUser(SiteName)] = func() ([]byte, error) { return link, nil }
+	users[siteDispatcherUser(SiteName)] = func() ([]byte, error) { return auth.SiteDispatcher(SiteName) }
 	users[leafSystemUser(SiteName)] = func() ([]byte, error) { return sys, nil }
 	for name, mk := range users {
 		data, err := mk()

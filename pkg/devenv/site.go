@@ -69,6 +69,10 @@ func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr string) (string, 
 	return path, os.WriteFile(path, data, 0o600)
 }
 
+// siteDispatcherUser is the dispatcher's user in a site's account at the
+// hub.
+func siteDispatcherUser(name string) string { return "dispatcher-site-" + name }
+
 // leafSystemUser is the system-account user of the site's second link.
 func leafSystemUser(name string) string { return "leaf-" + name + "-sys" }
 

@@ -71,10 +71,13 @@ type Options struct {
 	Sites []string
 	// SiteSetup sizes the sites' streams (memory in tests).
 	SiteSetup bus.SetupOptions
-	// SiteConn connects the dispatcher again for its requests to one site
-	// (site.Options.Conn): replies under bus.SiteInboxPrefix(site), the
-	// only ones that site's link may send. Unset: the service's connection.
+	// SiteConn connects the dispatcher to a site's own account at the hub
+	// (site.Options.Conn; required with Sites).
 	SiteConn func(site string) (*nats.Conn, error)
+	// SiteCreds are the credentials files of the dispatcher's user in
+	// each site's account (creds.Authority.SiteDispatcher), by site: the
+	// main's SiteConn logs in with them.
+	SiteCreds map[string]string
 	// Issuer, when set, signs each accepted cluster's agent its own NATS
 	// credential and revokes it once the cluster is no longer accepted
 	// (pkg/creds); a join must then be signed by the key the cluster's
@@ -102,6 +105,7 @@ func (o *Options) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MissedHeartbeats, "missed-heartbeats", 3, "missed heartbeats after which a cluster is no longer available")
 	fs.DurationVar(&o.CheckInterval, "availability-check", time.Second, "how often cluster availability is evaluated")
 	fs.StringSliceVar(&o.Sites, "site", nil, "JetStream domain of an air-gapped site the hub serves, whose leaf node links to the hub's NATS (repeatable)")
+	fs.StringToStringVar(&o.SiteCreds, "site-creds", nil, "SITE=FILE: credentials file of the dispatcher's user in a site's own NATS account at the hub (one per --site)")
 	fs.StringVar(&o.IssuerAgentKey, "issuer-agent-key", "", "seed file of the account's scoped signing key for agents: each accepted cluster's agent gets a credential signed with it (decentralized auth)")
 	fs.StringVar(&o.IssuerOperatorKey, "issuer-operator-key", "", "seed file of the operator's signing key, to put revocations of removed clusters into the account")
 	fs.StringVar(&o.Account, "nats-account", "", "public key of the clusters' NATS account, where agents are issued and revoked (with --issuer-agent-key)")
@@ -198,10 +202,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	// However Run ends, the queue's goroutines end with it.
 	defer d.queue.ShutDown()
-	if d.sites, err = site.New(d.js.Conn(), d.js, d.log, site.Options{Sites: d.opts.Sites, Setup: d.opts.SiteSetup,
-		OnReconnect: d.siteReconnected, Conn: d.opts.SiteConn}); err != nil {
+	sites, err := site.New(d.js, d.log, site.Options{Sites: d.opts.Sites, Setup: d.opts.SiteSetup,
+		OnReconnect: d.siteReconnected, Conn: d.opts.SiteConn})
+	if err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
+	d.mu.Lock() // LiveReadConn reads it from the live-read server's goroutines
+	d.sites = sites
+	d.mu.Unlock()
 	inf := d.factory.ForResource(clusterv1.ManagedClusterResource).Informer()
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -333,6 +334,26 @@ func (d *Dispatcher) workJetStream(cluster string, obj runtime.Object) (jetstrea
 		return nil, "", fmt.Errorf("cluster %s: label %s: %w (the dispatcher's --site)", cluster, site.Label, err)
 	}
 	return js, " at site " + name, nil
+}
+
+// LiveReadConn is the connection a cluster's agent is asked for a live
+// read over: its site's account at the hub for a cluster at a site (no
+// other site, nor the services' account, hears it), nil for a cluster at
+// the hub or one not known.
+func (d *Dispatcher) LiveReadConn(cluster string) *nats.Conn {
+	d.mu.Lock()
+	sites := d.sites
+	d.mu.Unlock()
+	obj, err := d.clusters.Get(cluster)
+	if err != nil || sites == nil {
+		return nil
+	}
+	name := siteOf(obj)
+	if name == "" {
+		return nil
+	}
+	nc, _ := sites.Conn(name)
+	return nc
 }
 
 // siteOf is the site a ManagedCluster's label names ("" none).

@@ -89,6 +89,9 @@ type Remote struct {
 	// User is how the leaf logs in at the hub (name and password; zero:
 	// a hub with no users).
 	User User
+	// Credentials, when set, is the path of the credentials file (user
+	// JWT and seed) the leaf logs in with at an operator-mode hub.
+	Credentials string
 	// DenyImports and DenyExports are subjects the link never carries in
 	// from the hub or out to it.
 	DenyImports, DenyExports []string
@@ -203,7 +206,7 @@ func Start(opts Options) (*Server, error) {
 			interval = 100 * time.Millisecond
 		}
 		so.LeafNode = server.LeafNodeOpts{ReconnectInterval: interval, Remotes: []*server.RemoteLeafOpts{{
-			URLs: []*url.URL{u}, DenyImports: r.DenyImports, DenyExports: r.DenyExports,
+			URLs: []*url.URL{u}, DenyImports: r.DenyImports, DenyExports: r.DenyExports, Credentials: r.Credentials,
 		}}}
 	}
 	if opts.ConfigFile != "" {

@@ -29,10 +29,10 @@ type Options struct {
 	// link returns, after its sources are back: the dispatcher relays
 	// acceptance again to what it could not reach.
 	OnReconnect func(site string)
-	// Conn, when set, is the connection the hub asks a site's domain over:
-	// its own per site, with replies under bus.SiteInboxPrefix(site), the
-	// only ones the site's link may send (its answers to the hub's
-	// requests). Unset: New's connection (where no link's user is scoped).
+	// Conn is the connection to the site's own account at the hub
+	// (creds.Authority.SiteDispatcher), with replies under
+	// bus.SiteInboxPrefix(site): the site's outbox and inbox are kept, and
+	// the site's domain asked, over it.
 	Conn func(site string) (*nats.Conn, error)
 	// LeaveSources, when set, does not remove and re-add the sources when
 	// a link returns: the server's own retry resumes them. Only for
@@ -62,14 +62,16 @@ type state struct {
 	up    bool
 	since time.Time
 	nc    *nats.Conn
-	js    jetstream.JetStream
+	// box is the JetStream of the site's account at the hub; js the
+	// site's domain's, over the link.
+	box, js jetstream.JetStream
 }
 
 // ErrUnknownSite is a site the hub does not serve.
 var ErrUnknownSite = errors.New("site not served by this hub")
 
 // New checks the sites' names and makes a manager.
-func New(nc *nats.Conn, hub jetstream.JetStream, log *slog.Logger, opts Options) (*Manager, error) {
+func New(hub jetstream.JetStream, log *slog.Logger, opts Options) (*Manager, error) {
 	if opts.Ping <= 0 {
 		opts.Ping = 200 * time.Millisecond
 	}
@@ -78,31 +80,33 @@ func New(nc *nats.Conn, hub jetstream.JetStream, log *slog.Logger, opts Options)
 		if !validName.MatchString(name) || name == HubDomain {
 			return nil, fmt.Errorf("site %q: a site is named by its JetStream domain: letters, digits, '-' and '_', not %q", name, HubDomain)
 		}
-		conn := nc
-		if opts.Conn != nil {
-			c, err := opts.Conn(name)
-			if err != nil {
-				m.Close()
-				return nil, fmt.Errorf("site %s: connect: %w", name, err)
-			}
-			conn = c
+		if opts.Conn == nil {
+			m.Close()
+			return nil, fmt.Errorf("site %s: no connection to its account at the hub", name)
+		}
+		conn, err := opts.Conn(name)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("site %s: connect: %w", name, err)
 		}
 		js, err := jetstream.NewWithDomain(conn, name)
+		if err == nil {
+			m.sites[name] = &state{nc: conn, since: time.Now()}
+			m.sites[name].box, err = jetstream.New(conn)
+		}
 		if err != nil {
+			conn.Close()
 			m.Close()
 			return nil, fmt.Errorf("site %s: %w", name, err)
 		}
 		// Down until its first answer: nothing is known of it yet.
-		m.sites[name] = &state{nc: conn, js: js, since: time.Now()}
+		m.sites[name].js = js
 	}
 	return m, nil
 }
 
 // Close closes the sites' own connections (Options.Conn).
 func (m *Manager) Close() {
-	if m.opts.Conn == nil {
-		return
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range m.sites {
@@ -171,36 +175,55 @@ func (m *Manager) Sync(ctx context.Context, members map[string][]string) error {
 	return errors.Join(errs...)
 }
 
-func (m *Manager) site(name string) (Site, jetstream.JetStream, bool) {
+func (m *Manager) site(name string) (Site, *state, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.sites[name]
-	return Site{Name: name, Clusters: slices.Clone(s.members)}, s.js, s.up
+	return Site{Name: name, Clusters: slices.Clone(s.members)}, s, s.up
 }
 
-// apply sets up a site's outbox and inbox at the hub, its streams (when
-// its link is up) and the hub's sources of its inbox. bounce removes every
-// source across the link first and adds it back: a source re-added resumes
-// at once from where it stopped (the stream's own source headers), where
-// one left alone would wait out the server's retry backoff. The sources
-// within the hub never wait on the link: they are left as they are.
+// Conn is the connection to a site's account at the hub: where its
+// clusters' agents are asked for live reads (only there: no other site,
+// nor the services' account, hears them).
+func (m *Manager) Conn(site string) (*nats.Conn, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sites[site]
+	if !ok {
+		return nil, false
+	}
+	return s.nc, true
+}
+
+// apply sets up a site's outbox and inbox at the hub and the outbox's
+// consumers, its streams (when its link is up) and the services' sources
+// of its inbox. bounce removes every source across the link first and
+// adds it back: a source re-added resumes at once from where it stopped
+// (the stream's own source headers), where one left alone would wait out
+// the server's retry backoff. The sources within the hub never wait on
+// the link: they are left as they are.
 func (m *Manager) apply(ctx context.Context, name string, bounce bool) error {
-	s, js, up := m.site(name)
+	s, st, up := m.site(name)
 	var errs []error
 	for _, cfg := range boxes(s, m.opts.Setup) {
-		if err := m.setUp(ctx, m.hub, cfg, bounce && up && crosses(cfg)); err != nil {
+		if err := m.setUp(ctx, st.box, cfg, bounce && up && crossesLink(cfg, name)); err != nil {
 			errs = append(errs, fmt.Errorf("site %s: hub %w", name, err))
 		}
 	}
-	if up {
+	for _, c := range bus.SiteOutboxConsumers(name) {
+		if _, err := st.box.CreateOrUpdatePushConsumer(ctx, bus.SiteOutbox(name), outboxConsumer(c)); err != nil {
+			errs = append(errs, fmt.Errorf("site %s: hub consumer %s of its outbox: %w", name, c.Name, err))
+		}
+	}
+	if up && len(errs) == 0 {
 		for _, cfg := range siteStreams(s, m.opts.Setup) {
-			if err := m.setUp(ctx, js, cfg, bounce && crosses(cfg)); err != nil {
+			if err := m.setUp(ctx, st.js, cfg, bounce && crossesLink(cfg, name)); err != nil {
 				errs = append(errs, fmt.Errorf("site %s: %w", name, err))
 			}
 		}
 	}
 	if len(errs) == 0 {
-		errs = append(errs, m.purgeLeft(ctx, name, js, up))
+		errs = append(errs, m.purgeLeft(ctx, name, st, up))
 	}
 	for stream, srcs := range hubSources(s) {
 		if err := m.hubSource(ctx, stream, name, srcs); err != nil {
@@ -210,9 +233,9 @@ func (m *Manager) apply(ctx context.Context, name string, bounce bool) error {
 	return errors.Join(errs...)
 }
 
-// crosses says whether a stream sources across a link.
-func crosses(cfg jetstream.StreamConfig) bool {
-	return slices.ContainsFunc(cfg.Sources, func(s *jetstream.StreamSource) bool { return s.External != nil })
+// crossesLink says whether a stream sources across site's link.
+func crossesLink(cfg jetstream.StreamConfig, site string) bool {
+	return slices.ContainsFunc(cfg.Sources, func(s *jetstream.StreamSource) bool { return overLink(s, site) })
 }
 
 // setUp creates or updates a stream, first without its sources if bounce.
@@ -239,7 +262,8 @@ func (m *Manager) setUp(ctx context.Context, js jetstream.JetStream, cfg jetstre
 // its link is up, hold of clusters no longer there: their agents find
 // neither work nor acceptance (a cluster deleted at the hub is not
 // accepted at its site either). A cluster is forgotten once both are done.
-func (m *Manager) purgeLeft(ctx context.Context, name string, js jetstream.JetStream, up bool) error {
+func (m *Manager) purgeLeft(ctx context.Context, name string, st *state, up bool) error {
+	js := st.js
 	m.mu.Lock()
 	left, members := slices.Clone(m.sites[name].left), slices.Clone(m.sites[name].members)
 	m.mu.Unlock()
@@ -250,7 +274,7 @@ func (m *Manager) purgeLeft(ctx context.Context, name string, js jetstream.JetSt
 			continue
 		}
 		subjects := []string{bus.WorkFilter(c), bus.AcceptedSubject(c), bus.CredentialSubject(c)}
-		if err := purge(ctx, m.hub, bus.SiteOutbox(name), subjects...); err != nil {
+		if err := purge(ctx, st.box, bus.SiteOutbox(name), subjects...); err != nil {
 			return fmt.Errorf("site %s: purge cluster %s: %w", name, c, err)
 		}
 		if !up {

@@ -1,21 +1,22 @@
 // Package site owns air-gapped sites: a site is a NATS leaf node with its
-// own JetStream domain, where a few clusters' agents connect. It owns each
-// site's two streams at the hub (its outbox, sourcing from the hub's
-// streams exactly its clusters' work and acceptance; its inbox, taking in
-// whatever the site sends), the site's own streams (work and acceptance
-// sourced from its outbox, reports and heartbeats kept there), the sources
-// through which the hub's status and clusters streams take from the inbox
-// only what the site's clusters may say, and the watch of each site's link
-// that re-adds the sources across it the moment the link returns: the
-// server's own source retry backs off for tens of seconds after a long
-// outage, and nothing else brings catch-up under a second. The outbox and
-// inbox are what lets the site's link user be scoped by names that never
-// change (bus.SiteLinkPermissions).
+// own JetStream domain, where a few clusters' agents connect, linked into
+// an account of its own at the hub (bus/sites.go says why). It owns each
+// site's two streams in that account (its outbox, sourcing from the
+// services' streams exactly its clusters' work and acceptance, with the
+// durable consumers the site sources it by; its inbox, taking in whatever
+// the site sends), the site's own streams (work and acceptance sourced
+// from its outbox, reports and heartbeats kept there), the sources
+// through which the services' status and clusters streams take from the
+// inbox only what the site's clusters may say, and the watch of each
+// site's link that re-adds the sources across it the moment the link
+// returns: the server's own source retry backs off for tens of seconds
+// after a long outage, and nothing else brings catch-up under a second.
 package site
 
 import (
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -55,22 +56,44 @@ func apiPrefix(domain string) string { return "$JS." + domain + ".API" }
 // Nothing publishes there (the site's users may not).
 func placeholder(stream string) string { return "flotilla.site-local." + stream }
 
-// across is a source of a stream in another domain, delivered under
-// prefix (its own per site and direction: the link's user may deliver to,
-// or receive, only its own site's).
-func across(stream, domain, prefix, filter string) *jetstream.StreamSource {
-	return &jetstream.StreamSource{Name: stream, FilterSubject: filter, OptStartSeq: 1,
-		External: &jetstream.ExternalStream{APIPrefix: apiPrefix(domain), DeliverPrefix: prefix}}
+// across is a source of a stream in another domain or account (api: its
+// JetStream API as seen from here), delivered under prefix (its own per
+// site and direction: the link's user may deliver to, or receive, only its
+// own site's), filtered to subjects by one source (a cluster's subjects
+// come in the order they were written). A source new to its stream starts
+// at the origin's first message (the server's default would start at the
+// stream's newest message's time and miss what a cluster joining a site
+// already has).
+func across(stream, api, prefix string, subjects ...string) *jetstream.StreamSource {
+	src := filtered(&jetstream.StreamSource{Name: stream, OptStartSeq: 1}, subjects)
+	src.External = &jetstream.ExternalStream{APIPrefix: api, DeliverPrefix: prefix}
+	return src
 }
 
-// local is a source of a stream in the same domain (the hub's own
-// streams and a site's outbox and inbox), filtered to subjects by one
-// source: a cluster's subjects come in the order they were written. A
-// source new to its stream starts at the origin's first message (the
-// server's default would start at the stream's newest message's time and
-// miss what a cluster joining a site already has).
-func local(stream string, subjects ...string) *jetstream.StreamSource {
-	src := &jetstream.StreamSource{Name: stream, OptStartSeq: 1}
+// durable is a source of the site's outbox at the hub by the durable
+// consumer the dispatcher made for it: all the site may do at the hub is
+// reset it to where it stands (it makes no consumer there, so it chooses
+// no delivery subject).
+func durable(outbox string, c bus.SiteConsumer) *jetstream.StreamSource {
+	// The consumer filters (a durable source may not).
+	return &jetstream.StreamSource{Name: outbox,
+		External: &jetstream.ExternalStream{APIPrefix: apiPrefix(HubDomain)},
+		Consumer: &jetstream.StreamConsumerSource{Name: c.Name, DeliverSubject: c.DeliverTo}}
+}
+
+// outboxConsumer is the durable consumer of a site's outbox that one of
+// the site's streams sources by: flow-controlled, acknowledged by its flow
+// control (what durable sourcing requires), from the outbox's first
+// message.
+func outboxConsumer(c bus.SiteConsumer) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{Durable: c.Name, Description: "what the site's " + c.Stream + " sources",
+		FilterSubject: c.Filter, DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckFlowControlPolicy,
+		MaxAckPending: 10_000, FlowControl: true, IdleHeartbeat: time.Second, DeliverSubject: c.DeliverTo}
+}
+
+// filtered sets a source's filter to subjects: one filter, or one
+// transform per subject.
+func filtered(src *jetstream.StreamSource, subjects []string) *jetstream.StreamSource {
 	if len(subjects) == 1 {
 		src.FilterSubject = subjects[0]
 		return src
@@ -108,13 +131,17 @@ func siteStreams(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 	hubWork := bus.StreamConfig(bus.StreamWork, o)
 	hubStatus := bus.StreamConfig(bus.StreamStatus, o)
 	hubClusters := bus.StreamConfig(bus.StreamClusters, o)
-	outbox, to := bus.SiteOutbox(s.Name), bus.SiteDeliverTo(s.Name)
+	outbox, cons := bus.SiteOutbox(s.Name), bus.SiteOutboxConsumers(s.Name)
 	return []jetstream.StreamConfig{
 		{
+			// No message size of its own, as the outbox: a sourced
+			// message carries a header more than the hub's did, and one
+			// refused would hold up every message after it. The hub's
+			// stream bounds what is written.
 			Name: bus.StreamWork, Description: "the site's clusters' work, sourced from the site's outbox at the hub: last value per subject",
 			Subjects:          []string{placeholder(bus.StreamWork)},
-			Sources:           []*jetstream.StreamSource{across(outbox, HubDomain, to+".work", bus.WorkAll)},
-			MaxMsgsPerSubject: 1, MaxBytes: hubWork.MaxBytes, MaxMsgSize: hubWork.MaxMsgSize,
+			Sources:           []*jetstream.StreamSource{durable(outbox, cons[0])},
+			MaxMsgsPerSubject: 1, MaxBytes: hubWork.MaxBytes,
 			AllowDirect: true, Storage: storage, Replicas: 1,
 		},
 		{
@@ -122,12 +149,12 @@ func siteStreams(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 			// agent at the site joins there as at the hub.
 			Name: bus.KVStream(bus.BucketClusters), Description: "the site's clusters' acceptance and credentials, sourced from the site's outbox at the hub",
 			Subjects:          []string{placeholder(bus.KVStream(bus.BucketClusters))},
-			Sources:           []*jetstream.StreamSource{across(outbox, HubDomain, to+".kv", bus.KVAll(bus.BucketClusters))},
+			Sources:           []*jetstream.StreamSource{durable(outbox, cons[1])},
 			MaxMsgsPerSubject: 1, MaxBytes: 1 << 20, AllowDirect: true, Storage: storage, Replicas: 1,
 		},
 		{
 			Name: bus.StreamStatus, Description: "the site's clusters' reports, kept while the link is down; the hub's inbox of the site sources them",
-			Subjects: status, MaxAge: hubStatus.MaxAge, MaxBytes: hubStatus.MaxBytes, MaxMsgSize: hubStatus.MaxMsgSize,
+			Subjects: status, MaxAge: hubStatus.MaxAge, MaxBytes: hubStatus.MaxBytes, MaxMsgSize: headroom(hubStatus.MaxMsgSize),
 			MaxMsgsPerSubject: hubStatus.MaxMsgsPerSubject, Discard: jetstream.DiscardOld, Duplicates: hubStatus.Duplicates,
 			Storage: storage, Replicas: 1,
 		},
@@ -136,11 +163,26 @@ func siteStreams(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 			// not know yet too: the hub takes in the joins of all and the
 			// heartbeats of its clusters there.
 			Name: bus.StreamClusters, Description: "joins and heartbeats of the site's agents, kept while the link is down; the hub's inbox of the site sources them",
-			Subjects: []string{bus.ClustersAll}, MaxAge: hubClusters.MaxAge, MaxBytes: hubClusters.MaxBytes, MaxMsgSize: hubClusters.MaxMsgSize,
+			Subjects: []string{bus.ClustersAll}, MaxAge: hubClusters.MaxAge, MaxBytes: hubClusters.MaxBytes, MaxMsgSize: headroom(hubClusters.MaxMsgSize),
 			MaxMsgsPerSubject: hubClusters.MaxMsgsPerSubject, Discard: jetstream.DiscardOld, Duplicates: hubClusters.Duplicates,
 			Storage: storage, Replicas: 1,
 		},
 	}
+}
+
+// sourceHeaders is what sourcing adds to a message on each hop (the
+// Nats-Stream-Source header naming origin, sequence and filter), with
+// room to spare.
+const sourceHeaders = 4 << 10
+
+// headroom is the largest message a site may store that still fits a hub
+// stream of limit once sourced there: one the hub refused would hold up
+// every message of the site's after it.
+func headroom(limit int32) int32 {
+	if limit <= sourceHeaders {
+		return limit
+	}
+	return limit - sourceHeaders
 }
 
 // boxes are the site's two streams at the hub. Its outbox takes from the
@@ -154,10 +196,11 @@ func boxes(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 		storage = jetstream.MemoryStorage
 	}
 	var out []*jetstream.StreamSource
+	hub := bus.SiteDeliverHub(s.Name)
 	for _, c := range sorted(s.Clusters) {
 		out = append(out,
-			local(bus.StreamWork, bus.WorkFilter(c)),
-			local(bus.KVStream(bus.BucketClusters), bus.AcceptedSubject(c), bus.CredentialSubject(c)))
+			across(bus.StreamWork, bus.ServicesAPIPrefix, hub+".work", bus.WorkFilter(c)),
+			across(bus.KVStream(bus.BucketClusters), bus.ServicesAPIPrefix, hub+".kv", bus.AcceptedSubject(c), bus.CredentialSubject(c)))
 	}
 	hubWork := bus.StreamConfig(bus.StreamWork, o)
 	hubStatus := bus.StreamConfig(bus.StreamStatus, o)
@@ -167,14 +210,15 @@ func boxes(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 		{
 			Name: bus.SiteOutbox(s.Name), Description: "what site " + s.Name + "'s clusters are to get: their work, acceptance and credentials",
 			Subjects: []string{placeholder(bus.SiteOutbox(s.Name))}, Sources: out,
-			MaxMsgsPerSubject: 1, MaxBytes: hubWork.MaxBytes, MaxMsgSize: hubWork.MaxMsgSize, Storage: storage, Replicas: 1,
+			// No message size of its own: see the site's work stream.
+			MaxMsgsPerSubject: 1, MaxBytes: hubWork.MaxBytes, Storage: storage, Replicas: 1,
 		},
 		{
 			Name: bus.SiteInbox(s.Name), Description: "what site " + s.Name + " sends: its clusters' reports, joins and heartbeats",
 			Subjects: []string{placeholder(bus.SiteInbox(s.Name))},
 			Sources: []*jetstream.StreamSource{
-				across(bus.StreamStatus, s.Name, from+".status", ""),
-				across(bus.StreamClusters, s.Name, from+".clusters", ""),
+				across(bus.StreamStatus, apiPrefix(s.Name), from+".status"),
+				across(bus.StreamClusters, apiPrefix(s.Name), from+".clusters"),
 			},
 			// No message size of its own: a stream may source only one
 			// whose messages are no larger than its own, and the inbox
@@ -194,12 +238,12 @@ func boxes(s Site, o bus.SetupOptions) []jetstream.StreamConfig {
 // cluster there (a new cluster asks to join before the hub knows its
 // site) and heartbeats of the site's own clusters.
 func hubSources(s Site) map[string][]*jetstream.StreamSource {
-	inbox := bus.SiteInbox(s.Name)
+	inbox, api, in := bus.SiteInbox(s.Name), bus.SiteAccountAPIPrefix(s.Name), bus.SiteDeliverIn(s.Name)
 	var status, clusters []*jetstream.StreamSource
-	clusters = append(clusters, local(inbox, bus.ClusterSubject("*", "join")))
+	clusters = append(clusters, across(inbox, api, in+".clusters", bus.ClusterSubject("*", "join")))
 	for _, c := range sorted(s.Clusters) {
-		status = append(status, local(inbox, bus.StatusFilter(c)))
-		clusters = append(clusters, local(inbox, bus.ClusterSubject(c, "heartbeat")))
+		status = append(status, across(inbox, api, in+".status", bus.StatusFilter(c)))
+		clusters = append(clusters, across(inbox, api, in+".clusters", bus.ClusterSubject(c, "heartbeat")))
 	}
 	return map[string][]*jetstream.StreamSource{
 		bus.StreamClusters: clusters,
@@ -214,8 +258,14 @@ func ofSite(src *jetstream.StreamSource, site string) bool {
 	case src == nil:
 		return false
 	case src.External != nil:
-		return src.External.APIPrefix == apiPrefix(site)
+		return src.External.APIPrefix == bus.SiteAccountAPIPrefix(site) || src.External.APIPrefix == apiPrefix(site)
 	default:
 		return src.Name == bus.SiteInbox(site)
 	}
+}
+
+// overLink says whether a source crosses site's link (to or from its
+// domain), rather than between accounts at the hub.
+func overLink(src *jetstream.StreamSource, site string) bool {
+	return src.External != nil && (src.External.APIPrefix == apiPrefix(site) || src.External.APIPrefix == apiPrefix(HubDomain))
 }

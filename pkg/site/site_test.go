@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla-dev/flotilla/pkg/bus"
+	"github.com/flotilla-dev/flotilla/pkg/creds"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/linkproxy"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
@@ -20,18 +24,24 @@ import (
 )
 
 // bed is a hub and one site whose leaf node reaches the hub only through
-// a link that can be cut.
+// a link that can be cut, on the hub's decentralized auth as in
+// production: each identity logs in with the JWT pkg/creds signs it.
 type bed struct {
 	hub, leaf *natstest.Server
 	link      *linkproxy.Proxy
+	auth      *creds.Authority
+	// linkCreds is the site's link's credentials file (leaf nodes only).
+	linkCreds string
 	hubNC     *nats.Conn
 	hubJS     jetstream.JetStream
 	siteNC    *nats.Conn
 	siteJS    jetstream.JetStream
 	sites     *site.Manager
-	// dispatcherJS is the hub's JetStream as the dispatcher's user.
-	dispatcherJS jetstream.JetStream
-	reconnected  chan string
+	// dispatcherJS is the hub's JetStream as the dispatcher's user;
+	// boxJS the site's account's at the hub, as the dispatcher's user
+	// there.
+	dispatcherJS, boxJS jetstream.JetStream
+	reconnected         chan string
 }
 
 func newBed(t testing.TB, clusters ...string) *bed {
@@ -42,35 +52,65 @@ func newBed(t testing.TB, clusters ...string) *bed {
 // and callback are the bed's).
 func newBedWith(t testing.TB, o site.Options, clusters ...string) *bed {
 	t.Helper()
-	// The hub's users as in production: the dispatcher runs the sites with
-	// its own rights only.
-	admin := natstest.User{Name: "admin", Password: "pw-admin"}
-	dp := bus.DispatcherPermissions("edge")
-	dispatcher := natstest.User{Name: "dispatcher", Password: "pw-dispatcher", Publish: dp.Publish, Subscribe: dp.Subscribe}
-	// The site's link with its own rights only (bus.SiteLinkPermissions).
-	lp := bus.SiteLinkPermissions("edge")
-	leafUser := natstest.User{Name: "leaf-edge", Password: "pw-leaf", Publish: lp.Publish, Subscribe: lp.Subscribe}
-	hub := natstest.NewWith(t, natstest.Options{Domain: site.HubDomain, LeafNodes: true, Users: []natstest.User{admin, dispatcher, leafUser}})
+	dir := t.TempDir()
+	auth, err := creds.LoadOrCreate(filepath.Join(dir, "authority"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.AddSite("edge"); err != nil {
+		t.Fatal(err)
+	}
+	op, sys, accounts, err := auth.Trust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := natstest.NewWith(t, natstest.Options{Domain: site.HubDomain, LeafNodes: true,
+		Trust: &natstest.Trust{Operator: op, SystemAccount: sys, Accounts: accounts}})
 	link, err := linkproxy.Listen("127.0.0.1:0", hub.LeafURL()[len("nats-leaf://"):])
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = link.Close() })
+	// The site's link with its own rights only (bus.SiteLinkPermissions).
+	linkData, _, err := auth.SiteLinks("edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	linkCreds := filepath.Join(dir, "link.creds")
+	if err := os.WriteFile(linkCreds, linkData, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	leaf := natstest.NewWith(t, natstest.Options{Domain: "edge", Remote: &natstest.Remote{
-		URL: "nats-leaf://" + link.Addr(), User: leafUser, DenyImports: site.LinkDeny(), DenyExports: site.LinkDeny(),
+		URL: "nats-leaf://" + link.Addr(), Credentials: linkCreds, DenyImports: site.LinkDeny(), DenyExports: site.LinkDeny(),
 	}})
-	b := &bed{hub: hub, leaf: leaf, link: link, reconnected: make(chan string, 100)}
-	b.hubNC, b.hubJS = hub.Connect(t, admin)
+	b := &bed{hub: hub, leaf: leaf, link: link, auth: auth, linkCreds: linkCreds, reconnected: make(chan string, 100)}
+	admin, err := auth.User("admin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.hubNC, b.hubJS = hub.ConnectCreds(t, admin)
 	b.siteNC, b.siteJS = leaf.JetStream(t)
 	ctx := t.Context()
 	if err := bus.Setup(ctx, b.hubJS, bus.SetupOptions{Memory: true}); err != nil {
 		t.Fatal(err)
 	}
-	dnc, djs := hub.Connect(t, dispatcher, nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
+	// The dispatcher runs the sites with its own rights only: its user in
+	// the services' account, and its user in each site's.
+	dp := bus.DispatcherPermissions()
+	dispatcher, err := auth.User("dispatcher", &dp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, djs := hub.ConnectCreds(t, dispatcher, nats.CustomInboxPrefix(bus.DispatcherInboxPrefix))
 	b.dispatcherJS = djs
+	siteDispatcher, err := auth.SiteDispatcher("edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, b.boxJS = hub.ConnectCreds(t, siteDispatcher, nats.CustomInboxPrefix(bus.SiteInboxPrefix("edge")))
 	o.Sites, o.Setup, o.Ping = []string{"edge"}, bus.SetupOptions{Memory: true}, 100*time.Millisecond
 	o.Conn = func(site string) (*nats.Conn, error) {
-		return nats.Connect(hub.URL(), nats.UserInfo(dispatcher.Name, dispatcher.Password), nats.CustomInboxPrefix(bus.SiteInboxPrefix(site)))
+		return hub.DialCreds(siteDispatcher, nats.CustomInboxPrefix(bus.SiteInboxPrefix(site)))
 	}
 	o.OnReconnect = func(s string) {
 		select {
@@ -78,7 +118,7 @@ func newBedWith(t testing.TB, o site.Options, clusters ...string) *bed {
 		default:
 		}
 	}
-	b.sites, err = site.New(dnc, djs, slog.New(slog.DiscardHandler), o)
+	b.sites, err = site.New(djs, testLog(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +410,7 @@ func TestAHostileSiteReachesOnlyItsOwn(t *testing.T) {
 	b := newBed(t, "edge-1")
 	ctx := t.Context()
 	evil := natstest.NewWith(t, natstest.Options{Domain: "evil", Remote: &natstest.Remote{
-		URL: b.hub.LeafURL(), User: natstest.User{Name: "leaf-edge", Password: "pw-leaf"},
+		URL: b.hub.LeafURL(), Credentials: b.linkCreds,
 	}})
 	enc, _ := evil.JetStream(t)
 	// What the hub sends it: nothing of the services' subjects.
@@ -458,7 +498,7 @@ func TestAHostileSiteReachesOnlyItsOwn(t *testing.T) {
 		t.Errorf("the hostile site accepted a cluster: %q", e.Value())
 	}
 	// Its outbox holds the site's clusters' work and nothing else.
-	out, err := b.hubJS.Stream(ctx, bus.SiteOutbox("edge"))
+	out, err := b.boxJS.Stream(ctx, bus.SiteOutbox("edge"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,4 +511,148 @@ func TestAHostileSiteReachesOnlyItsOwn(t *testing.T) {
 			t.Errorf("the site's outbox holds %s", subject)
 		}
 	}
+}
+
+// A site that lies below the level of any server (it speaks the leaf
+// protocol itself, sending what no server would forward) gets nothing of
+// the services' account either. JetStream acks and service replies cross
+// a leaf link unchecked by its user's permissions (nats-server
+// leafMsgAllowed): an ack of another cluster's agent's consumer asking for
+// the next message, answered where the site listens, would hand it that
+// cluster's work, and a term or ack would drop another's approvals. The
+// site's link lives in the site's own account at the hub, where no
+// consumer but its own outbox's is.
+func TestASiteSpeakingTheLeafProtocolReachesOnlyItsOwn(t *testing.T) {
+	b := newBed(t, "edge-1")
+	ctx := t.Context()
+	linkData, err := os.ReadFile(b.linkCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	liar := dialRawLeaf(t, b.hub.LeafURL()[len("nats-leaf://"):], linkData)
+	steal := bus.SiteDeliverTo("edge") + ".stolen"
+	reply := "$JSC.R.liar"
+	for _, subject := range []string{steal, reply, bus.QueryFilter, "$JS.ACK.>", "_INBOX.>", "_R_.>"} {
+		liar.sub(t, subject)
+	}
+	// Another cluster's agent's work consumer, with work waiting.
+	if _, err := b.hubJS.CreateOrUpdateConsumer(ctx, bus.StreamWork, jetstream.ConsumerConfig{
+		Durable: "agent-elsewhere", FilterSubject: bus.WorkFilter("elsewhere"), AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b.publishWork(t, "elsewhere", "app", "secret")
+	// An approval waiting for the gate, on a consumer of its own.
+	if _, err := b.hubJS.Publish(ctx, bus.ApprovalSubject("demo", "app"), []byte("approve")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.hubJS.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
+		Durable: "gate", AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	liar.pub(t, "$JS.ACK."+bus.StreamWork+".agent-elsewhere.1.1.1.0.0", steal, "+NXT")
+	liar.pub(t, "$JS.ACK."+bus.StreamApprovals+".gate.1.1.1.0.0", steal, "+NXT")
+	liar.pub(t, "$JS.ACK."+bus.StreamApprovals+".gate.1.1.1.0.0", "", "+TERM")
+	// A live read of a cluster not at the site.
+	if _, err := b.hubNC.Request(bus.QuerySubject("elsewhere"), []byte(`{}`), 300*time.Millisecond); err == nil {
+		t.Error("a live read of another cluster was answered")
+	}
+	liar.send(t, "PING\r\n")
+	time.Sleep(time.Second)
+	if got := liar.received(steal); len(got) > 0 {
+		t.Errorf("the lying site pulled messages through acks of others' consumers: %q", got)
+	}
+	if got := liar.received(bus.QuerySubject("elsewhere")); len(got) > 0 {
+		t.Errorf("the lying site heard a live read of another cluster: %q", got)
+	}
+	// A consumer of its own outbox delivering wherever it likes at the
+	// hub, or one of the services' work through what its account imports
+	// for its outbox's sources (the hub drops a leaf link that sends what
+	// its user may not: each try on a link of its own).
+	create := func(stream, name, filter, deliver string) string {
+		return `{"stream_name":"` + stream + `","config":{"name":"` + name + `","filter_subject":"` + filter + `","deliver_subject":"` + deliver + `","ack_policy":"none"}}`
+	}
+	for subject, body := range map[string]string{
+		"$JS.API.CONSUMER.CREATE." + bus.SiteOutbox("edge") + ".evil":                                          create(bus.SiteOutbox("edge"), "evil", "", steal),
+		"$JS." + site.HubDomain + ".API.CONSUMER.CREATE." + bus.SiteOutbox("edge") + ".evil":                   create(bus.SiteOutbox("edge"), "evil", "", steal),
+		bus.ServicesAPIPrefix + ".CONSUMER.CREATE." + bus.StreamWork + ".steal." + bus.WorkFilter("elsewhere"): create(bus.StreamWork, "steal", bus.WorkFilter("elsewhere"), bus.SiteDeliverHub("edge")+".stolen"),
+	} {
+		l := dialRawLeaf(t, b.hub.LeafURL()[len("nats-leaf://"):], linkData)
+		l.sub(t, reply)
+		l.sub(t, steal)
+		l.pub(t, subject, reply, body)
+		time.Sleep(300 * time.Millisecond)
+		for _, got := range l.received(reply) {
+			if !strings.Contains(got, `"error"`) {
+				t.Errorf("the lying site made a consumer at the hub (%s): %s", subject, got)
+			}
+		}
+		if got := l.received(steal); len(got) > 0 {
+			t.Errorf("the lying site got deliveries of a consumer of its making: %q", got)
+		}
+	}
+	if _, err := b.boxJS.Consumer(ctx, bus.SiteOutbox("edge"), "evil"); err == nil {
+		t.Error("the lying site made a consumer of its outbox at the hub")
+	}
+	if _, err := b.hubJS.Consumer(ctx, bus.StreamWork, "steal"); err == nil {
+		t.Error("the lying site made a consumer of the services' work")
+	}
+	cons, err := b.hubJS.Consumer(ctx, bus.StreamApprovals, "gate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending != 1 || info.NumAckPending != 0 {
+		t.Errorf("the gate's approvals were touched by the lying site: %d pending, %d unacked", info.NumPending, info.NumAckPending)
+	}
+	cons, err = b.hubJS.Consumer(ctx, bus.StreamWork, "agent-elsewhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err = cons.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending != 1 || info.NumAckPending != 0 {
+		t.Errorf("another cluster's work consumer was touched by the lying site: %d pending, %d unacked", info.NumPending, info.NumAckPending)
+	}
+	// The real site kept working.
+	b.publishWork(t, "edge-1", "app", "r1")
+	eventually.True(t, 10*time.Second, "work reaches the real site", func() (bool, error) { return b.siteWork(ctx, "edge-1", "app") == "r1", nil })
+}
+
+// testLog is the manager's log: shown with FLOTILLA_TEST_LOG set.
+func testLog() *slog.Logger {
+	if os.Getenv("FLOTILLA_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}
+
+// A report as large as the hub's status stream takes, once sourced, would
+// be a few bytes too large there (sourcing adds a header on each hop), and
+// the hub's source would stop at it for good: the site refuses it when the
+// agent publishes, and what follows reaches the hub.
+func TestALargeReportDoesNotHoldUpTheSite(t *testing.T) {
+	b := newBed(t, "edge-1")
+	ctx := t.Context()
+	st, err := b.hubJS.Stream(ctx, bus.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := int(st.CachedInfo().Config.MaxMsgSize)
+	big := strings.Repeat("x", limit-8)
+	if _, err := b.siteJS.Publish(ctx, bus.StatusSubject("edge-1", "demo", "big"), []byte(big)); err == nil {
+		t.Logf("the site took a report of %d bytes (the hub's limit %d)", len(big), limit)
+	}
+	if _, err := b.siteJS.Publish(ctx, bus.StatusSubject("edge-1", "demo", "app"), []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "the report after reaches the hub", func() (bool, error) {
+		return slices.Contains(b.hubStatus(t, "edge-1"), "after"), nil
+	})
 }

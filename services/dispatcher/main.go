@@ -58,10 +58,15 @@ func main() {
 				return err
 			}
 		}
-		// Each site is asked over a connection of its own, whose replies
-		// only that site's link may answer.
+		// Each site is kept over a login of its own, in the site's own
+		// account at the hub (bus/sites.go).
 		opts.SiteConn = func(site string) (*nats.Conn, error) {
+			file, ok := opts.SiteCreds[site]
+			if !ok {
+				return nil, fmt.Errorf("no --site-creds for site %s", site)
+			}
 			sc := common.NATS
+			sc.Creds, sc.NKey = file, ""
 			sc.InboxPrefix, sc.Name = bus.SiteInboxPrefix(site), sc.Name+"-site-"+site
 			nc, _, err := sc.Connect()
 			return nc, err
@@ -81,9 +86,9 @@ func main() {
 		if err != nil {
 			return fmt.Errorf("dispatcher: live reads: %w", err)
 		}
-		// Live reads are asked over a connection of their own: their
-		// replies, which agents at sites send back over the sites' links,
-		// are the only ones of the dispatcher those links may send.
+		// Live reads are asked over a connection of their own (agents at
+		// the hub answer them from the clusters' account), or, for a
+		// cluster at a site, in that site's own account.
 		lc := common.NATS
 		lc.InboxPrefix, lc.Name = bus.LiveReadInboxPrefix, lc.Name+"-live-read"
 		lnc, _, err := lc.Connect()
@@ -92,6 +97,9 @@ func main() {
 		}
 		defer lnc.Close()
 		ask := liveread.AskFunc(func(ctx context.Context, cluster string, req query.Request) (*query.Response, error) {
+			if nc := disp.LiveReadConn(cluster); nc != nil {
+				return query.Do(ctx, nc, cluster, req)
+			}
 			return query.Do(ctx, lnc, cluster, req)
 		})
 		srv, err := liveread.New(hubClients.Kube, liveread.HubApplications{Client: hubClients.Dynamic}, ask, proxy, d.Log, d.Instruments)

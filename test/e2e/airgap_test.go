@@ -84,6 +84,9 @@ func TestAirGappedSite(t *testing.T) {
 	t.Logf("link up -> application running on the hub: %v", time.Since(back).Round(10*time.Millisecond))
 	s.eventually(`^True `, "kubectl", "get", "managedcluster", prodC, "-o",
 		`jsonpath={range .status.conditions[?(@.type=="ManagedClusterConditionAvailable")]}{.status} {.reason}{end}`)
+	// A live read of the site's cluster: asked in the site's own account,
+	// answered over the link.
+	s.eventually(`1/1`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC)
 
 	// Cut again (blackholed this time): the agent keeps repairing drift
 	// on its own, restarted too, with no hub to ask.

@@ -23,13 +23,19 @@ type Hub struct {
 	Dir string
 }
 
-// Start starts a server trusting a fresh authority for the test.
-func Start(t testing.TB) *Hub {
+// Start starts a server trusting a fresh authority for the test, with an
+// account for each of sites (creds.Authority.AddSite).
+func Start(t testing.TB, sites ...string) *Hub {
 	t.Helper()
 	dir := t.TempDir()
 	a, err := creds.LoadOrCreate(filepath.Join(dir, "authority"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, s := range sites {
+		if err := a.AddSite(s); err != nil {
+			t.Fatal(err)
+		}
 	}
 	op, sys, accounts, err := a.Trust()
 	if err != nil {
