@@ -93,9 +93,12 @@ type Planner struct {
 	queue    workqueue.TypedRateLimitingInterface[string]
 	locks    keyLocks
 	now      func() time.Time
-	// afterPublish, set only by tests, runs between publishing a change's
-	// events and saving it, as a crash there would.
-	afterPublish func() error
+	// afterSave and afterPublish, set only by tests, run between saving a
+	// change and publishing its events, and after publishing them, as a
+	// crash there would.
+	afterSave, afterPublish func() error
+	// outbox is which saved records' events this planner saw published.
+	outbox outboxes
 
 	// lanes read each cluster's reports.
 	lanes *lanes

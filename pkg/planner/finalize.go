@@ -52,7 +52,11 @@ func (p *Planner) finalize(ctx context.Context, ps *pass) error {
 }
 
 // announceDeletion publishes the application's deletion (the dispatcher
-// sends each cluster a removal) and saves that it did.
+// sends each cluster a removal) and saves that it did. Publishing first is
+// safe here, unlike a step's events (commit): the deletion is answered by
+// reports the record need not expect, and sent again it removes nothing
+// more. The outbox (flushed when the record was loaded) is emptied: no
+// step event goes out after the deletion.
 func (p *Planner) announceDeletion(ctx context.Context, ps *pass) error {
 	app, rec := ps.app, ps.rec
 	e := events.New(rec.UID+".deleted", events.SourcePlanner, events.TypeApplicationDeleted, ps.key,
@@ -61,7 +65,7 @@ func (p *Planner) announceDeletion(ctx context.Context, ps *pass) error {
 	if _, err := bus.Publish(ctx, p.js, bus.StepSubject(app.Namespace, app.Name), e); err != nil {
 		return err
 	}
-	rec.Deleting = true
+	rec.Deleting, rec.Outbox = true, nil
 	var fx effects
 	if !rec.TraceDone && rec.Run != nil && !rec.Run.Finished() {
 		rec.TraceDone = true

@@ -169,9 +169,16 @@ func (f *fixture) startPlanner() (stop func()) {
 }
 
 // startPlannerWith runs a planner replica with opts (resync: 2 s, namespace:
-// the fixture's, unless set); afterPublish, if set, runs between publishing
-// a change and saving it.
+// the fixture's, unless set); afterPublish, if set, runs after a change
+// was saved and its events published.
 func (f *fixture) startPlannerWith(opts planner.Options, afterPublish func() error) (stop func()) {
+	f.t.Helper()
+	return f.startPlannerHooked(opts, nil, afterPublish)
+}
+
+// startPlannerHooked is startPlannerWith with afterSave too, run between
+// saving a change and publishing its events.
+func (f *fixture) startPlannerHooked(opts planner.Options, afterSave, afterPublish func() error) (stop func()) {
 	f.t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{f.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if opts.Resync == 0 {
@@ -190,6 +197,9 @@ func (f *fixture) startPlannerWith(opts planner.Options, afterPublish func() err
 	}
 	if afterPublish != nil {
 		planner.SetAfterPublish(p, afterPublish)
+	}
+	if afterSave != nil {
+		planner.SetAfterSave(p, afterSave)
 	}
 	ctx, cancel := context.WithCancel(f.ctx)
 	done := make(chan error, 1)

@@ -9,7 +9,10 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 
@@ -180,19 +183,20 @@ func unstructuredContainers(obj map[string]any) (string, bool, error) {
 	return cs[0].(map[string]any)["image"].(string), true, nil
 }
 
-// A planner that dies after publishing and before saving: the next one
+// A planner whose every publish after a save fails (as a crash there
+// would): the events saved go out at its next pass, the next planner
 // continues, and the stream holds each transition once.
-func TestCrashBetweenPublishAndSave(t *testing.T) {
+func TestCrashBetweenSaveAndPublish(t *testing.T) {
 	f := newFixture(t, "crash")
 	crashed := make(chan struct{})
-	stopA := f.startPlannerWith(planner.Options{}, func() error {
+	stopA := f.startPlannerHooked(planner.Options{}, func() error {
 		select {
 		case <-crashed:
 		default:
 			close(crashed)
 		}
-		return errors.New("crash before save")
-	})
+		return errors.New("crash before publish")
+	}, nil)
 	f.applyYAML(f.seed())
 	<-crashed
 	f.waitStepEvents("demo", 1)
@@ -203,6 +207,98 @@ func TestCrashBetweenPublishAndSave(t *testing.T) {
 	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
 	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
 	assertOnce(t, f.stepEvents("demo"), []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"})
+}
+
+// A planner killed right after it published a step's start, whose
+// dispatcher and cluster answered while no planner ran: the next planner
+// takes the answers and the step completes. (With the record saved after
+// the events, the answer was read against a record without the step
+// running and dropped, the start published again was a duplicate the
+// stream dropped, and the step ran forever with no cluster.)
+func TestKilledAfterPublishingAStepsStart(t *testing.T) {
+	f := newFixture(t, "killed")
+	crashed := make(chan struct{})
+	var once sync.Once
+	stopA := f.startPlannerWith(planner.Options{}, func() error {
+		once.Do(func() { close(crashed) })
+		return errors.New("killed")
+	})
+	f.applyYAML(f.seed())
+	<-crashed
+	stopA()
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
+	time.Sleep(200 * time.Millisecond) // the answers are in their streams
+	f.startPlanner()
+	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
+	assertOnce(t, f.stepEvents("demo"), []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"})
+}
+
+// The same after an approval, for the step that follows it: the approval
+// is not taken again (the gate would refuse it as decided), and nothing
+// but the planner's own record brings the answers in. (Before, the step
+// stayed running with no cluster and the application's deletion waited
+// for ever.)
+func TestKilledAfterPublishingTheStartOfAnApprovedStep(t *testing.T) {
+	killedAtApprovedStep(t, "killedprod", false)
+}
+
+// A planner killed after saving the approved step's start and before
+// publishing it: the next planner to load the record publishes it.
+func TestKilledAfterSavingTheStartOfAnApprovedStep(t *testing.T) {
+	killedAtApprovedStep(t, "killedsaved", true)
+}
+
+// killedAtApprovedStep runs the seed to its approval, approves, and kills
+// the planner as it commits the start of the production step: after the
+// save (afterSave) or after the events went out too. The dispatcher and
+// the cluster answer whatever was published while no planner runs; the
+// next planner must bring the application to running, each step event
+// published once.
+func killedAtApprovedStep(t *testing.T, ns string, afterSave bool) {
+	f := newFixture(t, ns)
+	var armed atomic.Bool
+	crashed := make(chan struct{})
+	var once sync.Once
+	kill := func() error {
+		if !armed.Load() {
+			return nil
+		}
+		once.Do(func() { close(crashed) })
+		return errors.New("killed")
+	}
+	var stopA func()
+	if afterSave {
+		stopA = f.startPlannerHooked(planner.Options{}, kill, nil)
+	} else {
+		stopA = f.startPlannerWith(planner.Options{}, kill)
+	}
+	f.applyYAML(f.seed())
+	f.report(stepData(t, f.waitStepEvents("demo", 1)[0]), "c-test", events.ClusterApplied, events.HealthCurrent, "")
+	evs := f.waitStepEvents("demo", 3)
+	prod := stepData(t, evs[2])
+	armed.Store(true)
+	dec := events.New(events.RunID(prod.AppRef)+".deploy-prod.decided", events.SourceGate, events.TypeStepApproved, f.ns+"/demo",
+		&events.StepDecisionData{AppRef: prod.AppRef, Step: "deploy-prod", Approvals: []events.Approval{{Approver: "alice", Decision: events.DecisionApprove, Via: "http", Time: time.Now()}}})
+	if _, err := bus.Publish(f.ctx, f.js, bus.GateSubject("decisions", f.ns, "demo"), dec); err != nil {
+		t.Fatal(err)
+	}
+	<-crashed
+	stopA()
+	if afterSave {
+		if got := len(f.stepEvents("demo")); got != 3 {
+			t.Fatalf("%d step events published before the kill, want 3", got)
+		}
+		f.startPlanner()
+	}
+	started := f.waitStepEvents("demo", 4)[3]
+	f.report(stepData(t, started), "c-prod", events.ClusterApplied, events.HealthCurrent, "")
+	if !afterSave {
+		time.Sleep(200 * time.Millisecond) // the answers are in their streams
+		f.startPlanner()
+	}
+	f.waitApp("demo", "running", phaseIs(v1beta1.PhaseRunning))
+	assertOnce(t, f.stepEvents("demo"), []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod", "started deploy-prod", "succeeded deploy-prod"})
 }
 
 // Two planners at once: each transition is published once.

@@ -79,6 +79,7 @@ func (p *Planner) load(ctx context.Context, key string) (*pass, error) {
 	obj, err := p.apps.ByNamespace(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		// Gone for good (its finalizer was removed): forget its run.
+		p.outbox.forget(ns, name)
 		return nil, p.store.delete(ctx, ns, name)
 	}
 	if err != nil {
@@ -94,6 +95,9 @@ func (p *Planner) load(ctx context.Context, key string) (*pass, error) {
 	}
 	rec, rev, err := p.store.load(ctx, ns, name)
 	if err != nil {
+		return nil, err
+	}
+	if err := p.flush(ctx, rec, rev); err != nil {
 		return nil, err
 	}
 	return &pass{key: key, app: app, rec: rec, rev: rev}, nil

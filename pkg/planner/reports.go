@@ -136,6 +136,9 @@ func (p *Planner) report(ctx context.Context, e *events.Event) error {
 	if err != nil {
 		return err
 	}
+	if err := p.flush(ctx, rec, rev); err != nil {
+		return err
+	}
 	if rec == nil || rec.UID != ref.UID || rec.Run.Revision < ref.Revision {
 		// Either the report is about an application that is gone (drop it),
 		// or it overtook the save of the release it reports on (retry,

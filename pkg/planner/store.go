@@ -48,6 +48,10 @@ type Record struct {
 	Releases []ReleaseInfo `json:"releases"`
 	// LastOperation is the outcome of the last workflow operation carried out.
 	LastOperation *v1beta1.OperationResult `json:"lastOperation,omitempty"`
+	// Outbox are the transitions of the last save, whose events are
+	// published after it (Planner.flush sends any a planner killed in
+	// between did not).
+	Outbox []workflow.Transition `json:"outbox,omitempty"`
 }
 
 // noteOutcome marks the current release succeeded once its workflow has.
