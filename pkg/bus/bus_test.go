@@ -189,6 +189,79 @@ func TestConsumeSettlesEachMessage(t *testing.T) {
 	}
 }
 
+// A message handled longer than its consumer's ack wait is marked in
+// progress meanwhile, so it is not delivered again (to another replica)
+// while it is still being worked on; a handler that hangs is cancelled at
+// the handling timeout and its message tried again.
+func TestConsumeBoundsAndKeepsAliveEachHandling(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := connect(t)
+	if err := Setup(ctx, js, SetupOptions{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range []string{"slow", "hung"} {
+		if _, err := Publish(ctx, js, StepSubject("demo", app), deleted("id-"+app, app)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, err := js.CreateConsumer(ctx, StreamSteps, jetstream.ConsumerConfig{
+		Durable: "test", AckPolicy: jetstream.AckExplicitPolicy, MemoryStorage: true, AckWait: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slow, hung atomic.Int32
+	hungDone := make(chan error, 10)
+	cc, err := Consume(ctx, cons, slog.New(slog.DiscardHandler), func(ctx context.Context, e *events.Event) error {
+		switch e.Data.(*events.ApplicationDeletedData).Application {
+		case "slow":
+			slow.Add(1)
+			select {
+			case <-time.After(2500 * time.Millisecond): // past the ack wait, twice
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		default:
+			if hung.Add(1) > 1 {
+				return nil
+			}
+			<-ctx.Done() // an API call that never answers
+			hungDone <- ctx.Err()
+			return ctx.Err()
+		}
+	}, Progress(300*time.Millisecond), HandleTimeout(4*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+	select {
+	case err := <-hungDone:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("the hung handler ended with %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the hung handler was never cancelled")
+	}
+	eventually.True(t, 20*time.Second, "every message settled", func() (bool, error) {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return false, err
+		}
+		return info.NumAckPending == 0 && info.NumPending == 0,
+			fmt.Errorf("consumer has %d ack pending, %d pending (slow %d, hung %d)", info.NumAckPending, info.NumPending, slow.Load(), hung.Load())
+	})
+	if got := slow.Load(); got != 1 {
+		t.Errorf("the slow message was handled %d times, want once", got)
+	}
+	// (More than twice when a copy redelivered while it waited behind the
+	// slow one is handled too.)
+	if got := hung.Load(); got < 2 {
+		t.Errorf("the hung message was handled %d times, want it cancelled, then handled again", got)
+	}
+}
+
 // Every subject is in exactly one stream, of one writer: an agent's or a
 // bot's subjects never share a stream (a duplicate window) with a service's.
 func TestEachWriterHasItsOwnStream(t *testing.T) {

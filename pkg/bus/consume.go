@@ -120,6 +120,29 @@ type ConsumeOption func(*consumeOptions)
 type consumeOptions struct {
 	rejected func(ctx context.Context, msg jetstream.Msg, err error)
 	pullMax  int
+	timeout  time.Duration
+	progress time.Duration
+}
+
+// DefaultHandleTimeout bounds one message's handling: a call that hangs
+// (an API server that never answers) is cancelled and the message tried
+// again, rather than holding the consumer's slot for ever.
+const DefaultHandleTimeout = 2 * time.Minute
+
+// DefaultProgress is how often a message still being handled is marked
+// in progress: under every consumer's ack wait (30 s and more), so that
+// slow work is not delivered again to another replica meanwhile.
+const DefaultProgress = 10 * time.Second
+
+// HandleTimeout bounds each message's handling by d (zero: the default).
+func HandleTimeout(d time.Duration) ConsumeOption {
+	return func(o *consumeOptions) { o.timeout = d }
+}
+
+// Progress marks a message being handled in progress every d (zero: the
+// default); it must be under the consumer's ack wait.
+func Progress(d time.Duration) ConsumeOption {
+	return func(o *consumeOptions) { o.progress = d }
 }
 
 // PullMax has at most n messages fetched ahead: a service consuming many
@@ -139,9 +162,15 @@ func OnRejected(f func(ctx context.Context, msg jetstream.Msg, err error)) Consu
 // event never loops. Consuming stops when ctx ends or on the returned
 // context's Stop.
 func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, h Handler, opts ...ConsumeOption) (jetstream.ConsumeContext, error) {
-	var o consumeOptions
+	o := consumeOptions{timeout: DefaultHandleTimeout, progress: DefaultProgress}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.timeout <= 0 {
+		o.timeout = DefaultHandleTimeout
+	}
+	if o.progress <= 0 {
+		o.progress = DefaultProgress
 	}
 	copts := []jetstream.PullConsumeOpt{jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if ctx.Err() == nil {
@@ -186,7 +215,7 @@ func settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, h Handler,
 		_ = msg.TermWithReason(reason(err))
 		return
 	}
-	err = h(ctx, e)
+	err = handle(ctx, msg, h, e, o)
 	// Lines about the event carry its trace.
 	lctx := telemetry.Extract(ctx, e.TraceParent, e.TraceState)
 	var retry *retryError
@@ -204,6 +233,34 @@ func settle(ctx context.Context, msg jetstream.Msg, log *slog.Logger, h Handler,
 		log.WarnContext(lctx, "event failed, retrying", "type", e.Type, "id", e.ID, "after", DefaultRetryDelay, "err", err)
 		_ = msg.NakWithDelay(DefaultRetryDelay)
 	}
+}
+
+// handle runs h on e within the handling timeout, marking msg in progress
+// while it runs.
+func handle(ctx context.Context, msg jetstream.Msg, h Handler, e *events.Event, o consumeOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(o.progress)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	err := h(ctx, e)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("handling took longer than %v: %w", o.timeout, err)
+	}
+	return err
 }
 
 // reason fits an error into the server's advisory (kept short).
