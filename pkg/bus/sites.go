@@ -1,5 +1,7 @@
 package bus
 
+import "strings"
+
 // A site's leaf node links into an account of its own at the hub, never
 // into the services' account: a leaf link's user's permissions do not
 // hold for JetStream acks and service replies (the server forwards them
@@ -168,3 +170,11 @@ func SiteDispatcherPermissions(site string) Permissions {
 
 // HubDomain is the hub's JetStream domain, which sites source from.
 const HubDomain = "hub"
+
+// ReservedSiteName says whether a site may not have name as its domain:
+// the hub's, or one whose API prefix ($JS.<name>.API) is already the
+// services' account's or a site account's as imported at the hub.
+func ReservedSiteName(name string) bool {
+	return strings.EqualFold(name, HubDomain) || "$JS."+name+".API" == ServicesAPIPrefix ||
+		strings.HasPrefix(strings.ToUpper(name), "SITE_")
+}

@@ -377,3 +377,26 @@ func TestSiteLinksAreForLeafNodesOnly(t *testing.T) {
 	}
 	nc.Close()
 }
+
+// A site is named by its JetStream domain, which must not be one whose
+// API prefix is already the hub's, the services' account's as a site
+// account imports it, or a site account's as the services' imports it: a
+// site so named would hear, and be asked, what is meant for those.
+func TestAddSiteRefusesReservedNames(t *testing.T) {
+	a, err := creds.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ok := range map[string]bool{
+		"edge": true, "factory-7": true, "hub": false, "HUB": false, "flotilla": false,
+		"SITE_edge": false, "site_x": false, "a.b": false, "": false, "with space": false,
+	} {
+		err := a.AddSite(name)
+		if ok != (err == nil) {
+			t.Errorf("AddSite(%q): %v", name, err)
+		}
+	}
+	if got := a.Sites(); !slices.Equal(got, []string{"edge", "factory-7"}) {
+		t.Errorf("sites %v", got)
+	}
+}

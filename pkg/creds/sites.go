@@ -49,8 +49,8 @@ func (a *Authority) loadSites() error {
 // The site's and the services' account JWTs change with it: servers
 // already running take them pushed (or preloaded on their next start).
 func (a *Authority) AddSite(name string) error {
-	if !siteName.MatchString(name) || name == bus.HubDomain {
-		return fmt.Errorf("site %q: a site is named by its JetStream domain: letters, digits, '-' and '_', not %q", name, bus.HubDomain)
+	if !siteName.MatchString(name) || bus.ReservedSiteName(name) {
+		return fmt.Errorf("site %q: a site is named by its JetStream domain: letters, digits, '-' and '_', not %q, \"flotilla\" or SITE_…", name, bus.HubDomain)
 	}
 	if _, ok := a.sites[name]; ok {
 		return nil

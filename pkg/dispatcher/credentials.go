@@ -182,7 +182,7 @@ func (d *Dispatcher) checkJoin(ctx context.Context, id string, data *events.Clus
 	d.mu.Lock()
 	delete(d.accepted, data.Cluster)
 	d.mu.Unlock()
-	d.queue.Add(data.Cluster)
+	d.queueOf(data.Cluster).Add(data.Cluster)
 	return nil
 }
 
@@ -356,7 +356,7 @@ func (d *Dispatcher) reconcileCredentials(ctx context.Context) error {
 			d.mu.Lock()
 			delete(d.accepted, cluster)
 			d.mu.Unlock()
-			d.queue.Add(cluster)
+			d.queueOf(cluster).Add(cluster)
 		}
 	}
 	return nil

@@ -129,6 +129,8 @@ type Dispatcher struct {
 	// queue holds the names of ManagedClusters whose acceptance may have
 	// changed: the informer only enqueues, a worker relays.
 	queue workqueue.TypedRateLimitingInterface[string]
+	// siteQueues are each site's clusters' (queueOf), by site.
+	siteQueues map[string]workqueue.TypedRateLimitingInterface[string]
 
 	mu       sync.Mutex
 	accepted map[string]bool // last acceptance relayed to each agent (and its status written)
@@ -167,6 +169,11 @@ func New(dyn dynamic.Interface, js jetstream.JetStream, log *slog.Logger, opts O
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "managedclusters"}),
 		accepted: map[string]bool{}, lastSite: map[string]string{}, tracer: opts.Instruments.T(),
+		siteQueues: map[string]workqueue.TypedRateLimitingInterface[string]{},
+	}
+	for _, s := range opts.Sites {
+		d.siteQueues[s] = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "managedclusters-site-" + s})
 	}
 	if opts.Sealer != nil {
 		// What it finds in the work stream counts only if it sealed it.
@@ -213,7 +220,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	inf := d.factory.ForResource(clusterv1.ManagedClusterResource).Informer()
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-			d.queue.Add(key)
+			d.queueOf(key).Add(key)
 		}
 	}
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -227,14 +234,24 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			return fmt.Errorf("dispatcher: the cache of %s did not sync", res.Resource)
 		}
 	}
-	// One worker relays acceptance: the informer's handlers only enqueue.
+	// One worker relays acceptance, and one per site for the site's
+	// clusters (whose consumers are made over its link: a site that does
+	// not answer holds up only its own): the informer's handlers only
+	// enqueue.
 	var worker sync.WaitGroup
 	defer worker.Wait()
 	defer d.queue.ShutDown() // runs first: the worker's Get returns and it ends
+	for _, q := range d.siteQueues {
+		defer q.ShutDown()
+		worker.Go(func() {
+			for d.processNext(ctx, q) {
+			}
+		})
+	}
 	sitesCtx, stopSites := context.WithCancel(ctx)
 	defer stopSites()
 	worker.Go(func() {
-		for d.processNext(ctx) {
+		for d.processNext(ctx, d.queue) {
 		}
 	})
 	worker.Go(func() { d.sites.Run(sitesCtx) })

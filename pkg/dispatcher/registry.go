@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
 
 	clusterv1 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1"
 	clusterv1beta2 "github.com/flotilla-dev/flotilla/pkg/api/cluster/v1beta2"
@@ -223,12 +224,12 @@ func (d *Dispatcher) createCluster(ctx context.Context, data *events.ClusterJoin
 
 // processNext relays one queued cluster's acceptance, retrying a failure
 // with the queue's rate limit; false once the queue shuts down.
-func (d *Dispatcher) processNext(ctx context.Context) bool {
-	name, quit := d.queue.Get()
+func (d *Dispatcher) processNext(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) bool {
+	name, quit := q.Get()
 	if quit {
 		return false
 	}
-	defer d.queue.Done(name)
+	defer q.Done(name)
 	err := d.relayAcceptance(ctx, name)
 	if serr := d.syncSites(ctx); serr != nil && ctx.Err() == nil {
 		d.log.Warn("sites' sources, checked again when the link returns", "err", serr)
@@ -237,11 +238,28 @@ func (d *Dispatcher) processNext(ctx context.Context) bool {
 		if ctx.Err() == nil {
 			d.log.Warn("relay acceptance, retrying", "cluster", name, "err", err)
 		}
-		d.queue.AddRateLimited(name)
+		q.AddRateLimited(name)
 		return true
 	}
-	d.queue.Forget(name)
+	q.Forget(name)
 	return true
+}
+
+// queueOf is the queue a cluster's acceptance is relayed from: its site's
+// own, or the hub's.
+func (d *Dispatcher) queueOf(cluster string) workqueue.TypedRateLimitingInterface[string] {
+	var name string
+	if obj, err := d.clusters.Get(cluster); err == nil {
+		name = siteOf(obj)
+	} else {
+		d.mu.Lock()
+		name = d.lastSite[cluster]
+		d.mu.Unlock()
+	}
+	if q, ok := d.siteQueues[name]; ok {
+		return q
+	}
+	return d.queue
 }
 
 // relayAcceptance tells a cluster's agent whether the hub accepts it (a
@@ -407,7 +425,7 @@ func (d *Dispatcher) siteReconnected(name string) {
 			d.mu.Lock()
 			delete(d.accepted, c)
 			d.mu.Unlock()
-			d.queue.Add(c)
+			d.queueOf(c).Add(c)
 		}
 	}
 }

@@ -77,8 +77,8 @@ func New(hub jetstream.JetStream, log *slog.Logger, opts Options) (*Manager, err
 	}
 	m := &Manager{hub: hub, log: log, opts: opts, sites: map[string]*state{}}
 	for _, name := range opts.Sites {
-		if !validName.MatchString(name) || name == HubDomain {
-			return nil, fmt.Errorf("site %q: a site is named by its JetStream domain: letters, digits, '-' and '_', not %q", name, HubDomain)
+		if !validName.MatchString(name) || bus.ReservedSiteName(name) {
+			return nil, fmt.Errorf("site %q: a site is named by its JetStream domain: letters, digits, '-' and '_', not %q, \"flotilla\" or SITE_…", name, HubDomain)
 		}
 		if opts.Conn == nil {
 			m.Close()
