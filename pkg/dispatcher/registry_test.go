@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -213,5 +214,48 @@ func TestPendingClustersExpire(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	if _, err := f.cluster("expire-kept"); err != nil {
 		t.Errorf("a cluster accepted once was expired when it stopped being accepted: %v", err)
+	}
+}
+
+// A site that answers whether its link is up and nothing else (one that
+// lies, or one half broken) holds up only its own clusters' acceptance:
+// a cluster at the hub accepted after one at the site is told at once,
+// while the site's waits on the link.
+func TestASiteThatDoesNotAnswerHoldsUpOnlyItsOwnClusters(t *testing.T) {
+	srv := natstest.NewWith(t, natstest.Options{})
+	nc, js := srv.JetStream(t)
+	if _, err := nc.Subscribe("$JS.silent.API.>", func(m *nats.Msg) {
+		if m.Subject == "$JS.silent.API.INFO" {
+			_ = m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.account_info_response"}`))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{CheckInterval: time.Hour, Sites: []string{"silent"}, SiteSetup: bus.SetupOptions{Memory: true},
+		SiteConn: func(string) (*nats.Conn, error) { return nats.Connect(srv.URL()) }}
+	f := run(t, opts, js, js)
+	create := func(name string, labels map[string]any) {
+		t.Helper()
+		mc := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": clusterv1.GroupVersion.String(), "kind": "ManagedCluster",
+			"metadata": map[string]any{"name": name, "labels": labels},
+			"spec":     map[string]any{"hubAcceptsClient": true},
+		}}
+		if _, err := f.hub.Resource(clusterv1.ManagedClusterResource).Create(f.ctx, mc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.deleteCluster(name) })
+	}
+	create("silent-1", map[string]any{"flotilla.dev/site": "silent"})
+	time.Sleep(500 * time.Millisecond) // its relay is under way, waiting on the link
+	accepted := time.Now()
+	create("hub-1", nil)
+	eventually.True(t, 10*time.Second, "the hub's cluster told it is accepted", func() (bool, error) {
+		got, err := f.acceptance("hub-1")
+		return got == "true", err
+	})
+	t.Logf("accepted -> the hub's cluster told so: %v, the silent site's cluster waiting", time.Since(accepted).Round(time.Millisecond))
+	if got, _ := f.acceptance("silent-1"); got == "true" {
+		t.Error("the silent site's cluster was told it is accepted with no consumer made there")
 	}
 }
