@@ -18,6 +18,9 @@ import (
 // services' account). Its identity key is kept beside the authority's
 // others (site-<name>.nk); SitesSigning signs its users.
 
+// siteStorage bounds a site's account's JetStream storage at the hub.
+const siteStorage = 8 << 30
+
 // siteName is a site's name: its JetStream domain, a subject token.
 var siteName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -96,8 +99,11 @@ func (a *Authority) SiteClaims(name string) (*jwt.AccountClaims, error) {
 	}
 	ac := jwt.NewAccountClaims(public(kp))
 	ac.Name = bus.SiteAccount(name)
-	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit,
-		Streams: jwt.NoLimit, Consumer: jwt.NoLimit, MaxAckPending: jwt.NoLimit}
+	// Its two streams and no more, in bounded storage (the boxes' own
+	// limits, three replicas of each, with room to spare): nothing a site
+	// sends, nor a user of the account, grows the hub's store past them.
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: siteStorage, DiskStorage: siteStorage,
+		Streams: 2, Consumer: jwt.NoLimit, MaxAckPending: jwt.NoLimit}
 	for _, imp := range bus.SiteImports(name) {
 		i := &jwt.Import{Name: imp.Subject, Account: public(a.Account), Subject: jwt.Subject(imp.Subject), Type: jwt.Service}
 		if imp.Feed {

@@ -656,3 +656,21 @@ func TestALargeReportDoesNotHoldUpTheSite(t *testing.T) {
 		return slices.Contains(b.hubStatus(t, "edge-1"), "after"), nil
 	})
 }
+
+// A site's account at the hub holds its outbox and inbox and no third
+// stream, whoever asks (its limits are in the account's JWT).
+func TestASitesAccountHoldsItsTwoStreamsOnly(t *testing.T) {
+	b := newBed(t, "edge-1")
+	if _, err := b.boxJS.CreateStream(t.Context(), jetstream.StreamConfig{Name: "EXTRA", Subjects: []string{"extra.>"}, Storage: jetstream.MemoryStorage}); err == nil {
+		t.Error("a third stream in the site's account")
+	}
+	names := b.boxJS.StreamNames(t.Context())
+	var got []string
+	for n := range names.Name() {
+		got = append(got, n)
+	}
+	slices.Sort(got)
+	if want := []string{bus.SiteInbox("edge"), bus.SiteOutbox("edge")}; !slices.Equal(got, want) {
+		t.Errorf("the site's account holds %v, want %v", got, want)
+	}
+}
