@@ -177,6 +177,9 @@ type Result struct {
 	Pruned  []Ref
 	// PruneErrs are objects a newer release dropped that could not be deleted.
 	PruneErrs []error
+	// PruneDeferred counts the objects the release dropped that were kept
+	// because it did not apply in full (see Failed).
+	PruneDeferred int
 }
 
 // Failed returns the outcomes that failed.
@@ -189,6 +192,9 @@ func (r *Result) Failed() []Outcome {
 	}
 	return out
 }
+
+// errPruneDeferred keeps what a release that applied in part dropped.
+var errPruneDeferred = errors.New("prune deferred: the release did not apply in full")
 
 // unmappedError is an object whose kind the cluster's discovery did not
 // resolve: not served (NoMatch), or discovery failed.
@@ -260,7 +266,8 @@ func (a *Applier) Mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error
 // Apply server-side-applies objs (in dependency order, creating namespaces
 // as needed), then prunes what the application's previous release had and
 // this one does not, and records the new inventory. An object the API
-// server rejects fails alone: the others are still applied. An inventory
+// server rejects fails alone: the others are still applied, and nothing
+// is pruned until a release applies in full. An inventory
 // that records another application (ReasonInventoryConflict) fails the
 // apply before anything is applied.
 func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*unstructured.Unstructured, opts ...Option) (*Result, error) {
@@ -319,7 +326,19 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	// longer in the inventory, so neither pruned now nor deleted with the
 	// application.
 	prev = slices.DeleteFunc(slices.Clone(prev), func(r Ref) bool { return slices.ContainsFunc(read, r.Same) })
-	inventory, pruned, pruneErrs := prune(ctx, prev, desired, a.delete)
+	// Prune only once the whole release applied: a release the cluster
+	// refuses in part leaves the previous release's objects in place (and
+	// in the inventory, so that the next release that applies in full
+	// prunes them), and fails naming each object refused.
+	del := a.delete
+	partial := len(res.Failed()) > 0
+	if partial {
+		del = func(context.Context, Ref) error { return errPruneDeferred }
+	}
+	inventory, pruned, pruneErrs := prune(ctx, prev, desired, del)
+	if partial {
+		res.PruneDeferred, pruneErrs = len(pruneErrs), nil
+	}
 	res.Pruned, res.PruneErrs = pruned, pruneErrs
 	if err := a.saveInventory(ctx, app, release, inventory, o.mark); err != nil {
 		return res, err

@@ -194,6 +194,7 @@ func TestApplier(t *testing.T) {
 	t.Run("AppliesInDependencyOrder", c.testAppliesInDependencyOrder)
 	t.Run("NoPruneAfterAFailedDiscovery", c.testNoPruneAfterAFailedDiscovery)
 	t.Run("FailedPruneIsRetried", c.testFailedPruneIsRetried)
+	t.Run("PartialFailureKeepsThePreviousRelease", c.testPartialFailureKeepsThePreviousRelease)
 	t.Run("DeletionRetriesInReverseOrder", c.testDeletionRetriesInReverseOrder)
 	t.Run("ClusterScopedObjects", c.testClusterScopedObjects)
 	t.Run("LongNamesKeepTheirOwnInventories", c.testLongNamesKeepTheirOwnInventories)
@@ -442,10 +443,51 @@ func (c *cluster) testNoPruneAfterAFailedDiscovery(t *testing.T) {
 	if !c.exists(t, ctx, secrets, "discovery", "token") {
 		t.Error("the Secret the release still has was pruned because its kind did not resolve")
 	}
+	// Applied in part: what it dropped stays until a release applies in full.
+	if !c.exists(t, ctx, configMaps, "discovery", "settings") || res.PruneDeferred != 1 {
+		t.Errorf("a release applied in part pruned what it dropped (deferred %d)", res.PruneDeferred)
+	}
+	if got, want := inventory(t, ctx, a, app), []string{"ConfigMap discovery/other", "ConfigMap discovery/settings", "Secret discovery/token"}; !slices.Equal(got, want) {
+		t.Errorf("inventory %v, want %v", got, want)
+	}
+	m.failKind(secretKind, nil)
+	if _, err := a.Apply(ctx, app, "web-v4", objects(t, configMap("other"), secret)); err != nil {
+		t.Fatal(err)
+	}
 	if c.exists(t, ctx, configMaps, "discovery", "settings") {
-		t.Error("the ConfigMap the release dropped was not pruned")
+		t.Error("the ConfigMap dropped was not pruned once a release applied in full")
 	}
 	if got, want := inventory(t, ctx, a, app), []string{"ConfigMap discovery/other", "Secret discovery/token"}; !slices.Equal(got, want) {
+		t.Errorf("inventory %v, want %v", got, want)
+	}
+}
+
+// A release the cluster refuses in part: the objects it applies are
+// applied, the refused one fails naming itself, and nothing the previous
+// release had is pruned; the next release that applies in full prunes it.
+func (c *cluster) testPartialFailureKeepsThePreviousRelease(t *testing.T) {
+	ctx := context60(t)
+	a, faults, _ := c.applier()
+	app := apply.App{Namespace: "partial", Name: "web", UID: "uid-partial"}
+	mustApply(t, ctx, a, app, "web-v1", objects(t, configMap("settings"), configMap("dropped")))
+	faults.Fail(applytest.Call{Verb: applytest.VerbApply, Resource: "configmaps", Name: "refused"}, 1,
+		apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "refused", errors.New("admission webhook denied the request")))
+	res, err := a.Apply(ctx, app, "web-v2", objects(t, configMap("settings"), configMap("refused")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := res.Failed()
+	if len(failed) != 1 || failed[0].Ref.Name != "refused" || !strings.Contains(failed[0].Err.Error(), "denied") {
+		t.Fatalf("failures %+v, want the refused ConfigMap's", failed)
+	}
+	if len(res.Pruned) > 0 || !c.exists(t, ctx, configMaps, "partial", "dropped") {
+		t.Errorf("a release applied in part pruned %v", refNames(res.Pruned))
+	}
+	res = mustApply(t, ctx, a, app, "web-v3", objects(t, configMap("settings"), configMap("refused")))
+	if got := refNames(res.Pruned); !slices.Equal(got, []string{"ConfigMap partial/dropped"}) {
+		t.Errorf("the release applied in full pruned %v, want the dropped ConfigMap", got)
+	}
+	if got, want := inventory(t, ctx, a, app), []string{"ConfigMap partial/refused", "ConfigMap partial/settings"}; !slices.Equal(got, want) {
 		t.Errorf("inventory %v, want %v", got, want)
 	}
 }
