@@ -139,6 +139,14 @@ type Site struct {
 	LinkDeny []string
 }
 
+// SyncAlways is the JetStream sync_interval of a server that is alone
+// with its data (a site's leaf node, the dev hub): every write is flushed
+// to disk before it is acknowledged, so that an acknowledged report or
+// step survives a host crash (the default flushes every 2 minutes). On a
+// three-node cluster with R3 streams a write is acknowledged once a
+// quorum holds it, and the default is kept.
+const SyncAlways = "always"
+
 // SiteConfig is a site's leaf node configuration, but for where it
 // listens and its own TLS: it trusts the hub's operator and holds the
 // hub's accounts in a full resolver of its own (agents log in there with
@@ -162,7 +170,7 @@ func SiteConfig(authority *creds.Authority, s Site) (map[string]any, error) {
 		link["deny_imports"], link["deny_exports"] = s.LinkDeny, s.LinkDeny
 	}
 	conf := map[string]any{
-		"jetstream": map[string]any{"store_dir": s.StoreDir, "domain": s.Name},
+		"jetstream": map[string]any{"store_dir": s.StoreDir, "domain": s.Name, "sync_interval": SyncAlways},
 		// Back within a tenth of a second of the link.
 		"leafnodes": map[string]any{"reconnect": "100ms", "remotes": []any{link, sys}},
 	}

@@ -320,6 +320,10 @@ func TestRevocationReachesASite(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "site.conf"), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A site is one server alone with its data: an acknowledged write is on disk.
+	if fo, err := server.ProcessConfigFile(filepath.Join(dir, "site.conf")); err != nil || !fo.SyncAlways {
+		t.Errorf("the site's JetStream does not sync every write (%v)", err)
+	}
 	site := natstest.NewWith(t, natstest.Options{ConfigFile: filepath.Join(dir, "site.conf")})
 
 	issuerLogin, err := authority.SystemUser("dispatcher-issuer", bus.IssuerPermissions(authority.ClustersKey()))

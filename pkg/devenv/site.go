@@ -59,7 +59,7 @@ func (e *Env) writeSiteConfig(o Options, port int, hubLeafAddr string) (string, 
 		return "", err
 	}
 	conf["host"], conf["port"], conf["server_name"] = "127.0.0.1", port, "flotilla-site-"+SiteName
-	conf["jetstream"] = map[string]any{"store_dir": dir, "domain": SiteName, "cipher": "chachapoly", "key": key}
+	conf["jetstream"] = map[string]any{"store_dir": dir, "domain": SiteName, "cipher": "chachapoly", "key": key, "sync_interval": natsconf.SyncAlways}
 	conf["tls"] = map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5}
 	data, err := natsconf.Encode(conf)
 	if err != nil {
