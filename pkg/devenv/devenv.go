@@ -712,7 +712,7 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 		// Secrets in work, steps and snapshots are encrypted at rest.
 		"jetstream": map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey, "domain": site.HubDomain,
 			"sync_interval": natsconf.SyncAlways},
-		"tls":       map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
+		"tls": map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
 		// Sites' leaf nodes reach the hub through proxies: the hub tells
 		// them no address of its own to try instead.
 		"leafnodes": map[string]any{"host": "127.0.0.1", "port": leafPort, "no_advertise": true,
