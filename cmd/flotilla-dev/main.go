@@ -2,7 +2,8 @@
 // the test bed, NATS, the planner, dispatcher and gate, and an agent per
 // managed cluster, each a separate process, the second cluster's agent at
 // an air-gapped site (its own NATS leaf node, linked to the hub through a
-// proxy). It stays in the foreground as their supervisor; SIGTERM (make
+// proxy). It stays in the foreground as their supervisor, starting again
+// any process that dies (devenv: with a back-off, as a kubelet would); SIGTERM (make
 // down) stops everything in order, SIGUSR1 (make link-down) cuts the
 // site's link and SIGUSR2 (make link-up) restores it.
 package main

@@ -99,8 +99,16 @@ type Env struct {
 	mu    sync.Mutex
 	procs []*proc.Process
 	cmds  map[string]command
-	// stopped are processes stopped on purpose: not reported as dead.
+	// stopped are processes stopped on purpose: not reported as dead, nor
+	// restarted.
 	stopped map[string]bool
+	// backoff is each restarted process's crash-loop back-off; crashes
+	// every unexpected exit seen, restarted or not (Died).
+	backoff         map[string]*restartState
+	crashes         []error
+	killed          map[*proc.Process]bool
+	stopSupervising context.CancelFunc
+	supervised      sync.WaitGroup
 	// link is the site's link to the hub (nil without a site).
 	link *linkproxy.Proxy
 	// Site is the air-gapped site (SiteName; "" without one), SiteCluster
@@ -169,11 +177,16 @@ func Up(ctx context.Context, o Options) (*Env, error) {
 			return nil, fmt.Errorf("devenv: %w", err)
 		}
 	}
-	env := &Env{Clusters: o.Clusters, Dir: o.Dir, Metrics: map[string]string{}, opts: o, cmds: map[string]command{}, stopped: map[string]bool{}}
+	env := &Env{Clusters: o.Clusters, Dir: o.Dir, Metrics: map[string]string{}, opts: o, cmds: map[string]command{}, stopped: map[string]bool{},
+		backoff: map[string]*restartState{}, killed: map[*proc.Process]bool{}}
 	if err := env.up(ctx, o); err != nil {
 		env.Down()
 		return nil, err
 	}
+	sctx, stop := context.WithCancel(context.Background())
+	env.stopSupervising = stop
+	env.supervised.Add(1)
+	go env.supervise(sctx)
 	return env, nil
 }
 
@@ -459,17 +472,18 @@ func (e *Env) Stop(name string) error {
 	return nil
 }
 
-// Died lists the processes that exited, with the end of their logs.
+// Died lists the processes that exited when nobody stopped them, with the
+// end of their logs: those restarted since too.
 func (e *Env) Died() []error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []error
+	out := slices.Clone(e.crashes)
 	latest := map[string]*proc.Process{}
 	for _, p := range e.procs {
 		latest[p.Name()] = p
 	}
 	for name, p := range latest {
-		if p.Exited() && !e.stopped[name] {
+		if p.Exited() && !e.stopped[name] && !e.noticed(name, p) && !e.killed[p] {
 			out = append(out, p.Failure(errors.New("died")))
 		}
 	}
@@ -497,6 +511,10 @@ func (e *Env) waitFor(ctx context.Context, what string, ok func() bool) error {
 // Jaeger, so the services' last spans reach it), then the test bed, and
 // waits for each.
 func (e *Env) Down() {
+	if e.stopSupervising != nil {
+		e.stopSupervising() // nothing is restarted as it is stopped
+		e.supervised.Wait()
+	}
 	e.mu.Lock()
 	procs := append([]*proc.Process(nil), e.procs...)
 	e.mu.Unlock()

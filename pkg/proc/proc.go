@@ -24,6 +24,7 @@ type Process struct {
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited
 	err     error         // exit status, valid after done
+	started time.Time
 }
 
 // Start runs bin with args (and env added to this process's environment),
@@ -50,7 +51,7 @@ func Start(name, bin string, args, env []string, logPath string) (*Process, erro
 		logFile.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
 	}
-	p := &Process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &Process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{}), started: time.Now()}
 	go func() {
 		p.err = cmd.Wait()
 		logFile.Close()
@@ -58,6 +59,9 @@ func Start(name, bin string, args, env []string, logPath string) (*Process, erro
 	}()
 	return p, nil
 }
+
+// Started is when the process was started.
+func (p *Process) Started() time.Time { return p.started }
 
 // PID is the process ID.
 func (p *Process) PID() int { return p.cmd.Process.Pid }

@@ -288,6 +288,25 @@ func TestSeedScenarioAndWhatComesNext(t *testing.T) {
 		s.eventually(`NotFound`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", c)
 	}
 	s.checkMetrics(t, testC, prodC)
+
+	// kill -9 every hub service: the supervisor starts each again, as a
+	// kubelet would, and the next release goes through them.
+	for _, name := range []string{"planner", "dispatcher", "gate"} {
+		killed, err := s.env.Kill(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually.True(t, 30*time.Second, name+" started again", func() (bool, error) {
+			p := s.env.Process(name)
+			return p != killed && !p.Exited() && s.env.Restarts(name) == 1, nil
+		})
+	}
+
+	kubectl("apply", "-f", "examples/seed/app.yaml")
+	s.eventually(`workflowSuspending +true`, "kubectl", "get", "app", "demo", "-n", "demo")
+	matchLines(t, s.must("kubectl", "amc", "workflow", "resume", "demo", "-n", "demo"), `Successfully resume workflow: demo`)
+	s.eventually(`1/1`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", prodC)
+	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
 	if died := s.env.Died(); len(died) > 0 {
 		t.Errorf("processes died: %v", died)
 	}
