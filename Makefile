@@ -70,9 +70,11 @@ fuzz:
 bench: testbed
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout $(TEST_TIMEOUT) ./...
 
-## up: the whole product on this machine, Jaeger included, in the background (state, logs and PIDs in .flotilla/)
+REPLICAS ?= 1
+
+## up: the whole product on this machine, Jaeger included, in the background (state, logs and PIDs in .flotilla/); REPLICAS=N runs N of each hub service
 up: build testbed jaeger
-	@hack/up.sh
+	@REPLICAS=$(REPLICAS) hack/up.sh
 
 ## down: stop everything `make up` started
 down:

@@ -23,7 +23,7 @@ if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
 fi
 rm -f "$dir/ready" "$dir/env"
 log="$dir/supervisor.log"
-setsid nohup bin/flotilla-dev --dir "$dir" --bin bin --testbed-bin bin/testbed >"$log" 2>&1 < /dev/null &
+setsid nohup bin/flotilla-dev --dir "$dir" --bin bin --testbed-bin bin/testbed --replicas "${REPLICAS:-1}" >"$log" 2>&1 < /dev/null &
 echo $! > "$pidfile"
 pid=$(cat "$pidfile")
 for _ in $(seq 1 1800); do

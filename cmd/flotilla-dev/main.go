@@ -30,6 +30,7 @@ func main() {
 	fs.StringVar(&o.BinDir, "bin", "bin", "Flotilla's binaries")
 	fs.StringVar(&o.TestbedBinDir, "testbed-bin", "bin/testbed", "the control plane's binaries")
 	fs.DurationVar(&o.Heartbeat, "heartbeat", 2*time.Second, "agents' heartbeat interval")
+	fs.IntVar(&o.Replicas, "replicas", 1, "replicas of each hub service (planner, dispatcher, gate)")
 	_ = fs.Parse(os.Args[1:])
 	o.Log = func(format string, args ...any) {
 		fmt.Printf("%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)

@@ -65,6 +65,9 @@ type Options struct {
 	Heartbeat time.Duration
 	// Log receives progress lines; nil for none.
 	Log func(format string, args ...any)
+	// Replicas of each hub service (planner, dispatcher, gate), sharing
+	// their consumers; the second is named planner-2 and so on. Zero: 1.
+	Replicas int
 }
 
 // BotKeyID is the demo bot `make up` configures for the webhook.
@@ -332,6 +335,26 @@ func (e *Env) up(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	// More replicas of each, as a Deployment's: the same identity and
+	// consumers, a port of their own for what they serve.
+	if o.Replicas > 1 {
+		extra, err := testbed.FreePorts(2 * len(services) * (o.Replicas - 1))
+		if err != nil {
+			return err
+		}
+		for r := 2; r <= o.Replicas; r++ {
+			for _, s := range services {
+				name := s.name + "-" + strconv.Itoa(r)
+				args := withFlag(s.args, "--listen", "127.0.0.1:"+strconv.Itoa(extra[0]))
+				args = withFlag(args, "--live-read-listen", "127.0.0.1:"+strconv.Itoa(extra[0]))
+				args = append(args, metricsAddr(name, extra[1])...)
+				extra = extra[2:]
+				if _, err := e.start(o, name, s.name, args, otel); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	for i, c := range o.Clusters {
 		// Only its own cluster's kubeconfig.
 		name := "agent-" + c
@@ -422,6 +445,17 @@ func (e *Env) start(o Options, name, bin string, args, env []string) (*proc.Proc
 	e.cmds[name] = command{bin: bin, args: args, env: env}
 	e.mu.Unlock()
 	return p, nil
+}
+
+// withFlag is args with flag's value set to value, where args has it.
+func withFlag(args []string, flag, value string) []string {
+	out := slices.Clone(args)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == flag {
+			out[i+1] = value
+		}
+	}
+	return out
 }
 
 // Process returns the started process of that name (e.g. "agent-<cluster>").

@@ -44,6 +44,12 @@ type suite struct {
 }
 
 func setup(t *testing.T) *suite {
+	return setupWith(t, devenv.Options{})
+}
+
+// setupWith is setup with options (directory, binaries, heartbeat and log
+// are the suite's).
+func setupWith(t *testing.T, o devenv.Options) *suite {
 	if testing.Short() {
 		t.Skip("runs the whole product")
 	}
@@ -59,8 +65,9 @@ func setup(t *testing.T) *suite {
 	if tbBin == "" {
 		tbBin = filepath.Join(bin, "testbed")
 	}
-	env, err := devenv.Up(ctx, devenv.Options{Dir: dir, BinDir: bin, TestbedBinDir: tbBin, Heartbeat: 500 * time.Millisecond,
-		Log: func(f string, a ...any) { t.Logf(f, a...) }})
+	o.Dir, o.BinDir, o.TestbedBinDir, o.Heartbeat = dir, bin, tbBin, 500*time.Millisecond
+	o.Log = func(f string, a ...any) { t.Logf(f, a...) }
+	env, err := devenv.Up(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
