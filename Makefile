@@ -72,9 +72,9 @@ bench: testbed
 
 REPLICAS ?= 1
 
-## up: the whole product on this machine, Jaeger included, in the background (state, logs and PIDs in .flotilla/); REPLICAS=N runs N of each hub service
+## up: the whole product on this machine, Jaeger included, in the background (state, logs and PIDs in .flotilla/); REPLICAS=N runs N of each hub service (N>1: on a 3-node NATS cluster, R3 streams; NATS_NODES to choose)
 up: build testbed jaeger
-	@REPLICAS=$(REPLICAS) hack/up.sh
+	@REPLICAS=$(REPLICAS) NATS_NODES=$(NATS_NODES) hack/up.sh
 
 ## down: stop everything `make up` started
 down:

@@ -23,7 +23,10 @@ if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
 fi
 rm -f "$dir/ready" "$dir/env"
 log="$dir/supervisor.log"
-setsid nohup bin/flotilla-dev --dir "$dir" --bin bin --testbed-bin bin/testbed --replicas "${REPLICAS:-1}" >"$log" 2>&1 < /dev/null &
+# Replicated services run on a replicated NATS: three nodes, R3 streams.
+nats_nodes=${NATS_NODES:-1}
+if [ -z "${NATS_NODES:-}" ] && [ "${REPLICAS:-1}" -gt 1 ]; then nats_nodes=3; fi
+setsid nohup bin/flotilla-dev --dir "$dir" --bin bin --testbed-bin bin/testbed --replicas "${REPLICAS:-1}" --nats-nodes "$nats_nodes" >"$log" 2>&1 < /dev/null &
 echo $! > "$pidfile"
 pid=$(cat "$pidfile")
 for _ in $(seq 1 1800); do

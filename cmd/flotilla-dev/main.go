@@ -31,6 +31,7 @@ func main() {
 	fs.StringVar(&o.TestbedBinDir, "testbed-bin", "bin/testbed", "the control plane's binaries")
 	fs.DurationVar(&o.Heartbeat, "heartbeat", 2*time.Second, "agents' heartbeat interval")
 	fs.IntVar(&o.Replicas, "replicas", 1, "replicas of each hub service (planner, dispatcher, gate)")
+	fs.IntVar(&o.NATSNodes, "nats-nodes", 1, "the hub's NATS servers: 1, or a cluster (3) whose streams are replicated")
 	_ = fs.Parse(os.Args[1:])
 	o.Log = func(format string, args ...any) {
 		fmt.Printf("%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)

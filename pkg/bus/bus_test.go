@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flotilla-dev/flotilla/pkg/events"
@@ -313,6 +314,31 @@ func TestSubjectMatches(t *testing.T) {
 	for _, tt := range tests {
 		if got := subjectMatches(tt.pattern, tt.subject); got != tt.want {
 			t.Errorf("subjectMatches(%q, %q) = %v, want %v", tt.pattern, tt.subject, got, tt.want)
+		}
+	}
+}
+
+// What NATS says while a cluster forms or elects a stream's leader is
+// tried again; everything else is an answer.
+func TestIsTransient(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"no response from stream", fmt.Errorf("write: %w", jetstream.ErrNoStreamResponse), true},
+		{"no responders", nats.ErrNoResponders, true},
+		{"timeout", nats.ErrTimeout, true},
+		{"request deadline", fmt.Errorf("set up: %w", context.DeadlineExceeded), true},
+		{"cluster unavailable", &jetstream.APIError{Code: 503, ErrorCode: 10008}, true},
+		{"not leader", &jetstream.APIError{Code: 500, ErrorCode: 10009}, true},
+		{"wrong last sequence", &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence}, false},
+		{"stream not found", jetstream.ErrStreamNotFound, false},
+		{"permission", errors.New("nats: permissions violation"), false},
+	} {
+		if got := IsTransient(tt.err); got != tt.want {
+			t.Errorf("%s: IsTransient = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

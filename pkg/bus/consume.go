@@ -22,17 +22,38 @@ type Publisher interface {
 // Publish encodes e and publishes it on subject, waiting for the stream's
 // ack. A duplicate (same event ID within the stream's window) is acked
 // without being stored again; the ack says so. opts add expectations (such
-// as the subject's last sequence).
+// as the subject's last sequence). While NATS does not answer for now (a
+// cluster electing the stream's leader) it is sent again, for up to
+// PublishPatience: the event's ID makes a copy that did land a duplicate.
 func Publish(ctx context.Context, js Publisher, subject string, e *events.Event, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	msg, err := events.Encode(subject, e)
 	if err != nil {
 		return nil, err
 	}
-	ack, err := js.PublishMsg(ctx, msg, opts...)
+	ack, err := publishPatiently(ctx, js, msg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s %s on %s: %w", e.Type, e.ID, subject, err)
 	}
 	return ack, nil
+}
+
+// PublishPatience is how long Publish sends again while NATS does not
+// answer.
+const PublishPatience = 15 * time.Second
+
+func publishPatiently(ctx context.Context, js Publisher, msg *nats.Msg, opts []jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	deadline := time.Now().Add(PublishPatience)
+	for {
+		ack, err := js.PublishMsg(ctx, msg, opts...)
+		if err == nil || !IsTransient(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return ack, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Sealer seals an encoded message in place (pkg/seal).
@@ -51,7 +72,7 @@ func PublishSealed(ctx context.Context, js Publisher, subject string, e *events.
 			return nil, err
 		}
 	}
-	ack, err := js.PublishMsg(ctx, msg, opts...)
+	ack, err := publishPatiently(ctx, js, msg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s %s on %s: %w", e.Type, e.ID, subject, err)
 	}
@@ -91,6 +112,23 @@ func IsWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// IsTransient says whether err is NATS not answering for now: a request
+// unanswered in time, no responders, no response from the stream, or a
+// cluster that cannot handle it at the moment (electing a leader, a node
+// lost). Tried again a little later, the same request may succeed (one
+// that did land is seen by reading again).
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == clusterNotAvailable || apiErr.ErrorCode == clusterNotLeader
+	}
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // IsRetry says whether err asks for redelivery (made by Retry).

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 )
@@ -210,22 +211,8 @@ func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
 			cfg.MaxMsgSize = int32(raisedLimit(int64(was.MaxMsgSize), int64(cfg.MaxMsgSize)))
 			cfg.MaxAge = time.Duration(raisedLimit(int64(was.MaxAge), int64(cfg.MaxAge)))
 		}
-		deadline := time.Now().Add(time.Minute)
-		for {
-			_, err := js.CreateOrUpdateStream(ctx, cfg)
-			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && apiErr.ErrorCode == subjectsOverlap && time.Now().Before(deadline) {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(time.Second):
-				}
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("set up stream %s: %w", cfg.Name, err)
-			}
-			break
+		if err := retrySetup(ctx, func() error { _, err := js.CreateOrUpdateStream(ctx, cfg); return err }); err != nil {
+			return fmt.Errorf("set up stream %s: %w", cfg.Name, err)
 		}
 	}
 	for _, b := range buckets() {
@@ -238,7 +225,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
 			was := existing.CachedInfo().Config
 			kv.Replicas, kv.MaxBytes = raised(was.Replicas, kv.Replicas), raisedLimit(was.MaxBytes, kv.MaxBytes)
 		}
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+		if err := retrySetup(ctx, func() error { _, err := js.CreateOrUpdateKeyValue(ctx, kv); return err }); err != nil {
 			return fmt.Errorf("set up KV %s: %w", kv.Bucket, err)
 		}
 	}
@@ -251,11 +238,60 @@ func Setup(ctx context.Context, js jetstream.JetStream, o SetupOptions) error {
 			was := existing.CachedInfo().Config
 			obj.Replicas, obj.MaxBytes = raised(was.Replicas, obj.Replicas), raisedLimit(was.MaxBytes, obj.MaxBytes)
 		}
-		if _, err := js.CreateOrUpdateObjectStore(ctx, obj); err != nil {
+		if err := retrySetup(ctx, func() error { _, err := js.CreateOrUpdateObjectStore(ctx, obj); return err }); err != nil {
 			return fmt.Errorf("set up object store %s: %w", ObjectSnapshots, err)
 		}
 	}
 	return nil
+}
+
+// setupPatience is how long setting a stream up is tried again while the
+// servers are not ready for it.
+const setupPatience = time.Minute
+
+// retrySetup runs create until it succeeds, fails for good, or
+// setupPatience passed. Tried again: a stream whose subjects another
+// service's stream still holds (one moved between streams, the other not
+// yet set up again), and what a NATS cluster says while it forms or a
+// node is away: no answer in time, no responders, JetStream temporarily
+// unavailable, no peers (yet) for the replicas, insufficient resources.
+func retrySetup(ctx context.Context, create func() error) error {
+	deadline := time.Now().Add(setupPatience)
+	for {
+		err := create()
+		if err == nil || !transientSetup(ctx, err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Codes of a NATS cluster not (yet) able to place or agree on a stream.
+const (
+	clusterNotAvailable = 10008
+	clusterNoPeers      = 10005
+	insufficientRes     = 10023
+	clusterNotLeader    = 10009
+)
+
+func transientSetup(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case subjectsOverlap, clusterNotAvailable, clusterNoPeers, insufficientRes, clusterNotLeader:
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
 // raised is the larger replica count: a service setting up its streams
@@ -273,7 +309,8 @@ func raisedLimit(was, want int64) int64 {
 }
 
 // AwaitStreams waits until every stream named exists (another service
-// owns and makes it), logging once a second which it waits for.
+// owns and makes it), logging once a second which it waits for, and
+// while NATS does not answer for now (a cluster forming).
 func AwaitStreams(ctx context.Context, js jetstream.JetStream, log *slog.Logger, names ...string) error {
 	for _, name := range names {
 		for {
@@ -281,10 +318,14 @@ func AwaitStreams(ctx context.Context, js jetstream.JetStream, log *slog.Logger,
 			if err == nil {
 				break
 			}
-			if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound):
+				log.Info("waiting for a stream another service makes", "stream", name, "owner", StreamOwner(name))
+			case IsTransient(err) && ctx.Err() == nil:
+				log.Info("waiting for NATS to answer", "stream", name, "err", err)
+			default:
 				return fmt.Errorf("stream %s: %w", name, err)
 			}
-			log.Info("waiting for a stream another service makes", "stream", name, "owner", StreamOwner(name))
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -68,6 +69,10 @@ type Options struct {
 	// Replicas of each hub service (planner, dispatcher, gate), sharing
 	// their consumers; the second is named planner-2 and so on. Zero: 1.
 	Replicas int
+	// NATSNodes is the hub's NATS: one server, or a cluster of this many
+	// (nats-server, nats-server-2, ...) whose streams the services make
+	// with as many replicas, at most 3. Zero: 1.
+	NATSNodes int
 }
 
 // BotKeyID is the demo bot `make up` configures for the webhook.
@@ -253,15 +258,43 @@ func (e *Env) up(ctx context.Context, o Options) error {
 		return err
 	}
 	hubLeafPort := ports[6+len(o.Clusters)]
-	natsConf, err := e.writeNATSConfig(o, ports[0], hubLeafPort, bot)
+	// One NATS server, or a cluster of NATSNodes (routes between them,
+	// JetStream replicated: the services make their streams with as many
+	// replicas).
+	clientPorts, routePorts := []int{ports[0]}, []int(nil)
+	if o.NATSNodes > 1 {
+		more, err := testbed.FreePorts(2*o.NATSNodes - 1)
+		if err != nil {
+			return err
+		}
+		clientPorts = append(clientPorts, more[:o.NATSNodes-1]...)
+		routePorts = more[o.NATSNodes-1:]
+	}
+	natsConfs, err := e.writeNATSConfig(o, clientPorts, routePorts, hubLeafPort, bot)
 	if err != nil {
 		return err
 	}
-	natsProc, err := e.start(o, "nats-server", "nats-server", []string{"-c", natsConf}, nil)
-	if err != nil {
-		return err
+	var urls []string
+	var nodes []*proc.Process
+	for i, conf := range natsConfs {
+		name := "nats-server"
+		if i > 0 {
+			name += "-" + strconv.Itoa(i+1)
+		}
+		p, err := e.start(o, name, "nats-server", []string{"-c", conf}, nil)
+		if err != nil {
+			return err
+		}
+		nodes = append(nodes, p)
+		urls = append(urls, "tls://127.0.0.1:"+strconv.Itoa(clientPorts[i]))
 	}
-	if err := waitNATS(ctx, natsProc, e.NATSURL, nats.UserCredentials(e.Creds("admin")), e.TLS.CA); err != nil {
+	for i, p := range nodes {
+		if err := waitNATS(ctx, p, urls[i], nats.UserCredentials(e.Creds("admin")), e.TLS.CA); err != nil {
+			return err
+		}
+	}
+	e.NATSURL = strings.Join(urls, ",")
+	if err := e.waitJetStream(ctx); err != nil {
 		return err
 	}
 	// The second cluster's site: a leaf node whose one link to the hub
@@ -313,7 +346,8 @@ func (e *Env) up(ctx context.Context, o Options) error {
 	}
 	// Each service logs in as itself, with only its own rights (bus.*Permissions).
 	hubArgs := func(name string) []string {
-		return []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-creds", e.Creds(name), "--nats-ca", e.TLS.CA, "--log-format", "text"}
+		return []string{"--kubeconfig", hubKubeconfig, "--nats-url", e.NATSURL, "--nats-creds", e.Creds(name), "--nats-ca", e.TLS.CA, "--log-format", "text",
+			"--stream-replicas", strconv.Itoa(min(max(o.NATSNodes, 1), 3))}
 	}
 	services := []struct {
 		name string
@@ -709,21 +743,21 @@ func (e *Env) Authority() string { return filepath.Join(e.Dir, "nats-keys", "aut
 // site's link, the dispatcher's system-account login (it revokes agents),
 // and the bootstrap credential agents ask to join with. Agents' own
 // credentials are signed by the dispatcher when a cluster is accepted.
-func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) (string, error) {
+func (e *Env) writeNATSConfig(o Options, clientPorts, routePorts []int, leafPort int, bot nkeys.KeyPair) ([]string, error) {
 	if err := os.MkdirAll(filepath.Join(o.Dir, "nats-keys"), 0o700); err != nil {
-		return "", err
+		return nil, err
 	}
 	storeKey, err := storeKey(filepath.Join(o.Dir, "nats-keys", "jetstream.key"))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	auth, err := creds.LoadOrCreate(e.Authority())
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	// The site's own account at the hub, which its link logs in to.
 	if err := auth.AddSite(SiteName); err != nil {
-		return "", fmt.Errorf("devenv: %w", err)
+		return nil, fmt.Errorf("devenv: %w", err)
 	}
 	botPerms := bus.BotPermissions(BotNamespace)
 	users := map[string]func() ([]byte, error){
@@ -745,7 +779,7 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 	// its resolver; and the dispatcher's login in the site's account.
 	link, sys, err := auth.SiteLinks(SiteName)
 	if err != nil {
-		return "", fmt.Errorf("devenv: %w", err)
+		return nil, fmt.Errorf("devenv: %w", err)
 	}
 	users[leafUser(SiteName)] = func() ([]byte, error) { return link, nil }
 	users[siteDispatcherUser(SiteName)] = func() ([]byte, error) { return auth.SiteDispatcher(SiteName) }
@@ -753,34 +787,83 @@ func (e *Env) writeNATSConfig(o Options, port, leafPort int, bot nkeys.KeyPair) 
 	for name, mk := range users {
 		data, err := mk()
 		if err != nil {
-			return "", fmt.Errorf("devenv: NATS user %s: %w", name, err)
+			return nil, fmt.Errorf("devenv: NATS user %s: %w", name, err)
 		}
 		if err := creds.WriteFile(e.Creds(name), data); err != nil {
-			return "", err
+			return nil, err
 		}
 	}
-	conf := map[string]any{
-		"host": "127.0.0.1", "port": port, "server_name": "flotilla-dev",
-		// Secrets in work, steps and snapshots are encrypted at rest.
-		"jetstream": map[string]any{"store_dir": filepath.Join(o.Dir, "nats"), "cipher": "chachapoly", "key": storeKey, "domain": site.HubDomain,
-			"sync_interval": natsconf.SyncAlways},
-		"tls": map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
-		// Sites' leaf nodes reach the hub through proxies: the hub tells
-		// them no address of its own to try instead.
-		"leafnodes": map[string]any{"host": "127.0.0.1", "port": leafPort, "no_advertise": true,
-			"tls": map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5}},
+	var paths []string
+	for i, port := range clientPorts {
+		// The first node keeps the single server's name and store (a
+		// state directory from before stays usable).
+		name, store, accounts, file := "flotilla-dev", filepath.Join(o.Dir, "nats"), filepath.Join(o.Dir, "nats-accounts"), filepath.Join(o.Dir, "nats.conf")
+		if i > 0 {
+			n := strconv.Itoa(i + 1)
+			name, store, accounts, file = name+"-"+n, store+"-"+n, accounts+"-"+n, filepath.Join(o.Dir, "nats-"+n+".conf")
+		}
+		conf := map[string]any{
+			"host": "127.0.0.1", "port": port, "server_name": name,
+			// Secrets in work, steps and snapshots are encrypted at rest.
+			"jetstream": map[string]any{"store_dir": store, "cipher": "chachapoly", "key": storeKey, "domain": site.HubDomain,
+				"sync_interval": natsconf.SyncAlways},
+			"tls": map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5},
+		}
+		if i == 0 {
+			// Sites' leaf nodes reach the hub through proxies: the hub
+			// tells them no address of its own to try instead.
+			conf["leafnodes"] = map[string]any{"host": "127.0.0.1", "port": leafPort, "no_advertise": true,
+				"tls": map[string]any{"cert_file": e.TLS.Cert, "key_file": e.TLS.Key, "timeout": 5}}
+		}
+		if len(routePorts) > 1 {
+			var routes []any
+			for _, r := range routePorts {
+				routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(r))
+			}
+			conf["cluster"] = map[string]any{"name": "flotilla-dev", "host": "127.0.0.1", "port": routePorts[i], "routes": routes, "no_advertise": true}
+		}
+		trust, err := auth.ServerConfig(accounts)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(conf, trust)
+		data, err := natsconf.Encode(conf)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			return nil, err
+		}
+		paths = append(paths, file)
 	}
-	trust, err := auth.ServerConfig(filepath.Join(o.Dir, "nats-accounts"))
+	return paths, nil
+}
+
+// waitJetStream waits until the hub's JetStream answers (on a cluster: it
+// elected its meta leader).
+func (e *Env) waitJetStream(ctx context.Context) error {
+	nc, err := nats.Connect(e.NATSURL, nats.UserCredentials(e.Creds("admin")), nats.RootCAs(e.TLS.CA))
 	if err != nil {
-		return "", err
+		return fmt.Errorf("devenv: NATS: %w", err)
 	}
-	maps.Copy(conf, trust)
-	data, err := natsconf.Encode(conf)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
 	if err != nil {
-		return "", err
+		return err
 	}
-	path := filepath.Join(o.Dir, "nats.conf")
-	return path, os.WriteFile(path, data, 0o600)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("devenv: the hub's JetStream does not answer: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // waitNATS waits until url takes a login (auth: nats.UserCredentials or

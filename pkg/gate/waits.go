@@ -113,9 +113,28 @@ func (s *waits) get(ctx context.Context, ns, app string) (*waiting, uint64, erro
 // fails, its error as is, with the wait as read.
 func (s *waits) change(ctx context.Context, ns, app string, f func(cur *waiting) (*waiting, edit, error)) (*waiting, uint64, error) {
 	k := key(ns, app)
-	for range casAttempts {
+	// A NATS cluster electing a stream's leader (a node lost) answers
+	// nothing for a few seconds: read and try again meanwhile, as after a
+	// race lost (a write that did land is seen by the read).
+	patience := time.Now().Add(transientPatience)
+	transient := func(err error) bool {
+		if !bus.IsTransient(err) || time.Now().After(patience) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(250 * time.Millisecond):
+			return true
+		}
+	}
+	for attempt := 0; attempt < casAttempts; attempt++ {
 		cur, rev, err := s.get(ctx, ns, app)
 		if err != nil {
+			if transient(err) {
+				attempt--
+				continue
+			}
 			return nil, 0, err
 		}
 		next, op, err := f(cur)
@@ -147,6 +166,10 @@ func (s *waits) change(ctx context.Context, ns, app string, f func(cur *waiting)
 				return next, nrev, nil
 			}
 		}
+		if transient(err) {
+			attempt--
+			continue
+		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !bus.IsWrongLastSequence(err) {
 			return cur, rev, fmt.Errorf("write the wait of %s/%s: %w", ns, app, err)
 		}
@@ -154,6 +177,10 @@ func (s *waits) change(ctx context.Context, ns, app string, f func(cur *waiting)
 	}
 	return nil, 0, fmt.Errorf("change the wait of %s/%s: %w", ns, app, errContended)
 }
+
+// transientPatience is how long a wait's change is tried again while
+// NATS does not answer.
+const transientPatience = 15 * time.Second
 
 // apps lists the Applications that have a wait, as namespace/name.
 func (s *waits) apps(ctx context.Context) ([][2]string, error) {

@@ -181,7 +181,7 @@ func (p *Planner) Run(ctx context.Context) error {
 	if err := bus.Setup(ctx, p.js, bus.SetupOptions{Owner: bus.OwnerPlanner, Replicas: p.opts.StreamReplicas}); err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
-	if err := bus.AwaitStreams(ctx, p.js, p.log, bus.StreamDispatch, bus.StreamGate); err != nil {
+	if err := bus.AwaitStreams(ctx, p.js, p.log, bus.StreamDispatch, bus.StreamGate, bus.StreamBundles); err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
 	kv, err := p.js.KeyValue(ctx, bus.BucketRuns)

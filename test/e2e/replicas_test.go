@@ -1,11 +1,16 @@
 package e2e
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/devenv"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
 )
@@ -16,14 +21,15 @@ import (
 // supervisor starts the first again), and each cluster's agent applies
 // the release once.
 func TestTwoReplicasOfEachService(t *testing.T) {
-	s := setupWith(t, devenv.Options{Replicas: 2})
+	s := setupWith(t, devenv.Options{Replicas: 2, NATSNodes: 3})
 	testC, prodC := s.env.Clusters[0], s.env.Clusters[1]
 	kubectl := func(args ...string) string { t.Helper(); return s.must("kubectl", args...) }
-	for _, name := range []string{"planner-2", "dispatcher-2", "gate-2"} {
+	for _, name := range []string{"planner-2", "dispatcher-2", "gate-2", "nats-server-2", "nats-server-3"} {
 		if p := s.env.Process(name); p == nil || p.Exited() {
 			t.Fatalf("%s is not running", name)
 		}
 	}
+	s.checkReplicated(t, 3)
 	kubectl("create", "namespace", "demo")
 	kubectl("apply", "-f", "examples/seed/app-meta.yaml")
 	policies := strings.NewReplacer("<clusterid1>", testC, "<clusterid2>", prodC).Replace(readFile(t, filepath.Join(s.root, "examples/seed/policy-topology.yaml")))
@@ -33,7 +39,8 @@ func TestTwoReplicasOfEachService(t *testing.T) {
 	s.eventually(`workflowSuspending +true`, "kubectl", "get", "app", "demo", "-n", "demo")
 	s.eventually(`1/1`, "kubectl", "flotilla", "get", "deployment", "demo", "-n", "demo", "-m", testC)
 
-	for _, name := range []string{"planner", "dispatcher", "gate"} {
+	// The first replica of each service and one NATS node, killed.
+	for _, name := range []string{"planner", "dispatcher", "gate", "nats-server-3"} {
 		if _, err := s.env.Kill(name); err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +51,7 @@ func TestTwoReplicasOfEachService(t *testing.T) {
 	s.eventually(`demo +demo +ref-objects +running +true`, "kubectl", "get", "app", "demo", "-n", "demo")
 	t.Logf("first replicas killed, resume -> running on the second: %v", time.Since(resumed).Round(10*time.Millisecond))
 	eventually.True(t, 30*time.Second, "the killed replicas started again", func() (bool, error) {
-		for _, name := range []string{"planner", "dispatcher", "gate"} {
+		for _, name := range []string{"planner", "dispatcher", "gate", "nats-server-3"} {
 			if s.env.Restarts(name) != 1 || s.env.Process(name).Exited() {
 				return false, nil
 			}
@@ -59,4 +66,30 @@ func TestTwoReplicasOfEachService(t *testing.T) {
 	if died := s.env.Died(); len(died) > 0 {
 		t.Errorf("processes died: %v", died)
 	}
+}
+
+// checkReplicated checks the hub's streams have n replicas.
+func (s *suite) checkReplicated(t *testing.T, n int) {
+	t.Helper()
+	nc, err := nats.Connect(s.env.NATSURL, nats.UserCredentials(s.env.Creds("admin")), nats.RootCAs(s.env.TLS.CA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 60*time.Second, "the hub's streams replicated", func() (bool, error) {
+		for _, name := range []string{bus.StreamSteps, bus.StreamWork, bus.StreamStatus, bus.KVStream(bus.BucketRuns)} {
+			st, err := js.Stream(s.ctx, name)
+			if err != nil {
+				return false, err
+			}
+			if got := st.CachedInfo().Config.Replicas; got != n {
+				return false, fmt.Errorf("%s has %d replicas", name, got)
+			}
+		}
+		return true, nil
+	})
 }
