@@ -134,6 +134,8 @@ type Dispatcher struct {
 
 	mu       sync.Mutex
 	accepted map[string]bool // last acceptance relayed to each agent (and its status written)
+	// relayedKey is the agent key its ManagedCluster named at that relay.
+	relayedKey map[string]string
 	// lastSite is the site each cluster was last seen at: a deleted
 	// cluster's consumer is removed there.
 	lastSite map[string]string
@@ -168,7 +170,7 @@ func New(dyn dynamic.Interface, js jetstream.JetStream, log *slog.Logger, opts O
 		},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "managedclusters"}),
-		accepted: map[string]bool{}, lastSite: map[string]string{}, tracer: opts.Instruments.T(),
+		accepted: map[string]bool{}, relayedKey: map[string]string{}, lastSite: map[string]string{}, tracer: opts.Instruments.T(),
 		siteQueues: map[string]workqueue.TypedRateLimitingInterface[string]{},
 	}
 	for _, s := range opts.Sites {

@@ -272,10 +272,17 @@ func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
 		return fmt.Errorf("read ManagedCluster %s: %w", name, err)
 	}
 	accepted := !gone && acceptedBy(obj)
+	key := ""
+	if accepted {
+		key = annotatedKey(obj)
+	}
 	d.mu.Lock()
 	prev, known := d.accepted[name]
+	relayedKey := d.relayedKey[name]
 	d.mu.Unlock()
-	if known && prev == accepted {
+	// Relayed already, unless the key its credential is for changed since
+	// (named on the ManagedCluster after the relay read it without).
+	if known && prev == accepted && relayedKey == key {
 		return nil
 	}
 	// Never stuck on one cluster: a server that does not answer is
@@ -327,8 +334,9 @@ func (d *Dispatcher) relayAcceptance(ctx context.Context, name string) error {
 	d.mu.Lock()
 	if gone {
 		delete(d.accepted, name) // a cluster registered again starts anew
+		delete(d.relayedKey, name)
 	} else {
-		d.accepted[name] = accepted
+		d.accepted[name], d.relayedKey[name] = accepted, key
 	}
 	d.mu.Unlock()
 	return nil

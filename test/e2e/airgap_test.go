@@ -189,15 +189,7 @@ func (s *suite) agentApplies(t *testing.T, cluster string) float64 {
 // of an application for a cluster.
 func (s *suite) awaitWorkRevision(t *testing.T, cluster, app string, rev int64) {
 	t.Helper()
-	nc, err := nats.Connect(s.env.NATSURL, nats.UserCredentials(s.env.Creds("admin")), nats.RootCAs(s.env.TLS.CA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := s.adminJetStream(t)
 	deadline := time.Now().Add(90 * time.Second)
 	var last int64
 	for time.Now().Before(deadline) {
@@ -220,4 +212,20 @@ func (s *suite) awaitWorkRevision(t *testing.T, cluster, app string, rev int64) 
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("the hub's work for %s of %s reached revision %d, not %d", app, cluster, last, rev)
+}
+
+// adminJetStream is the hub's JetStream as the operator's own login
+// (closed with the test).
+func (s *suite) adminJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(s.env.NATSURL, nats.UserCredentials(s.env.Creds("admin")), nats.RootCAs(s.env.TLS.CA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

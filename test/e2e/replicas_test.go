@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/devenv"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
@@ -71,15 +68,7 @@ func TestTwoReplicasOfEachService(t *testing.T) {
 // checkReplicated checks the hub's streams have n replicas.
 func (s *suite) checkReplicated(t *testing.T, n int) {
 	t.Helper()
-	nc, err := nats.Connect(s.env.NATSURL, nats.UserCredentials(s.env.Creds("admin")), nats.RootCAs(s.env.TLS.CA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := s.adminJetStream(t)
 	eventually.True(t, 60*time.Second, "the hub's streams replicated", func() (bool, error) {
 		for _, name := range []string{bus.StreamSteps, bus.StreamWork, bus.StreamStatus, bus.KVStream(bus.BucketRuns)} {
 			st, err := js.Stream(s.ctx, name)
