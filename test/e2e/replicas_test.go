@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -69,9 +70,13 @@ func TestTwoReplicasOfEachService(t *testing.T) {
 func (s *suite) checkReplicated(t *testing.T, n int) {
 	t.Helper()
 	js := s.adminJetStream(t)
-	eventually.True(t, 60*time.Second, "the hub's streams replicated", func() (bool, error) {
+	eventually.True(t, 2*time.Minute, "the hub's streams replicated", func() (bool, error) {
 		for _, name := range []string{bus.StreamSteps, bus.StreamWork, bus.StreamStatus, bus.KVStream(bus.BucketRuns)} {
-			st, err := js.Stream(s.ctx, name)
+			// Each ask on its own deadline: a cluster busy electing may
+			// leave one unanswered.
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			st, err := js.Stream(ctx, name)
+			cancel()
 			if err != nil {
 				return false, err
 			}
