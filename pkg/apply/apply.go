@@ -277,10 +277,11 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	}
 	// The inventory first: one that is not this application's stops
 	// everything before anything is applied.
-	prev, err := a.Inventory(ctx, app)
+	rec, err := a.record(ctx, app)
 	if err != nil {
 		return nil, err
 	}
+	prev := rec.objects
 	// What the application may write over: what it applied before, its
 	// own labels say so, or a take-over policy names the kind.
 	adopt := func(ref Ref, existing *unstructured.Unstructured) bool {
@@ -288,6 +289,15 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	}
 	objs = slices.Clone(objs)
 	Sort(objs)
+	// Intent before the first write: what this release may put in the
+	// cluster that the inventory does not record yet. Killed before the
+	// release's inventory is saved, the agent still finds it there.
+	pending, grew := a.pendingOf(app, rec, objs, o.readOnly)
+	if grew {
+		if err := a.saveInventory(ctx, app, rec.release, prev, pending, rec.mark); err != nil {
+			return nil, err
+		}
+	}
 	res := &Result{}
 	ensured := map[string]bool{}
 	var desired, read []Ref
@@ -336,11 +346,15 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 		del = func(context.Context, Ref) error { return errPruneDeferred }
 	}
 	inventory, pruned, pruneErrs := prune(ctx, prev, desired, del)
+	// What an interrupted release may have applied and this one does not
+	// have is pruned too, where the cluster shows it is the application's.
+	left, prunedPending, pendingErrs := a.prunePending(ctx, app, pending, prev, desired, del)
+	pruned, pruneErrs = append(pruned, prunedPending...), append(pruneErrs, pendingErrs...)
 	if partial {
 		res.PruneDeferred, pruneErrs = len(pruneErrs), nil
 	}
 	res.Pruned, res.PruneErrs = pruned, pruneErrs
-	if err := a.saveInventory(ctx, app, release, inventory, o.mark); err != nil {
+	if err := a.saveInventory(ctx, app, release, inventory, left, o.mark); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -523,16 +537,20 @@ func (a *Applier) delete(ctx context.Context, ref Ref) error {
 // dependency order), then its inventory. When an object cannot be deleted
 // the inventory is kept, so that calling Delete again finishes the job.
 func (a *Applier) Delete(ctx context.Context, app App) error {
-	refs, err := a.Inventory(ctx, app)
+	rec, err := a.record(ctx, app)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, r := range deletionOrder(refs) {
+	for _, r := range deletionOrder(rec.objects) {
 		if err := a.delete(ctx, r); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	// What an interrupted release may have applied goes too, where it is
+	// the application's.
+	_, _, pendingErrs := a.prunePending(ctx, app, rec.pending, rec.objects, nil, a.delete)
+	errs = append(errs, pendingErrs...)
 	if len(errs) > 0 {
 		// The inventory stays: the next try deletes what is left.
 		return errors.Join(errs...)

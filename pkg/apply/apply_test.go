@@ -195,6 +195,7 @@ func TestApplier(t *testing.T) {
 	t.Run("NoPruneAfterAFailedDiscovery", c.testNoPruneAfterAFailedDiscovery)
 	t.Run("FailedPruneIsRetried", c.testFailedPruneIsRetried)
 	t.Run("PartialFailureKeepsThePreviousRelease", c.testPartialFailureKeepsThePreviousRelease)
+	t.Run("KilledBeforeItsInventoryIsSaved", c.testKilledBeforeItsInventoryIsSaved)
 	t.Run("DeletionRetriesInReverseOrder", c.testDeletionRetriesInReverseOrder)
 	t.Run("ClusterScopedObjects", c.testClusterScopedObjects)
 	t.Run("LongNamesKeepTheirOwnInventories", c.testLongNamesKeepTheirOwnInventories)
@@ -392,13 +393,14 @@ func (c *cluster) testAppliesInDependencyOrder(t *testing.T) {
 			t.Errorf("%s labels %v", o.Ref, labels)
 		}
 	}
-	// The writes as they left for the server: the objects in order, then
-	// the inventory.
+	// The writes as they left for the server: the inventory's intent (what
+	// the release may put in the cluster), the objects in order, then the
+	// inventory.
 	var writes []string
 	for _, call := range faults.Calls(applytest.Call{Verb: applytest.VerbApply}) {
 		writes = append(writes, call.Resource)
 	}
-	wantWrites := []string{"namespaces", "serviceaccounts", "roles", "configmaps", "secrets", "services", "deployments", "leases", "configmaps"}
+	wantWrites := []string{"configmaps", "namespaces", "serviceaccounts", "roles", "configmaps", "secrets", "services", "deployments", "leases", "configmaps"}
 	if !slices.Equal(writes, wantWrites) {
 		t.Errorf("server-side applies %v, want %v", writes, wantWrites)
 	}
@@ -489,6 +491,66 @@ func (c *cluster) testPartialFailureKeepsThePreviousRelease(t *testing.T) {
 	}
 	if got, want := inventory(t, ctx, a, app), []string{"ConfigMap partial/refused", "ConfigMap partial/settings"}; !slices.Equal(got, want) {
 		t.Errorf("inventory %v, want %v", got, want)
+	}
+}
+
+// An agent killed after applying a release's new object and before it
+// recorded the release's inventory, restarted, then given a newer release
+// without that object (the work stream keeps only the newest message per
+// cluster and application, so the interrupted release never comes back):
+// the newer release prunes it. Someone else's object the interrupted
+// release named (refused, never written) is left alone, and so is the
+// application's removal of what is left.
+func (c *cluster) testKilledBeforeItsInventoryIsSaved(t *testing.T) {
+	ctx := context60(t)
+	a, faults, _ := c.applier()
+	app := apply.App{Namespace: "killed", Name: "web", UID: "uid-killed"}
+	mustApply(t, ctx, a, app, "web-v1", objects(t, configMap("settings")))
+	if _, err := c.cs.CoreV1().ConfigMaps("killed").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "foreign"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	faults.KillAfter(applytest.Call{Verb: applytest.VerbApply, Resource: "configmaps", Namespace: "killed", Name: "extra"})
+	if _, err := a.Apply(ctx, app, "web-v2", objects(t, configMap("settings"), configMap("extra"), configMap("foreign"))); !errors.Is(err, applytest.ErrKilled) {
+		t.Fatalf("apply of web-v2 while killed: %v, want it cut short", err)
+	}
+	if !faults.Killed() || !c.exists(t, ctx, configMaps, "killed", "extra") {
+		t.Fatal("the kill did not come after the new object was applied")
+	}
+
+	restarted, _, _ := c.applier()
+	res := mustApply(t, ctx, restarted, app, "web-v3", objects(t, configMap("settings")))
+	if got := refNames(res.Pruned); !slices.Equal(got, []string{"ConfigMap killed/extra"}) {
+		t.Errorf("web-v3 pruned %v, want what the interrupted release applied", got)
+	}
+	if c.exists(t, ctx, configMaps, "killed", "extra") {
+		t.Error("the interrupted release's object outlived the release that dropped it")
+	}
+	if !c.exists(t, ctx, configMaps, "killed", "foreign") {
+		t.Error("someone else's ConfigMap, refused to the interrupted release, was pruned")
+	}
+	cm, err := c.cs.CoreV1().ConfigMaps(apply.InventoryNamespace).Get(ctx, "inventory.killed.web", metav1.GetOptions{})
+	if err != nil || cm.Data["pending"] != "" {
+		t.Errorf("inventory after a release applied in full still holds pending objects: %v, %v", cm.Data, err)
+	}
+
+	// Killed again mid-release, then the application removed: what the
+	// interrupted release applied goes with it.
+	a3, faults3, _ := c.applier()
+	faults3.KillAfter(applytest.Call{Verb: applytest.VerbApply, Resource: "configmaps", Namespace: "killed", Name: "late"})
+	if _, err := a3.Apply(ctx, app, "web-v4", objects(t, configMap("settings"), configMap("late"))); !errors.Is(err, applytest.ErrKilled) {
+		t.Fatalf("apply of web-v4 while killed: %v, want it cut short", err)
+	}
+	removing, _, _ := c.applier()
+	if err := removing.Delete(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"settings", "late"} {
+		if c.exists(t, ctx, configMaps, "killed", name) {
+			t.Errorf("ConfigMap %s outlived the application's removal", name)
+		}
+	}
+	if !c.exists(t, ctx, configMaps, "killed", "foreign") {
+		t.Error("someone else's ConfigMap went with the application")
 	}
 }
 

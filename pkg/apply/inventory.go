@@ -27,6 +27,12 @@ const (
 	inventoryRelease     = "release"
 	inventoryUpdated     = "updated"
 	inventoryMark        = "mark"
+	// inventoryPending are objects a release is about to apply that the
+	// inventory does not yet record: written before the first of them is
+	// applied, so that an agent killed mid-release (before it records the
+	// release's inventory) still knows, after a restart, what it may have
+	// put in the cluster, and the next release prunes what it dropped.
+	inventoryPending = "pending"
 )
 
 // inventoryNameMax is the longest name a ConfigMap may have.
@@ -50,14 +56,37 @@ func inventoryName(app App) string {
 // An inventory that records another application is a problem with
 // ReasonInventoryConflict.
 func (a *Applier) Inventory(ctx context.Context, app App) ([]Ref, error) {
+	r, err := a.record(ctx, app)
+	return r.objects, err
+}
+
+// record is an application's inventory as stored: the objects its last
+// release applied, those a release was about to apply (pending), and the
+// release and mark that last applied.
+type record struct {
+	objects, pending []Ref
+	release, mark    string
+}
+
+func (a *Applier) record(ctx context.Context, app App) (record, error) {
 	cm, err := a.cs.CoreV1().ConfigMaps(InventoryNamespace).Get(ctx, inventoryName(app), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, nil
+		return record{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read inventory of %s: %w", app, err)
+		return record{}, fmt.Errorf("read inventory of %s: %w", app, err)
 	}
-	return decodeInventory(cm, app)
+	refs, err := decodeInventory(cm, app)
+	if err != nil {
+		return record{}, err
+	}
+	r := record{objects: refs, release: cm.Data[inventoryRelease], mark: cm.Data[inventoryMark]}
+	if raw := cm.Data[inventoryPending]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &r.pending); err != nil {
+			return record{}, fmt.Errorf("inventory %s of %s is corrupt: its pending objects: %w", cm.Name, app, err)
+		}
+	}
+	return r, nil
 }
 
 // Inventories lists every application's inventory in the cluster. An
@@ -115,13 +144,19 @@ func decodeInventory(cm *corev1.ConfigMap, app App) ([]Ref, error) {
 
 // inventoryObject is the inventory ConfigMap recording refs as what app's
 // release put in the cluster, at now.
-func inventoryObject(app App, release string, refs []Ref, now time.Time, mark string) (*unstructured.Unstructured, error) {
+func inventoryObject(app App, release string, refs, pending []Ref, now time.Time, mark string) (*unstructured.Unstructured, error) {
 	if refs == nil {
 		refs = []Ref{}
 	}
 	data, err := json.Marshal(refs)
 	if err != nil {
 		return nil, fmt.Errorf("encode inventory of %s: %w", app, err)
+	}
+	var pendingData []byte
+	if len(pending) > 0 {
+		if pendingData, err = json.Marshal(pending); err != nil {
+			return nil, fmt.Errorf("encode inventory of %s: %w", app, err)
+		}
 	}
 	labels := map[string]any{}
 	for k, v := range appLabels(app, release) {
@@ -133,6 +168,9 @@ func inventoryObject(app App, release string, refs []Ref, now time.Time, mark st
 	}
 	if mark != "" {
 		fields[inventoryMark] = mark
+	}
+	if pendingData != nil {
+		fields[inventoryPending] = string(pendingData)
 	}
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "ConfigMap",
@@ -157,11 +195,14 @@ func (a *Applier) MarkOf(ctx context.Context, app App) (mark, uid string, err er
 	return cm.Data[inventoryMark], cm.Data[inventoryUID], nil
 }
 
-func (a *Applier) saveInventory(ctx context.Context, app App, release string, refs []Ref, mark string) error {
+// saveInventory records what app's release applied, and what a release
+// may have applied besides (pending). It is applied with force and owns
+// every data key, so a key it leaves out (pending, once pruned) is removed.
+func (a *Applier) saveInventory(ctx context.Context, app App, release string, refs, pending []Ref, mark string) error {
 	if err := a.ensureNamespace(ctx, InventoryNamespace); err != nil {
 		return err
 	}
-	cm, err := inventoryObject(app, release, refs, time.Now(), mark)
+	cm, err := inventoryObject(app, release, refs, pending, time.Now(), mark)
 	if err != nil {
 		return err
 	}

@@ -90,7 +90,7 @@ func TestLabelValue(t *testing.T) {
 // configMap is the ConfigMap an inventory object becomes in the cluster.
 func configMap(t *testing.T, app App, release string, refs []Ref) *corev1.ConfigMap {
 	t.Helper()
-	u, err := inventoryObject(app, release, refs, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), "")
+	u, err := inventoryObject(app, release, refs, nil, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), "")
 	if err != nil {
 		t.Fatal(err)
 	}

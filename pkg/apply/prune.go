@@ -2,7 +2,11 @@ package apply
 
 import (
 	"context"
+	"fmt"
 	"slices"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // prune deletes (with del, in deletion order) what the previous inventory
@@ -54,4 +58,65 @@ func wanted(d, old Ref) bool {
 		d.Namespace = ""
 	}
 	return d.Same(old)
+}
+
+// pendingOf is what the inventory is to hold as pending before a release
+// of objs is applied: what it held already (an earlier release that was
+// interrupted), and every object of the release the inventory does not
+// record. grew says whether that is more than it held. Read-only objects
+// are never written; kinds the cluster does not serve and objects in the
+// agent's namespace are refused before anything is written.
+func (a *Applier) pendingOf(app App, rec record, objs []*unstructured.Unstructured, readOnly []string) (pending []Ref, grew bool) {
+	pending = slices.Clone(rec.pending)
+	for _, obj := range objs {
+		if Selects(readOnly, Ref{Kind: obj.GetKind()}) {
+			continue
+		}
+		ref, err := a.Locate(app, obj)
+		if err != nil || ref.Namespace == InventoryNamespace {
+			continue
+		}
+		if slices.ContainsFunc(rec.objects, ref.Same) || slices.ContainsFunc(pending, ref.Same) {
+			continue
+		}
+		pending, grew = append(pending, ref), true
+	}
+	return pending, grew
+}
+
+// prunePending deletes (with del) what an interrupted release may have
+// applied (pending) that neither the previous inventory prev (prune's
+// part) nor the release's objects desired have, where the cluster shows
+// the object is the application's: one the release was refused (someone
+// else's) or that was never created is only forgotten. left is what
+// stays pending: a desired object the cluster's discovery did not
+// resolve, and what could not be read or deleted, tried again next time.
+func (a *Applier) prunePending(ctx context.Context, app App, pending, prev, desired []Ref, del func(context.Context, Ref) error) (left, pruned []Ref, errs []error) {
+	for _, p := range deletionOrder(pending) {
+		if slices.ContainsFunc(prev, p.Same) {
+			continue
+		}
+		if i := slices.IndexFunc(desired, func(d Ref) bool { return wanted(d, p) }); i >= 0 {
+			if desired[i].Resource == "" {
+				left = append(left, p)
+			}
+			continue
+		}
+		live, err := a.Get(ctx, p)
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			errs, left = append(errs, fmt.Errorf("read %s: %w", p, err)), append(left, p)
+			continue
+		case !owns(app, live):
+			continue
+		}
+		if err := del(ctx, p); err != nil {
+			errs, left = append(errs, err), append(left, p)
+			continue
+		}
+		pruned = append(pruned, p)
+	}
+	return left, pruned, errs
 }

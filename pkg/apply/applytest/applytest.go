@@ -7,6 +7,7 @@ package applytest
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 
@@ -56,6 +57,29 @@ type Dynamic struct {
 	mu     sync.Mutex
 	faults []*Fault
 	calls  []Call
+	// killAfter, once a call matching it reached the server, fails every
+	// later write (killed).
+	killAfter *Call
+	killed    bool
+}
+
+// ErrKilled fails the writes after KillAfter's call.
+var ErrKilled = errors.New("applytest: the writer was killed")
+
+// KillAfter simulates the writer killed right after the next write that
+// matches pattern reached the server: that write goes through, every
+// later one fails with ErrKilled (and never reaches the server).
+func (d *Dynamic) KillAfter(pattern Call) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.killAfter, d.killed = &pattern, false
+}
+
+// Killed says whether KillAfter's write happened.
+func (d *Dynamic) Killed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.killed
 }
 
 // NewDynamic wraps inner.
@@ -97,6 +121,12 @@ func (d *Dynamic) record(c Call) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls = append(d.calls, c)
+	if d.killed {
+		return ErrKilled
+	}
+	if d.killAfter != nil && d.killAfter.matches(c) {
+		d.killed = true // this one still goes through
+	}
 	i := slices.IndexFunc(d.faults, func(f *Fault) bool { return f.left > 0 && f.pattern.matches(c) })
 	if i < 0 {
 		return nil
