@@ -93,10 +93,11 @@ func (p *Planner) publish(ctx context.Context, rec *Record, transitions []workfl
 // outbox) unless this planner saw them out: a planner killed between
 // saving and publishing, or whose publish failed, leaves them unsent. It
 // runs on every record loaded, before anything else may write over the
-// outbox. Events already in the stream are not sent again: the newest on
-// the application's subject is the outbox's last once all went out (each
-// commit's events are published in order, after the save), and within
-// the duplicate window a second send would be dropped anyway.
+// outbox. Events already in the stream are not sent again, however long
+// ago they went (the duplicate window is ten minutes; a planner may be
+// down for longer): each commit's events are published in order, after
+// the save, on the application's own subject, so the newest there says
+// how many of the outbox went out — all of it, or the ones up to it.
 func (p *Planner) flush(ctx context.Context, rec *Record, rev uint64) error {
 	if rec == nil || rec.Run == nil || len(rec.Outbox) == 0 || p.outbox.done(rec, rev) {
 		return nil
@@ -111,14 +112,17 @@ func (p *Planner) flush(ctx context.Context, rec *Record, rev uint64) error {
 		return fmt.Errorf("flush the step events of %s: %w", rec.Run.Release, err)
 	}
 	last, err := st.GetLastMsgForSubject(ctx, subject)
-	switch {
-	case err == nil && last.Header.Get(jetstream.MsgIDHeader) == evs[len(evs)-1].ID:
-		// All out already.
-	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("flush the step events of %s: %w", rec.Run.Release, err)
-	default:
-		p.log.Info("publishing the step events a planner saved but did not send", "app", rec.Run.Namespace+"/"+rec.Run.Application, "release", rec.Run.Release, "events", len(evs))
-		if err := p.publish(ctx, rec, rec.Outbox, evs); err != nil {
+	}
+	from := 0
+	if err == nil {
+		id := last.Header.Get(jetstream.MsgIDHeader)
+		from = slices.IndexFunc(evs, func(e *events.Event) bool { return e.ID == id }) + 1
+	}
+	if from < len(evs) {
+		p.log.Info("publishing the step events a planner saved but did not send", "app", rec.Run.Namespace+"/"+rec.Run.Application, "release", rec.Run.Release, "events", len(evs)-from)
+		if err := p.publish(ctx, rec, rec.Outbox[from:], evs[from:]); err != nil {
 			return fmt.Errorf("flush the step events of %s: %w", rec.Run.Release, err)
 		}
 	}

@@ -234,6 +234,39 @@ func TestKilledAfterPublishingAStepsStart(t *testing.T) {
 	assertOnce(t, f.stepEvents("demo"), []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"})
 }
 
+// The same with the planner down for longer than the stream's duplicate
+// window (ten minutes; here shortened to 300 ms): nothing the killed
+// planner sent goes out again, though the stream would take it now.
+// (Before, the answer dropped, the start went out a second time and
+// the cluster applied the release again.)
+func TestKilledAfterPublishingLongerThanTheDuplicateWindow(t *testing.T) {
+	f := newFixture(t, "longdown")
+	crashed := make(chan struct{})
+	var once sync.Once
+	stopA := f.startPlannerWith(planner.Options{}, func() error {
+		once.Do(func() { close(crashed) })
+		return errors.New("killed")
+	})
+	f.applyYAML(f.seed())
+	<-crashed
+	stopA()
+	st, err := f.js.Stream(f.ctx, bus.StreamSteps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Duplicates = 300 * time.Millisecond
+	if _, err := f.js.UpdateStream(f.ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	d := stepData(t, f.waitStepEvents("demo", 1)[0])
+	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
+	time.Sleep(time.Second) // past the window: the server forgot the IDs it saw
+	f.startPlanner()
+	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
+	assertOnce(t, f.stepEvents("demo"), []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"})
+}
+
 // The same after an approval, for the step that follows it: the approval
 // is not taken again (the gate would refuse it as decided), and nothing
 // but the planner's own record brings the answers in. (Before, the step
