@@ -13,7 +13,7 @@ export FLOTILLA_JAEGER_BIN ?= $(BIN)/jaeger
 # Integration tests start API servers; the whole suite stays well under this.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build test test-unit testbed jaeger lint generate verify-generated fuzz bench up down demo demo-airgap link-down link-up clean
+.PHONY: build test test-unit testbed jaeger lint generate verify-generated fuzz bench chaos up down demo demo-airgap link-down link-up clean
 
 ## build: every Flotilla binary into bin/
 build:
@@ -65,6 +65,14 @@ fuzz:
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
+
+## chaos: the fault suite on real parts: CHAOS_RELEASES releases (50) through two-step workflows with approvals, over a 3-node NATS cluster and two replicas of each hub service, while a driver kills -9 replicas, agents and NATS nodes; CHAOS_RUNS runs in a row (3); prints the counts (log in .flotilla/chaos.log; make test runs 10 releases once)
+CHAOS_RELEASES ?= 50
+CHAOS_RUNS ?= 3
+chaos: testbed jaeger build
+	@mkdir -p .flotilla; \
+	FLOTILLA_CHAOS_RELEASES=$(CHAOS_RELEASES) $(GO) test -count=$(CHAOS_RUNS) -failfast -v -timeout 150m -run '^TestChaos$$' ./test/e2e/ > .flotilla/chaos.log 2>&1; rc=$$?; \
+	grep -E 'chaos: |^ *--- |^(ok|FAIL)|_test.go:[0-9]+: .*(want|refused|not )' .flotilla/chaos.log; exit $$rc
 
 ## bench: measured times, printed not asserted (test bed start and stop, ...)
 bench: testbed

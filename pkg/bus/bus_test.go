@@ -333,6 +333,7 @@ func TestIsTransient(t *testing.T) {
 		{"request deadline", fmt.Errorf("set up: %w", context.DeadlineExceeded), true},
 		{"cluster unavailable", &jetstream.APIError{Code: 503, ErrorCode: 10008}, true},
 		{"not leader", &jetstream.APIError{Code: 500, ErrorCode: 10009}, true},
+		{"duplicate message ID in process", &jetstream.APIError{Code: 409, ErrorCode: 10158}, true},
 		{"wrong last sequence", &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence}, false},
 		{"stream not found", jetstream.ErrStreamNotFound, false},
 		{"permission", errors.New("nats: permissions violation"), false},

@@ -125,7 +125,10 @@ func IsTransient(err error) bool {
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == clusterNotAvailable || apiErr.ErrorCode == clusterNotLeader
+		// A publish whose message ID another publish of it (a replica's,
+		// or the same one sent again) still has in process: once that one
+		// is stored, this one is a duplicate, and dropped.
+		return apiErr.ErrorCode == clusterNotAvailable || apiErr.ErrorCode == clusterNotLeader || apiErr.ErrorCode == duplicateInProcess
 	}
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)

@@ -276,6 +276,7 @@ const (
 	clusterNoPeers      = 10005
 	insufficientRes     = 10023
 	clusterNotLeader    = 10009
+	duplicateInProcess  = 10158 // JSStreamDuplicateMessageConflict
 )
 
 func transientSetup(ctx context.Context, err error) bool {

@@ -50,6 +50,11 @@ func setup(t *testing.T) *suite {
 // setupWith is setup with options (directory, binaries, heartbeat and log
 // are the suite's).
 func setupWith(t *testing.T, o devenv.Options) *suite {
+	return setupFor(t, o, 8*time.Minute)
+}
+
+// setupFor is setupWith for a suite that runs for up to d.
+func setupFor(t *testing.T, o devenv.Options, d time.Duration) *suite {
 	if testing.Short() {
 		t.Skip("runs the whole product")
 	}
@@ -57,7 +62,7 @@ func setupWith(t *testing.T, o devenv.Options) *suite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	dir := t.TempDir()
 	bin := filepath.Join(root, "bin")
