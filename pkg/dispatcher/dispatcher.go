@@ -400,12 +400,18 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 		// state (the work stream keeps only the last): check every cluster
 		// before sending to any.
 		last := map[string]uint64{}
+		sent := map[string]bool{}
 		for _, c := range placement.Clusters {
-			newer, seq, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef, step.Index)
+			newer, seq, lastID, err := d.newerWork(ctx, bus.WorkSubject(c, step.Namespace, step.Application), step.AppRef, step.Index)
 			if err != nil {
 				return err
 			}
 			last[c] = seq
+			// This very work is the cluster's newest already: a step
+			// delivered again (a dispatcher killed before its ack, or down
+			// for longer than the stream's duplicate window) sends it no
+			// second time, so the agent does not apply it again.
+			sent[c] = lastID == events.WorkID(step.AppRef, step.Step, c)
 			if newer {
 				span.SetAttributes(telemetry.AttrStale.Bool(true))
 				d.log.InfoContext(ctx, "stale step not dispatched: a cluster has newer work", "app", step.Namespace+"/"+step.Application, "release", step.Release, "cluster", c)
@@ -417,6 +423,9 @@ func (d *Dispatcher) dispatch(ctx context.Context, e *events.Event, step *events
 			return err
 		}
 		for _, c := range placement.Clusters {
+			if sent[c] {
+				continue
+			}
 			work := &events.WorkData{AppRef: step.AppRef, Cluster: c, Step: step.Step, StepIndex: step.Index, Snapshot: snap, TargetNamespace: placement.Namespace, TakeOver: step.TakeOver, ReadOnly: step.ReadOnly}
 			we := events.New(events.WorkID(step.AppRef, step.Step, c), events.SourceDispatcher, events.TypeWork, step.Namespace+"/"+step.Application, work)
 			// Only over the work checked above: another replica sending newer
@@ -523,29 +532,30 @@ func (d *Dispatcher) remove(ctx context.Context, e *events.Event, app *events.Ap
 
 // newerWork reports whether subject's last work is newer than step index
 // of run ref (a newer run of the same application, its removal, or a later
-// step of the same run), and that work's sequence (0: none).
-func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.AppRef, index int) (bool, uint64, error) {
+// step of the same run), and that work's sequence (0: none) and event ID
+// (empty: not the hub's, or not this application's).
+func (d *Dispatcher) newerWork(ctx context.Context, subject string, ref events.AppRef, index int) (newer bool, seq uint64, id string, err error) {
 	raw, err := d.work.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, 0, nil
+		return false, 0, "", nil
 	}
 	if err != nil {
-		return false, 0, err
+		return false, 0, "", err
 	}
 	if d.verifier != nil {
 		if err := d.verifier.Verify(raw.Subject, raw.Header, raw.Data); err != nil {
 			// Not the hub's: it must not hold the hub's work back.
 			d.log.WarnContext(ctx, "work in the stream is not sealed by the hub: replacing it", "subject", subject, "err", err)
-			return false, raw.Sequence, nil
+			return false, raw.Sequence, "", nil
 		}
 	}
 	e, err := events.DecodeStored(raw)
 	if err != nil {
-		return false, raw.Sequence, nil // unreadable: replace it
+		return false, raw.Sequence, "", nil // unreadable: replace it
 	}
 	w, ok := e.Data.(*events.WorkData)
 	if !ok || w.UID != ref.UID {
-		return false, raw.Sequence, nil
+		return false, raw.Sequence, "", nil
 	}
-	return w.Supersedes(ref, index), raw.Sequence, nil
+	return w.Supersedes(ref, index), raw.Sequence, e.ID, nil
 }

@@ -8,10 +8,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	grantv1alpha1 "github.com/flotilla-dev/flotilla/pkg/api/grant/v1alpha1"
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
+	"github.com/flotilla-dev/flotilla/pkg/eventually"
 	"github.com/flotilla-dev/flotilla/pkg/natstest"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 )
@@ -96,6 +98,64 @@ func TestWorkCarriesTheTopologyNamespace(t *testing.T) {
 	f.dispatched(plain)
 	if w := f.work("ns-c1", "shop", "api"); w.TargetNamespace != "" {
 		t.Errorf("work without a topology namespace targets %q", w.TargetNamespace)
+	}
+}
+
+// A step delivered to the dispatcher again long after it sent the step's
+// work (past both streams' duplicate windows, shortened here to 300 ms: a
+// dispatcher killed before its ack and down for longer, or a planner
+// sending its outbox again) sends that work no second time: the cluster's
+// newest work is already it, and its agent would apply it again. (Before,
+// the work went out again with a new sequence.)
+func TestAStepDeliveredAgainLongAfterSendsNoWorkTwice(t *testing.T) {
+	f := start(t, Options{AutoAccept: true}, natstest.Options{})
+	f.join("again-c1")
+	snap := inline(t, configMap("settings", "v"))
+	ref := f.deploy("again", "web", 1, snap, topology(`{"clusters":["again-c1"]}`))
+	f.dispatched(ref)
+	work, err := f.js.Stream(f.ctx, bus.StreamWork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := work.GetLastMsgForSubject(f.ctx, bus.WorkSubject("again-c1", "again", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{bus.StreamSteps, bus.StreamWork} {
+		st, err := f.js.Stream(f.ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := st.CachedInfo().Config
+		cfg.Duplicates = 300 * time.Millisecond
+		if _, err := f.js.UpdateStream(f.ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	step := &events.StepData{AppRef: ref, Step: "deploy", StepType: "deploy", Policies: []events.Policy{topology(`{"clusters":["again-c1"]}`)}, Snapshot: snap}
+	e := events.New(events.StepEventID(ref, "deploy", events.TypeStepStarted), events.SourcePlanner, events.TypeStepStarted, "again/web", step)
+	ack, err := bus.Publish(f.ctx, f.js, bus.StepSubject("again", "web"), e)
+	if err != nil || ack.Duplicate {
+		t.Fatalf("the step again: %+v, %v; want it stored anew", ack, err)
+	}
+	eventually.True(t, 30*time.Second, "the dispatcher took the step again", func() (bool, error) {
+		c, err := f.js.Consumer(f.ctx, bus.StreamSteps, bus.ConsumerDispatcher)
+		if err != nil {
+			return false, err
+		}
+		info, err := c.Info(f.ctx)
+		if err != nil {
+			return false, err
+		}
+		return info.AckFloor.Stream >= ack.Sequence, fmt.Errorf("ack floor %d", info.AckFloor.Stream)
+	})
+	now, err := work.GetLastMsgForSubject(f.ctx, bus.WorkSubject("again-c1", "again", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now.Sequence != first.Sequence {
+		t.Errorf("the work went out again (sequence %d, was %d)", now.Sequence, first.Sequence)
 	}
 }
 
