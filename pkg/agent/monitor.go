@@ -93,6 +93,10 @@ func (m *monitor) start(ctx context.Context) {
 	m.mu.Lock()
 	m.ctx = ctx
 	m.mu.Unlock()
+	// Informers registered before (a bundle applied while the agent still
+	// asks to join) start now: else they never would, and what they watch
+	// would never be repaired.
+	m.factory.Start(ctx.Done())
 	go func() {
 		<-ctx.Done()
 		m.queue.ShutDown()

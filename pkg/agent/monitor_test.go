@@ -1,16 +1,21 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
@@ -154,5 +159,30 @@ func TestDriftOf(t *testing.T) {
 		if drift != tt.wantDrift || drift && change != tt.wantChange {
 			t.Errorf("%s: driftOf() = %q, %v; want %q, %v", tt.name, change, drift, tt.wantChange, tt.wantDrift)
 		}
+	}
+}
+
+// What the monitor is asked to watch before it starts (a bundle applied
+// while the agent still asks to join) is watched once it starts. (Before,
+// the informer was registered and never started: no drift repair.)
+func TestWatchedBeforeTheMonitorStarts(t *testing.T) {
+	gvr := schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{gvr: "SecretList"})
+	m := newMonitor(&Agent{dyn: dyn, log: slog.New(slog.DiscardHandler)})
+	app := apply.App{Namespace: "early", Name: "web", UID: "uid-early"}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := m.watch(ctx, app, []apply.Ref{{Version: "v1", Resource: "secrets", Kind: "Secret", Namespace: "early", Name: "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	m.start(ctx)
+	m.mu.Lock()
+	inf := m.informers[gvr]
+	m.mu.Unlock()
+	if inf == nil {
+		t.Fatal("no informer for secrets")
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		t.Fatal("the informer registered before the monitor started never ran")
 	}
 }
