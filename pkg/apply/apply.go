@@ -292,9 +292,16 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	// Intent before the first write: what this release may put in the
 	// cluster that the inventory does not record yet. Killed before the
 	// release's inventory is saved, the agent still finds it there.
-	pending, grew := a.pendingOf(app, rec, objs, o.readOnly)
+	// The record keeps what last applied in full: its release, and its
+	// mark unless it was another application's of the same name (whose
+	// mark must not hold this one's releases back).
+	intentMark := rec.mark
+	if rec.uid != app.UID {
+		intentMark = ""
+	}
+	pending, unresolved, grew := a.pendingOf(app, rec, objs, o.readOnly)
 	if grew {
-		if err := a.saveInventory(ctx, app, rec.release, prev, pending, rec.mark); err != nil {
+		if err := a.saveInventory(ctx, app, rec.release, prev, pending, intentMark); err != nil {
 			return nil, err
 		}
 	}
@@ -311,6 +318,17 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 			read = append(read, ref)
 			res.Objects = append(res.Objects, Outcome{Ref: ref, Object: live, Err: err, ReadOnly: true})
 			continue
+		}
+		if unresolved[obj.GroupVersionKind()] {
+			// A kind served only since the intent was recorded (a CRD this
+			// release applied just before): its objects are recorded
+			// pending before they are written, like every other.
+			if ref, err := a.Locate(app, obj); err == nil && !slices.ContainsFunc(prev, ref.Same) && !slices.ContainsFunc(pending, ref.Same) {
+				pending = append(pending, ref)
+				if err := a.saveInventory(ctx, app, rec.release, prev, pending, intentMark); err != nil {
+					return res, err
+				}
+			}
 		}
 		octx, span := a.tracer.Start(ctx, "apply "+obj.GetKind(), trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(telemetry.AttrObject.String(obj.GetKind()+" "+obj.GetNamespace()+"/"+obj.GetName())))
@@ -348,7 +366,7 @@ func (a *Applier) Apply(ctx context.Context, app App, release string, objs []*un
 	inventory, pruned, pruneErrs := prune(ctx, prev, desired, del)
 	// What an interrupted release may have applied and this one does not
 	// have is pruned too, where the cluster shows it is the application's.
-	left, prunedPending, pendingErrs := a.prunePending(ctx, app, pending, prev, desired, del)
+	left, prunedPending, pendingErrs := a.prunePending(ctx, app, pending, prev, desired, read, del)
 	pruned, pruneErrs = append(pruned, prunedPending...), append(pruneErrs, pendingErrs...)
 	if partial {
 		res.PruneDeferred, pruneErrs = len(pruneErrs), nil
@@ -549,7 +567,7 @@ func (a *Applier) Delete(ctx context.Context, app App) error {
 	}
 	// What an interrupted release may have applied goes too, where it is
 	// the application's.
-	_, _, pendingErrs := a.prunePending(ctx, app, rec.pending, rec.objects, nil, a.delete)
+	_, _, pendingErrs := a.prunePending(ctx, app, rec.pending, rec.objects, nil, nil, a.delete)
 	errs = append(errs, pendingErrs...)
 	if len(errs) > 0 {
 		// The inventory stays: the next try deletes what is left.

@@ -533,6 +533,26 @@ func (c *cluster) testKilledBeforeItsInventoryIsSaved(t *testing.T) {
 		t.Errorf("inventory after a release applied in full still holds pending objects: %v, %v", cm.Data, err)
 	}
 
+	// Killed after applying an object the next release only reads: it is
+	// released, not pruned (as a read-only object an earlier release
+	// applied in full is).
+	a2, faults2, _ := c.applier()
+	faults2.KillAfter(applytest.Call{Verb: applytest.VerbApply, Resource: "configmaps", Namespace: "killed", Name: "shared"})
+	if _, err := a2.Apply(ctx, app, "web-v3b", objects(t, configMap("settings"), configMap("shared"))); !errors.Is(err, applytest.ErrKilled) {
+		t.Fatalf("apply of web-v3b while killed: %v, want it cut short", err)
+	}
+	readingIt, _, _ := c.applier()
+	if _, err := readingIt.Apply(ctx, app, "web-v3c", objects(t, configMap("settings"), configMap("shared")), apply.ReadOnly("ConfigMap")); err != nil {
+		t.Fatal(err)
+	}
+	if !c.exists(t, ctx, configMaps, "killed", "shared") {
+		t.Error("an object the next release only reads was pruned")
+	}
+	mustApply(t, ctx, readingIt, app, "web-v3d", objects(t, configMap("settings")))
+	if !c.exists(t, ctx, configMaps, "killed", "shared") {
+		t.Error("an object released to a read-only policy was pruned later")
+	}
+
 	// Killed again mid-release, then the application removed: what the
 	// interrupted release applied goes with it.
 	a3, faults3, _ := c.applier()

@@ -61,11 +61,12 @@ func (a *Applier) Inventory(ctx context.Context, app App) ([]Ref, error) {
 }
 
 // record is an application's inventory as stored: the objects its last
-// release applied, those a release was about to apply (pending), and the
-// release and mark that last applied.
+// release applied, those a release was about to apply (pending), the
+// release and mark that last applied, and the UID of the application
+// they were (empty: none recorded).
 type record struct {
-	objects, pending []Ref
-	release, mark    string
+	objects, pending   []Ref
+	release, mark, uid string
 }
 
 func (a *Applier) record(ctx context.Context, app App) (record, error) {
@@ -80,7 +81,7 @@ func (a *Applier) record(ctx context.Context, app App) (record, error) {
 	if err != nil {
 		return record{}, err
 	}
-	r := record{objects: refs, release: cm.Data[inventoryRelease], mark: cm.Data[inventoryMark]}
+	r := record{objects: refs, release: cm.Data[inventoryRelease], mark: cm.Data[inventoryMark], uid: cm.Data[inventoryUID]}
 	if raw := cm.Data[inventoryPending]; raw != "" {
 		if err := json.Unmarshal([]byte(raw), &r.pending); err != nil {
 			return record{}, fmt.Errorf("inventory %s of %s is corrupt: its pending objects: %w", cm.Name, app, err)

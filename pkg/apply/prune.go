@@ -7,6 +7,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // prune deletes (with del, in deletion order) what the previous inventory
@@ -64,24 +65,28 @@ func wanted(d, old Ref) bool {
 // of objs is applied: what it held already (an earlier release that was
 // interrupted), and every object of the release the inventory does not
 // record. grew says whether that is more than it held. Read-only objects
-// are never written; kinds the cluster does not serve and objects in the
-// agent's namespace are refused before anything is written.
-func (a *Applier) pendingOf(app App, rec record, objs []*unstructured.Unstructured, readOnly []string) (pending []Ref, grew bool) {
+// are never written, nor objects in the agent's namespace (refused). The
+// kinds the cluster's discovery does not resolve yet are unresolved: one
+// that resolves once the release applied its definition is added to
+// pending before its object is written.
+func (a *Applier) pendingOf(app App, rec record, objs []*unstructured.Unstructured, readOnly []string) (pending []Ref, unresolved map[schema.GroupVersionKind]bool, grew bool) {
 	pending = slices.Clone(rec.pending)
+	unresolved = map[schema.GroupVersionKind]bool{}
 	for _, obj := range objs {
 		if Selects(readOnly, Ref{Kind: obj.GetKind()}) {
 			continue
 		}
 		ref, err := a.Locate(app, obj)
-		if err != nil || ref.Namespace == InventoryNamespace {
+		if err != nil {
+			unresolved[obj.GroupVersionKind()] = true
 			continue
 		}
-		if slices.ContainsFunc(rec.objects, ref.Same) || slices.ContainsFunc(pending, ref.Same) {
+		if ref.Namespace == InventoryNamespace || slices.ContainsFunc(rec.objects, ref.Same) || slices.ContainsFunc(pending, ref.Same) {
 			continue
 		}
 		pending, grew = append(pending, ref), true
 	}
-	return pending, grew
+	return pending, unresolved, grew
 }
 
 // prunePending deletes (with del) what an interrupted release may have
@@ -91,9 +96,11 @@ func (a *Applier) pendingOf(app App, rec record, objs []*unstructured.Unstructur
 // else's) or that was never created is only forgotten. left is what
 // stays pending: a desired object the cluster's discovery did not
 // resolve, and what could not be read or deleted, tried again next time.
-func (a *Applier) prunePending(ctx context.Context, app App, pending, prev, desired []Ref, del func(context.Context, Ref) error) (left, pruned []Ref, errs []error) {
+// What the release only reads (read) is released: neither pruned nor kept,
+// as prune releases a read-only object an earlier release applied.
+func (a *Applier) prunePending(ctx context.Context, app App, pending, prev, desired, read []Ref, del func(context.Context, Ref) error) (left, pruned []Ref, errs []error) {
 	for _, p := range deletionOrder(pending) {
-		if slices.ContainsFunc(prev, p.Same) {
+		if slices.ContainsFunc(prev, p.Same) || slices.ContainsFunc(read, p.Same) {
 			continue
 		}
 		if i := slices.IndexFunc(desired, func(d Ref) bool { return wanted(d, p) }); i >= 0 {

@@ -99,7 +99,7 @@ func (p *Planner) publish(ctx context.Context, rec *Record, transitions []workfl
 // the save, on the application's own subject, so the newest there says
 // how many of the outbox went out — all of it, or the ones up to it.
 func (p *Planner) flush(ctx context.Context, rec *Record, rev uint64) error {
-	if rec == nil || rec.Run == nil || len(rec.Outbox) == 0 || p.outbox.done(rec, rev) {
+	if rec == nil || rec.Run == nil || len(rec.Outbox) == 0 || rec.Deleting || p.outbox.done(rec, rev) {
 		return nil
 	}
 	evs, err := p.stepEvents(ctx, rec, rec.Outbox)
@@ -118,6 +118,12 @@ func (p *Planner) flush(ctx context.Context, rec *Record, rev uint64) error {
 	from := 0
 	if err == nil {
 		id := last.Header.Get(jetstream.MsgIDHeader)
+		if id == deletionID(rec) {
+			// The application's deletion went out after the outbox (its
+			// save was lost): no step event may follow it.
+			p.outbox.flushed(rec, rev)
+			return nil
+		}
 		from = slices.IndexFunc(evs, func(e *events.Event) bool { return e.ID == id }) + 1
 	}
 	if from < len(evs) {

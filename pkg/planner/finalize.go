@@ -59,7 +59,7 @@ func (p *Planner) finalize(ctx context.Context, ps *pass) error {
 // step event goes out after the deletion.
 func (p *Planner) announceDeletion(ctx context.Context, ps *pass) error {
 	app, rec := ps.app, ps.rec
-	e := events.New(rec.UID+".deleted", events.SourcePlanner, events.TypeApplicationDeleted, ps.key,
+	e := events.New(deletionID(rec), events.SourcePlanner, events.TypeApplicationDeleted, ps.key,
 		&events.ApplicationDeletedData{Namespace: app.Namespace, Application: app.Name, UID: rec.UID})
 	e.TraceParent = telemetry.TraceParent(rec.rootContext())
 	if _, err := bus.Publish(ctx, p.js, bus.StepSubject(app.Namespace, app.Name), e); err != nil {
@@ -78,6 +78,9 @@ func (p *Planner) announceDeletion(ctx context.Context, ps *pass) error {
 	p.log.Info("application deleted, removing from clusters", "app", ps.key, "clusters", rec.Placed)
 	return nil
 }
+
+// deletionID is the ID of the application's deletion event.
+func deletionID(rec *Record) string { return rec.UID + ".deleted" }
 
 // clusterGone reports whether the hub no longer has the ManagedCluster
 // (its cache is synced before any reconcile).
