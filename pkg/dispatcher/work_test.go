@@ -121,18 +121,7 @@ func TestAStepDeliveredAgainLongAfterSendsNoWorkTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{bus.StreamSteps, bus.StreamWork} {
-		st, err := f.js.Stream(f.ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := st.CachedInfo().Config
-		cfg.Duplicates = 300 * time.Millisecond
-		if _, err := f.js.UpdateStream(f.ctx, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	time.Sleep(time.Second)
+	natstest.ForgetDuplicatesAfter(t, f.ctx, f.js, 300*time.Millisecond, bus.StreamSteps, bus.StreamWork)
 	step := &events.StepData{AppRef: ref, Step: "deploy", StepType: "deploy", Policies: []events.Policy{topology(`{"clusters":["again-c1"]}`)}, Snapshot: snap}
 	e := events.New(events.StepEventID(ref, "deploy", events.TypeStepStarted), events.SourcePlanner, events.TypeStepStarted, "again/web", step)
 	ack, err := bus.Publish(f.ctx, f.js, bus.StepSubject("again", "web"), e)

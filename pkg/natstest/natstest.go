@@ -496,3 +496,23 @@ func URLs(servers []*Server) string {
 	}
 	return strings.Join(urls, ",")
 }
+
+// ForgetDuplicatesAfter shortens the duplicate window of each stream named
+// to d and waits until the server forgot the IDs older than it: what a
+// service publishes again then is stored again, as it would be after being
+// down for longer than the real window (minutes).
+func ForgetDuplicatesAfter(t testing.TB, ctx context.Context, js jetstream.JetStream, d time.Duration, streams ...string) {
+	t.Helper()
+	for _, name := range streams {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		cfg := st.CachedInfo().Config
+		cfg.Duplicates = d
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatalf("shorten the duplicate window of %s: %v", name, err)
+		}
+	}
+	time.Sleep(3 * d) // the server purges the IDs it saw once a window passed
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/flotilla-dev/flotilla/pkg/bus"
 	"github.com/flotilla-dev/flotilla/pkg/events"
 	"github.com/flotilla-dev/flotilla/pkg/eventually"
+	"github.com/flotilla-dev/flotilla/pkg/natstest"
 	"github.com/flotilla-dev/flotilla/pkg/planner"
 	"github.com/flotilla-dev/flotilla/pkg/snapshot"
 )
@@ -216,7 +217,26 @@ func TestCrashBetweenSaveAndPublish(t *testing.T) {
 // running and dropped, the start published again was a duplicate the
 // stream dropped, and the step ran forever with no cluster.)
 func TestKilledAfterPublishingAStepsStart(t *testing.T) {
-	f := newFixture(t, "killed")
+	killedAfterPublishingTheFirstStart(t, "killed", nil)
+}
+
+// The same with the planner down for longer than the stream's duplicate
+// window (ten minutes; here shortened to 300 ms): nothing the killed
+// planner sent goes out again, though the stream would take it now.
+// (Before, the answer dropped, the start went out a second time and
+// the cluster applied the release again.)
+func TestKilledAfterPublishingLongerThanTheDuplicateWindow(t *testing.T) {
+	killedAfterPublishingTheFirstStart(t, "longdown", func(f *fixture) {
+		natstest.ForgetDuplicatesAfter(t, f.ctx, f.js, 300*time.Millisecond, bus.StreamSteps)
+	})
+}
+
+// killedAfterPublishingTheFirstStart kills the planner right after it
+// published the seed's first step's start; the cluster answers while no
+// planner runs, down (when set) runs, and the next planner must bring the
+// application to its approval, each step event published once.
+func killedAfterPublishingTheFirstStart(t *testing.T, ns string, down func(*fixture)) {
+	f := newFixture(t, ns)
 	crashed := make(chan struct{})
 	var once sync.Once
 	stopA := f.startPlannerWith(planner.Options{}, func() error {
@@ -229,39 +249,9 @@ func TestKilledAfterPublishingAStepsStart(t *testing.T) {
 	d := stepData(t, f.waitStepEvents("demo", 1)[0])
 	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
 	time.Sleep(200 * time.Millisecond) // the answers are in their streams
-	f.startPlanner()
-	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
-	assertOnce(t, f.stepEvents("demo"), []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"})
-}
-
-// The same with the planner down for longer than the stream's duplicate
-// window (ten minutes; here shortened to 300 ms): nothing the killed
-// planner sent goes out again, though the stream would take it now.
-// (Before, the answer dropped, the start went out a second time and
-// the cluster applied the release again.)
-func TestKilledAfterPublishingLongerThanTheDuplicateWindow(t *testing.T) {
-	f := newFixture(t, "longdown")
-	crashed := make(chan struct{})
-	var once sync.Once
-	stopA := f.startPlannerWith(planner.Options{}, func() error {
-		once.Do(func() { close(crashed) })
-		return errors.New("killed")
-	})
-	f.applyYAML(f.seed())
-	<-crashed
-	stopA()
-	st, err := f.js.Stream(f.ctx, bus.StreamSteps)
-	if err != nil {
-		t.Fatal(err)
+	if down != nil {
+		down(f)
 	}
-	cfg := st.CachedInfo().Config
-	cfg.Duplicates = 300 * time.Millisecond
-	if _, err := f.js.UpdateStream(f.ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	d := stepData(t, f.waitStepEvents("demo", 1)[0])
-	f.report(d, "c-test", events.ClusterApplied, events.HealthCurrent, "")
-	time.Sleep(time.Second) // past the window: the server forgot the IDs it saw
 	f.startPlanner()
 	f.waitApp("demo", "waiting for approval", phaseIs(v1beta1.PhaseWorkflowSuspending))
 	assertOnce(t, f.stepEvents("demo"), []string{"started deploy-test", "succeeded deploy-test", "suspended deploy-prod"})
