@@ -59,6 +59,18 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("chaos: %d releases, seed %d (FLOTILLA_CHAOS_SEED to run it again)", releases, seed)
 	s := setupFor(t, devenv.Options{Replicas: 2, NATSNodes: 3}, time.Duration(releases)*30*time.Second+5*time.Minute)
+	// A failed run's logs are kept (the suite's directory goes with it).
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		keep := filepath.Join(s.root, ".flotilla", "chaos-logs", time.Now().UTC().Format("20060102T150405"))
+		if err := os.MkdirAll(filepath.Dir(keep), 0o755); err == nil {
+			if err := os.CopyFS(keep, os.DirFS(filepath.Join(s.dir, "logs"))); err == nil {
+				t.Logf("chaos: the run's logs are kept in %s", keep)
+			}
+		}
+	})
 	c := &chaos{s: s, t: t, ns: "chaos", rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		apps: []string{"web", "api", "jobs"}, kills: map[string]int{}}
 	c.prepare()
@@ -122,6 +134,8 @@ type chaos struct {
 	total     int
 	kills     map[string]int
 	natsKills int
+	// took is each release's time from its cut to where it ends.
+	took []time.Duration
 	// natsRestarted: once the whole NATS cluster.
 	natsRestarted bool
 }
@@ -159,6 +173,7 @@ func (c *chaos) prepare() {
 // deploy-prod approved (or rejected).
 func (c *chaos) release(app string, k int) error {
 	s := c.s
+	began := time.Now()
 	cfg := fmt.Sprintf("%s-cfg-%d", app, k)
 	if _, err := c.retry(fmt.Sprintf("create %s", cfg), func() (string, error) {
 		out, err := s.run("kubectl", "create", "configmap", cfg, "-n", c.ns, "--from-literal=release="+strconv.Itoa(k))
@@ -207,14 +222,14 @@ spec:
 	}
 	// The decision, again until the application shows it: the gate or the
 	// planner may be the replica just killed.
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(releasePatience)
 	for {
 		st, err := c.state(app)
 		if err == nil && st.version == version && st.phase == want {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s of %s %s: the application is %+v (%v)", verb, app, version, st, err)
+			return fmt.Errorf("%s of %s %s: the application is %+v (%v) after %v:\n%s", verb, app, version, st, err, releasePatience, c.describe(app))
 		}
 		if err == nil && st.version == version && st.phase == "workflowSuspending" {
 			out, err := s.run("kubectl", "flotilla", "workflow", verb, app, "-n", c.ns, "--timeout", "15s", "--reason", "chaos")
@@ -226,6 +241,7 @@ spec:
 	}
 	c.mu.Lock()
 	c.completed++
+	c.took = append(c.took, time.Since(began))
 	c.mu.Unlock()
 	return nil
 }
@@ -278,15 +294,26 @@ func (c *chaos) state(app string) (appState, error) {
 	return st, nil
 }
 
+// releasePatience bounds each wait of a release: with both replicas of a
+// service killed in a row, each waits out a crash-loop back-off (up to
+// 30 s) and the messages it held their ack wait (30 s).
+const releasePatience = 5 * time.Minute
+
+// describe is the application's workflow status, for a failure.
+func (c *chaos) describe(app string) string {
+	out, _ := c.s.run("kubectl", "get", "app", app, "-n", c.ns, "-o", "jsonpath={.status.workflow}")
+	return out
+}
+
 func (c *chaos) await(app, version, what string, ok func(appState) bool) error {
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(releasePatience)
 	for {
 		st, err := c.state(app)
 		if err == nil && st.version == version && ok(st) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s %s not %s in 3 minutes: %+v (%v)", app, version, what, st, err)
+			return fmt.Errorf("%s %s not %s after %v: %+v (%v):\n%s", app, version, what, releasePatience, st, err, c.describe(app))
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
@@ -436,8 +463,10 @@ func (c *chaos) check(plan map[string][]int) {
 		total += k
 	}
 	sort.Strings(names)
-	t.Logf("chaos: %d releases; %d kills -9 (%s); NATS: one node killed, the whole cluster restarted (%d node kills); extra applies after agent kills %v; errors logged %d",
-		c.total, total, strings.Join(names, ", "), c.natsKills, extra, len(errorLines))
+	slices.Sort(c.took)
+	t.Logf("chaos: %d releases (each from its cut to its end: median %v, max %v); %d kills -9 (%s); NATS: one node killed, the whole cluster restarted (%d node kills); extra applies after agent kills %v; errors logged %d",
+		c.total, c.took[len(c.took)/2].Round(100*time.Millisecond), c.took[len(c.took)-1].Round(100*time.Millisecond),
+		total, strings.Join(names, ", "), c.natsKills, extra, len(errorLines))
 	for _, r := range rows {
 		t.Logf("chaos: %s", r)
 	}
