@@ -70,7 +70,11 @@ func AgentConsumerConfig(cluster string) jetstream.ConsumerConfig {
 		FilterSubject: WorkFilter(cluster),
 		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       2 * time.Minute,
+		// One message at a time: the work an agent killed mid-apply held
+		// unacked blocks its restarted successor until the ack wait ends,
+		// so it is short; a long apply stays its own by being marked in
+		// progress every 10 s (Consume).
+		AckWait:       30 * time.Second,
 		MaxAckPending: 1,
 		// Work is desired state: tried long (an API server down for a day),
 		// never forever.
