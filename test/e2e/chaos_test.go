@@ -476,15 +476,17 @@ func (c *chaos) check(plan map[string][]int) {
 // the steps stream.
 func (c *chaos) startedSteps() map[string]int {
 	t := c.t
-	js := c.s.adminJetStream(t)
 	out := map[string]int{}
 	var err error
-	for range 30 {
-		if err = c.readStarted(js, out); err == nil {
+	// Each try on a connection of its own: one made to a node still
+	// catching up after the cluster's restart may find no JetStream there.
+	for try := range 40 {
+		if err = c.readStarted(c.s.adminJetStream(t), out); err == nil {
 			return out
 		}
+		t.Logf("chaos: read the steps stream (try %d): %v", try+1, err)
 		clear(out)
-		time.Sleep(time.Second)
+		time.Sleep(3 * time.Second)
 	}
 	t.Fatalf("read the steps stream: %v", err)
 	return nil
