@@ -102,6 +102,9 @@ type Agent struct {
 	mu       sync.Mutex
 	// desired is the newest work per application, for drift repair.
 	desired map[apply.App]*events.WorkData
+	// appliedMarks is the mark (markOf) of the work each application's last
+	// apply recorded in its inventory: health is reported only for it.
+	appliedMarks map[apply.App]string
 	// removed are the UIDs of applications removed here: work for them is
 	// stale (in memory: a restart forgets them).
 	removed map[string]bool
@@ -135,7 +138,7 @@ func New(c *hub.Clients, nc *nats.Conn, js jetstream.JetStream, log *slog.Logger
 	a := &Agent{
 		opts: opts, log: log.With("cluster", opts.Cluster), nc: nc, js: js, dyn: c.Dynamic, cs: c.Kube,
 		applier: apply.NewApplier(c.Dynamic, c.Kube, c.Mapper, opts.Instruments.T()),
-		desired: map[apply.App]*events.WorkData{}, removed: map[string]bool{}, traces: map[apply.App]workTrace{},
+		desired: map[apply.App]*events.WorkData{}, appliedMarks: map[apply.App]string{}, removed: map[string]bool{}, traces: map[apply.App]workTrace{},
 		outbox: map[string]bundle.Message{},
 		tracer: opts.Instruments.T(), metrics: newMetrics(),
 	}

@@ -354,6 +354,13 @@ func (m *monitor) assess(ctx context.Context, app apply.App) error {
 	if err != nil || work == nil || work.Delete {
 		return err
 	}
+	// Health is reported for the release the cluster has: never for
+	// newer work not applied yet (after a restart, the newest work in the
+	// stream; during an apply, the work being applied), whose step would
+	// otherwise succeed on the previous release's objects.
+	if has, err := m.a.appliedMark(ctx, app); err != nil || has != markOf(work) {
+		return err
+	}
 	st := &events.ClusterStatusData{AppRef: work.AppRef, Cluster: m.a.opts.Cluster, Step: work.Step, Phase: events.ClusterApplied, ObservedAt: time.Now().UTC()}
 	for _, r := range refs {
 		st.Objects = append(st.Objects, apply.Health(r, m.cached(r)))
@@ -396,6 +403,28 @@ func (m *monitor) unreport(st *events.ClusterStatusData) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.last, apply.App{Namespace: st.Namespace, Name: st.Application, UID: st.UID})
+}
+
+// appliedMark is the mark of the work the application's last apply
+// recorded: from memory, else (after a restart) from its inventory.
+func (a *Agent) appliedMark(ctx context.Context, app apply.App) (string, error) {
+	a.mu.Lock()
+	mark, ok := a.appliedMarks[app]
+	a.mu.Unlock()
+	if ok {
+		return mark, nil
+	}
+	mark, _, err := a.applier.MarkOf(ctx, app)
+	if err != nil {
+		return "", err
+	}
+	a.mu.Lock()
+	if _, set := a.appliedMarks[app]; !set {
+		a.appliedMarks[app] = mark
+	}
+	mark = a.appliedMarks[app]
+	a.mu.Unlock()
+	return mark, nil
 }
 
 // work is the newest work for app: from memory, else (after a restart) the

@@ -149,6 +149,11 @@ func (a *Agent) applyWork(ctx context.Context, e *events.Event, d *events.WorkDa
 	a.desired[app] = d
 	a.mu.Unlock()
 	res, err := a.applier.Apply(ctx, app, d.Release, objs, apply.TakeOver(d.TakeOver...), apply.ReadOnly(d.ReadOnly...), apply.Mark(markOf(d)))
+	if err == nil {
+		a.mu.Lock()
+		a.appliedMarks[app] = markOf(d)
+		a.mu.Unlock()
+	}
 	if p, refused := problem.As(err); refused {
 		log.WarnContext(ctx, "release refused", "err", err)
 		return a.refuse(ctx, d, p.Message, err)
